@@ -1,0 +1,33 @@
+# `make demo` and `make test` work on a fresh clone: each creates .venv/ and installs mtlsearch
+# into it when needed (again only when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR := demo_run
+
+.PHONY: demo test venv clean bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	cd $(DEMO_DIR) && ../$(BIN)/mtlsearch run ../search_spaces/multidigits.yaml --study demo --storage sqlite:///demo.db --n-trials 16
+	cd $(DEMO_DIR) && ../$(BIN)/mtlsearch export demo --storage sqlite:///demo.db --pick delta -o best.yaml --weights best.pt
+	cd $(DEMO_DIR) && ../$(BIN)/mtlsearch train best.yaml --seeds 2
+	@echo "demo: study in $(DEMO_DIR)/demo.db, exported config $(DEMO_DIR)/best.yaml"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_step.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,207 @@
+"""The ``mtlsearch`` command: run, resume, report, export and train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+DEFAULT_STORAGE = "sqlite:///mtlsearch.db"
+
+EPILOG = """examples:
+  mtlsearch run search_spaces/multidigits.yaml --study demo --storage sqlite:///mtlsearch.db --n-trials 20
+  mtlsearch resume demo --storage sqlite:///mtlsearch.db --n-trials 30
+  mtlsearch report demo --storage sqlite:///mtlsearch.db [--json]
+  mtlsearch export demo --storage sqlite:///mtlsearch.db --pick delta -o best.yaml
+  mtlsearch train best.yaml --seeds 3
+"""
+
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quiet", action="store_true", help="print no progress, only the result")
+    g.add_argument("--json", action="store_true", help="print progress events and the result as JSON lines on stdout")
+
+
+def _storage_flag(p: argparse.ArgumentParser, default: str | None = DEFAULT_STORAGE) -> None:
+    p.add_argument(
+        "--storage", default=default, metavar="URL",
+        help="Optuna storage: sqlite:///file.db, journal:///file.log, postgresql://user@host/db, mysql://... "
+        + (f"(default: {default})" if default else "(default: the space's run.storage, else sqlite:///mtlsearch.db)"),
+    )
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-trials", type=int, metavar="N", help="study-wide number of finished trials to reach (counts earlier ones too)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting new trials after this many seconds")
+    p.add_argument("--device", metavar="DEV", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (default: the space's run.device)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="mtlsearch", description="Architecture search for multi-task learning: sharing trees, loss weighting, Optuna studies.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"mtlsearch {__version__}")
+    verbs = top.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    p = verbs.add_parser("run", help="run a search study of a YAML space (continues it if it exists)",
+                         description="Run a multi-objective search of SPACE; flags override the space's `run` section.")
+    p.add_argument("space", metavar="SPACE", help="YAML file describing tasks, data, backbone and search space")
+    p.add_argument("--study", metavar="NAME", help="study name (default: run.study, else the space's name)")
+    _storage_flag(p, default=None)
+    _run_flags(p)
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], help="Optuna sampler (default: run.sampler, else tpe)")
+    p.add_argument("--seed", type=int, help="seed of the sampler, the baselines and the trials (default: run.seed, else 0)")
+    p.add_argument("--artifacts", metavar="DIR", help="where trial weights are stored (default: beside a file storage)")
+    p.add_argument("--no-save-weights", action="store_true", help="do not keep each trial's trained weights")
+    _output_flags(p)
+
+    p = verbs.add_parser("resume", help="continue a stored study (its space, seed and sampler are read from storage)",
+                         description="Continue STUDY to a study-wide number of finished trials, with the space it was created with.")
+    p.add_argument("study", metavar="STUDY")
+    _storage_flag(p)
+    _run_flags(p)
+    _output_flags(p)
+
+    p = verbs.add_parser("report", help="print a study's Pareto front", description="Print the Pareto front of STUDY: per-task validation metrics, Delta-MTL and cost.")
+    p.add_argument("study", metavar="STUDY")
+    _storage_flag(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = verbs.add_parser("export", help="write one trial of the front as a config that rebuilds the model",
+                         description="Pick a trial of STUDY's Pareto front and write a YAML config that rebuilds and retrains it.")
+    p.add_argument("study", metavar="STUDY")
+    _storage_flag(p)
+    p.add_argument("--pick", choices=["delta", "knee", "min-cost"], default="delta",
+                   help="delta: highest Delta-MTL; knee: the front's knee point; min-cost: fewest parameters with Delta-MTL >= --min-delta (default: delta)")
+    p.add_argument("--trial", type=int, metavar="N", help="export trial number N instead of picking")
+    p.add_argument("--max-params", type=int, metavar="N", help="consider only trials with at most N parameters")
+    p.add_argument("--max-macs", type=int, metavar="N", help="consider only trials with at most N MACs per sample")
+    p.add_argument("--min-delta", type=float, default=0.0, metavar="PCT", help="with --pick min-cost: the lowest acceptable Delta-MTL in %% (default: 0)")
+    p.add_argument("-o", "--output", default="best.yaml", metavar="FILE", help="where to write the config (default: best.yaml)")
+    p.add_argument("--weights", metavar="FILE", help="also copy the trial's trained weights to FILE (a torch state dict)")
+
+    p = verbs.add_parser("train", help="retrain an exported config from scratch on several seeds; report test metrics",
+                         description="Train CONFIG from scratch for each seed on the train split and report test-split metrics (mean ± std).")
+    p.add_argument("config", metavar="CONFIG", help="a YAML file written by `mtlsearch export`")
+    p.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds (default: 3)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; seeds are SEED..SEED+N-1 (default: 0)")
+    p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--no-baselines", action="store_true", help="skip retraining single-task baselines (no test Delta-MTL)")
+    _output_flags(p)
+    return top
+
+
+def _progress(args):
+    from .search.progress import Progress
+
+    return Progress("json" if getattr(args, "json", False) else "quiet" if getattr(args, "quiet", False) else "normal")
+
+
+def _positive(value, flag):
+    from .errors import ConfigError
+
+    if value is not None and value < 1:
+        raise ConfigError(flag, f"expected an integer >= 1, found {value}")
+
+
+def _print_front(study, args) -> None:
+    from .search.results import format_report, report
+
+    data = report(study)
+    if args.json:
+        print(json.dumps({"event": "result", **data}, default=str))
+    else:
+        print(format_report(data))
+
+
+def cmd_run(args) -> None:
+    from . import load
+    from .search.study import run_search
+
+    _positive(args.n_trials, "--n-trials")
+    problem, run = load(args.space)
+    run = run.replace(
+        study=args.study, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler,
+        seed=args.seed, device=args.device, artifacts=args.artifacts, save_weights=False if args.no_save_weights else None,
+    )
+    study = run_search(problem.space, run, _progress(args), problem=problem)
+    _print_front(study, args)
+
+
+def cmd_resume(args) -> None:
+    from .config import RunConfig
+    from .search.results import load
+    from .search.study import ATTR, run_search, stored_space
+
+    _positive(args.n_trials, "--n-trials")
+    study = load(args.study, args.storage)
+    attrs = study.user_attrs
+    run = RunConfig(
+        study=args.study, storage=args.storage, sampler=attrs.get(ATTR + "sampler", "tpe"), seed=attrs.get(ATTR + "seed", 0),
+        n_trials=args.n_trials or attrs.get(ATTR + "n_trials", 20), timeout=args.timeout, device=args.device or "auto",
+        artifacts=attrs.get(ATTR + "artifacts"),
+    )
+    study = run_search(stored_space(study), run, _progress(args))
+    _print_front(study, args)
+
+
+def cmd_report(args) -> None:
+    from .search.results import load
+
+    _print_front(load(args.study, args.storage), args)
+
+
+def cmd_export(args) -> None:
+    from .search.results import export_config, load, pick, save_weights, write_yaml
+
+    study = load(args.study, args.storage)
+    trial = pick(study, args.pick, args.max_params, args.max_macs, args.min_delta, args.trial)
+    config = export_config(study, trial, args.storage)
+    write_yaml(config, args.output)
+    if args.weights:
+        save_weights(study, trial, args.weights)
+    how = f"trial #{trial.number}" if args.trial is not None else f"--pick {args.pick}: trial #{trial.number}"
+    print(f"exported {how} ({config['architecture']['family']}, Delta-MTL {config['provenance']['delta_mtl']:+.2f}%, "
+          f"{config['provenance']['params']:,} params) to {args.output}" + (f"; weights to {args.weights}" if args.weights else ""))
+    print("\n".join("  " + line for line in config["architecture"]["description"]))
+
+
+def cmd_train(args) -> None:
+    from .search.results import format_retrain, retrain
+
+    _positive(args.seeds, "--seeds")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    result = retrain(args.config, seeds, args.device, baselines=not args.no_baselines, progress=_progress(args))
+    if args.json:
+        print(json.dumps({"event": "result", **result}, default=str))
+    else:
+        print(format_retrain(result))
+
+
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "report": cmd_report, "export": cmd_export, "train": cmd_train}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import MTLSearchError
+
+    args = parser().parse_args(argv)
+    try:
+        COMMANDS[args.verb](args)
+    except MTLSearchError as err:
+        print(f"mtlsearch {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = f"; continue with `mtlsearch resume {args.study or '<study>'} --storage {args.storage or DEFAULT_STORAGE}`" if args.verb in ("run", "resume") else ""
+        print(f"\nmtlsearch {args.verb}: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,575 @@
+"""Typed, validated configuration: what to search (:class:`SearchSpace`) apart from how to run it
+(:class:`RunConfig`).
+
+A YAML file maps onto these dataclasses 1:1 (``yaml.safe_load`` only)::
+
+    name: multidigits
+    data: {benchmark: multidigits, seed: 0}            # or {factory: "pkg.module:make_data"}
+    tasks: [left, right, sum]                           # optional: a subset, or full task specs
+    backbone: {name: cnn, channels: 32, depth: 3}
+    search_space:
+      families: [single_task, hard_sharing, tree]
+      tree: {max_groups: 2}
+      weightings: [equal, static]
+      static: {weight: {low: 0.25, high: 4.0, log: true}}
+      training: {epochs: 3, batch_size: [64, 128], optimizer: adam, lr: {low: 1.0e-4, high: 1.0e-2, log: true}}
+    objectives: [delta_mtl, params]
+    baselines: auto
+    run: {study: multidigits, storage: "sqlite:///mtlsearch.db", sampler: tpe, seed: 0, n_trials: 20}
+
+Every bad value raises one :class:`~mtlsearch.errors.ConfigError` naming its path, the value found
+and what is allowed. This module checks structure and ranges; names that live in registries of
+higher layers (families, weightings, backbones, benchmarks) are checked by
+:mod:`mtlsearch.problem`, which :func:`mtlsearch.load_space` runs right after parsing.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, did_you_mean, show
+from .tasks import TaskSpec
+
+# ---------------------------------------------------------------------------------------------
+# Small checkers: each returns the clean value or raises ConfigError(path, ...).
+
+
+def check_keys(raw: Mapping, allowed: list[str], path: str, required: tuple[str, ...] = ()) -> None:
+    """Unknown keys are errors with a "did you mean" hint; missing required keys too."""
+    for key in raw:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(
+                where, f"unknown key; allowed keys are: {', '.join(allowed)}{did_you_mean(str(key), allowed)}"
+            )
+    for key in required:
+        if key not in raw:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(where, "required key is missing")
+
+
+def as_mapping(raw: Any, path: str) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, f"expected a mapping (key: value), found {show(raw)}")
+    return dict(raw)
+
+
+def _number(raw: Any) -> Any:
+    # PyYAML reads `1e-4` (no dot) as a string; accept it as the number it plainly is.
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def as_int(raw: Any, path: str, minimum: int | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ConfigError(path, f"expected an integer{bound}, found {show(raw)}")
+    if minimum is not None and raw < minimum:
+        raise ConfigError(path, f"expected an integer >= {minimum}, found {raw}")
+    return raw
+
+
+def as_float(raw: Any, path: str, minimum: float | None = None, strict: bool = False) -> float:
+    value = _number(raw)
+    op = ">" if strict else ">="
+    bound = f" {op} {minimum:g}" if minimum is not None else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(path, f"expected a number{bound}, found {show(raw)}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ConfigError(path, f"expected a number{bound}, found {value:g}")
+    return float(value)
+
+
+def as_str(raw: Any, path: str) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(path, f"expected a non-empty string, found {show(raw)}")
+    return raw
+
+
+def as_bool(raw: Any, path: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(path, f"expected true or false, found {show(raw)}")
+    return raw
+
+
+def as_name_list(raw: Any, path: str) -> list[str]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(path, f"expected a non-empty list of choices, found {show(raw)}")
+    out = []
+    for i, item in enumerate(raw):
+        out.append(as_str(item, f"{path}[{i}]"))
+        if out[-1] in out[:-1]:
+            raise ConfigError(f"{path}[{i}]", f"`{item}` is listed twice")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Searchable values.
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A value that is fixed, chosen from a list, or drawn from a range.
+
+    YAML forms: a scalar (``lr: 0.001``) is fixed; a list (``batch_size: [64, 128]``) is a
+    categorical choice; a mapping ``{low, high, log?, step?}`` is a numeric range (integers when
+    ``low`` and ``high`` are both integers and ``int: true`` is not overridden, else floats).
+    ``default`` is the value used where one setting is needed without a trial (single-task
+    baselines): the fixed value, the first choice, or the range's (geometric, if ``log``) midpoint.
+    """
+
+    kind: str  # "fixed" | "choice" | "int" | "float"
+    choices: tuple = ()
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    step: float | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, path: str, check: Callable[[Any, str], Any], integer: bool = False) -> "ParamSpec":
+        """``check(value, path)`` validates (and may convert) one possible value."""
+        if isinstance(raw, Mapping):
+            check_keys(raw, ["low", "high", "log", "step"], path, required=("low", "high"))
+            low = check(raw["low"], f"{path}.low")
+            high = check(raw["high"], f"{path}.high")
+            if not isinstance(low, (int, float)) or isinstance(low, bool):
+                raise ConfigError(path, f"a range needs numeric low and high, found {show(raw)}")
+            if high < low:
+                raise ConfigError(f"{path}.high", f"expected a number >= low ({low:g}), found {high:g}")
+            log = as_bool(raw.get("log", False), f"{path}.log")
+            if log and low <= 0:
+                raise ConfigError(f"{path}.low", f"a log range needs low > 0, found {low:g}")
+            step = raw.get("step")
+            if step is not None:
+                step = as_float(step, f"{path}.step", 0.0, strict=True)
+                if log:
+                    raise ConfigError(f"{path}.step", "step cannot be combined with log: true")
+            kind = "int" if integer else "float"
+            if integer and (step is not None and step != int(step)):
+                raise ConfigError(f"{path}.step", f"expected an integer step, found {step:g}")
+            return cls(kind=kind, low=low, high=high, log=log, step=step)
+        if isinstance(raw, list):
+            if not raw:
+                raise ConfigError(path, "expected a non-empty list of choices, found `[]`")
+            values = tuple(check(v, f"{path}[{i}]") for i, v in enumerate(raw))
+            for i, v in enumerate(values):
+                if v in values[:i]:
+                    raise ConfigError(f"{path}[{i}]", f"{show(v)} is listed twice")
+            return cls(kind="choice", choices=values)
+        return cls(kind="fixed", choices=(check(raw, path),))
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Draw the value through an Optuna-like trial (``Trial``, ``FixedTrial``...)."""
+        if self.kind == "fixed":
+            return self.choices[0]
+        if self.kind == "choice":
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def default(self) -> Any:
+        if self.kind in ("fixed", "choice"):
+            return self.choices[0]
+        mid = math.sqrt(self.low * self.high) if self.log else (self.low + self.high) / 2
+        return int(round(mid)) if self.kind == "int" else mid
+
+    def values(self) -> tuple:
+        """Every value a fixed or categorical spec can take (ranges are open-ended: empty)."""
+        return self.choices
+
+    def to_raw(self) -> Any:
+        if self.kind == "fixed":
+            return self.choices[0]
+        if self.kind == "choice":
+            return list(self.choices)
+        raw: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            raw["log"] = True
+        if self.step is not None:
+            raw["step"] = self.step
+        return raw
+
+
+def positive_int(v: Any, path: str) -> int:
+    return as_int(v, path, 1)
+
+
+def positive_float(v: Any, path: str) -> float:
+    return as_float(v, path, 0.0, strict=True)
+
+
+def nonnegative_float(v: Any, path: str) -> float:
+    return as_float(v, path, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# What to search.
+
+OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
+
+
+def _optimizer_name(v: Any, path: str) -> str:
+    if v not in OPTIMIZER_NAMES:
+        raise ConfigError(path, f"unknown optimizer {show(v)}; choose one of: {', '.join(OPTIMIZER_NAMES)}{did_you_mean(str(v), OPTIMIZER_NAMES)}")
+    return v
+
+
+@dataclass(frozen=True)
+class TrainingSpace:
+    """The training budget and searchable training hyperparameters of every candidate."""
+
+    epochs: ParamSpec = ParamSpec("fixed", (5,))
+    batch_size: ParamSpec = ParamSpec("fixed", (64,))
+    optimizer: ParamSpec = ParamSpec("fixed", ("adam",))
+    lr: ParamSpec = ParamSpec("fixed", (1e-3,))
+    weight_decay: ParamSpec = ParamSpec("fixed", (0.0,))
+
+    FIELDS = {
+        "epochs": (positive_int, True),
+        "batch_size": (positive_int, True),
+        "optimizer": (_optimizer_name, False),
+        "lr": (positive_float, False),
+        "weight_decay": (nonnegative_float, False),
+    }
+
+    @classmethod
+    def parse(cls, raw: Any, path: str) -> "TrainingSpace":
+        raw = as_mapping(raw, path)
+        check_keys(raw, list(cls.FIELDS), path)
+        kwargs = {}
+        for name, (check, integer) in cls.FIELDS.items():
+            if name in raw:
+                kwargs[name] = ParamSpec.parse(raw[name], f"{path}.{name}", check, integer=integer)
+        return cls(**kwargs)
+
+    def to_raw(self) -> dict:
+        return {name: getattr(self, name).to_raw() for name in self.FIELDS}
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    """``search_space``: which families and weightings to search, and the training space.
+
+    ``families`` / ``weightings`` are the categorical choices; ``sections`` holds, for a family or
+    weighting named there, its hyperparameters (``tree: {max_groups: 3}``), checked by
+    :mod:`mtlsearch.problem` against the registered class.
+    """
+
+    families: tuple[str, ...] = ("hard_sharing",)
+    weightings: tuple[str, ...] = ("equal",)
+    sections: Mapping[str, dict] = field(default_factory=dict)
+    training: TrainingSpace = field(default_factory=TrainingSpace)
+
+    @classmethod
+    def parse(cls, raw: Any, path: str) -> "SearchSection":
+        raw = as_mapping(raw, path)
+        families = tuple(as_name_list(raw.get("families", ["hard_sharing"]), f"{path}.families"))
+        weightings = tuple(as_name_list(raw.get("weightings", ["equal"]), f"{path}.weightings"))
+        training = TrainingSpace.parse(raw.get("training"), f"{path}.training")
+        sections = {}
+        allowed = ["families", "weightings", "training", *families, *weightings]
+        for key, value in raw.items():
+            if key in ("families", "weightings", "training"):
+                continue
+            if key not in allowed:
+                raise ConfigError(
+                    f"{path}.{key}",
+                    "unknown key; a section must name a family listed in "
+                    f"{path}.families or a weighting listed in {path}.weightings; allowed keys are: "
+                    f"{', '.join(allowed)}{did_you_mean(str(key), allowed)}",
+                )
+            sections[key] = as_mapping(value, f"{path}.{key}")
+        return cls(families=families, weightings=weightings, sections=sections, training=training)
+
+    def to_raw(self) -> dict:
+        raw: dict[str, Any] = {"families": list(self.families)}
+        raw.update({k: v for k, v in self.sections.items() if k in self.families})
+        raw["weightings"] = list(self.weightings)
+        raw.update({k: v for k, v in self.sections.items() if k in self.weightings})
+        raw["training"] = self.training.to_raw()
+        return raw
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``data``: a built-in ``benchmark`` or an import-path ``factory``, its ``seed`` and params."""
+
+    benchmark: str | None = "multidigits"
+    factory: str | None = None
+    seed: int = 0
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Any, path: str) -> "DataSection":
+        raw = as_mapping(raw, path)
+        if "benchmark" in raw and "factory" in raw:
+            raise ConfigError(path, "give either `benchmark` (a built-in) or `factory` (an import path), not both")
+        if "benchmark" not in raw and "factory" not in raw:
+            raise ConfigError(path, "expected `benchmark: NAME` (a built-in benchmark) or `factory: package.module:function`")
+        seed = as_int(raw.get("seed", 0), f"{path}.seed", 0)
+        params = {k: v for k, v in raw.items() if k not in ("benchmark", "factory", "seed")}
+        if "factory" in raw:
+            factory = as_str(raw["factory"], f"{path}.factory")
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", factory):
+                raise ConfigError(f"{path}.factory", f"expected an import path `package.module:function`, found {show(factory)}")
+            return cls(benchmark=None, factory=factory, seed=seed, params=params)
+        return cls(benchmark=as_str(raw["benchmark"], f"{path}.benchmark"), seed=seed, params=params)
+
+    def to_raw(self) -> dict:
+        raw: dict[str, Any] = {"benchmark": self.benchmark} if self.benchmark else {"factory": self.factory}
+        raw["seed"] = self.seed
+        raw.update(self.params)
+        return raw
+
+
+TASK_KEYS = ["name", "type", "num_classes", "output_dim", "metrics"]
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """One entry of ``tasks``: a name (select a task the data provides) or a full task spec."""
+
+    name: str
+    spec: TaskSpec | None = None  # None: take the data's own spec
+    metrics: tuple[str, ...] | None = None  # metrics override for a data-provided task
+
+    @classmethod
+    def parse(cls, raw: Any, path: str) -> "TaskEntry":
+        if isinstance(raw, str):
+            return cls(name=as_str(raw, path))
+        raw = as_mapping(raw, path)
+        check_keys(raw, TASK_KEYS, path, required=("name",))
+        name = as_str(raw["name"], f"{path}.name")
+        metrics = raw.get("metrics")
+        if metrics is not None:
+            metrics = tuple(as_name_list(metrics, f"{path}.metrics"))
+        if "type" not in raw:
+            if set(raw) - {"name", "metrics"}:
+                raise ConfigError(f"{path}.type", "required when a task gives num_classes or output_dim")
+            return cls(name=name, metrics=metrics)
+        try:
+            spec = TaskSpec(
+                name=name,
+                type=raw["type"],
+                num_classes=raw.get("num_classes"),
+                output_dim=raw.get("output_dim", 1),
+                metrics=metrics or (),
+            )
+        except ConfigError as err:
+            raise err.prefixed(path) from None
+        return cls(name=name, spec=spec)
+
+    def to_raw(self) -> Any:
+        if self.spec is not None:
+            return self.spec.to_dict()
+        if self.metrics:
+            return {"name": self.name, "metrics": list(self.metrics)}
+        return self.name
+
+
+OBJECTIVE_RE = re.compile(r"^(delta_mtl|params|macs|[A-Za-z_]\w*\.[A-Za-z_]\w*)$")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What to search: data, tasks, backbone, the search space proper, objectives and baselines.
+
+    ``objectives``: ``delta_mtl`` (maximised), ``params`` and ``macs`` (minimised), or
+    ``TASK.METRIC`` (in the metric's own direction). ``baselines``: ``"auto"`` (single-task runs
+    trained once per study) or ``{task: {metric: value}}`` given by the user.
+    """
+
+    name: str
+    data: DataSection
+    backbone: Mapping[str, Any]
+    search_space: SearchSection
+    tasks: tuple[TaskEntry, ...] = ()
+    objectives: tuple[str, ...] = ("delta_mtl", "params")
+    baselines: str | Mapping[str, Mapping[str, float]] = "auto"
+
+    TOP_KEYS = ["name", "data", "tasks", "backbone", "search_space", "objectives", "baselines", "run"]
+
+    @classmethod
+    def parse(cls, raw: Any, path: str = "") -> "SearchSpace":
+        raw = as_mapping(raw, path or "space")
+        check_keys(raw, cls.TOP_KEYS, path)
+        p = (lambda k: f"{path}.{k}" if path else k)
+        name = as_str(raw.get("name", "mtlsearch"), p("name"))
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise ConfigError(p("name"), f"expected letters, digits, '_', '-' or '.', found {show(name)}")
+        data = DataSection.parse(raw.get("data"), p("data"))
+        tasks_raw = raw.get("tasks", [])
+        if tasks_raw is None:
+            tasks_raw = []
+        if not isinstance(tasks_raw, list):
+            raise ConfigError(p("tasks"), f"expected a list of task names or task specs, found {show(tasks_raw)}")
+        tasks = tuple(TaskEntry.parse(t, f"{p('tasks')}[{i}]") for i, t in enumerate(tasks_raw))
+        names = [t.name for t in tasks]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise ConfigError(f"{p('tasks')}[{i}].name", f"task `{n}` is listed twice")
+        backbone = as_mapping(raw.get("backbone"), p("backbone"))
+        if "name" not in backbone:
+            raise ConfigError(p("backbone.name"), "required key is missing (e.g. `mlp` or `cnn`)")
+        as_str(backbone["name"], p("backbone.name"))
+        search = SearchSection.parse(raw.get("search_space"), p("search_space"))
+        objectives = tuple(as_name_list(raw.get("objectives", ["delta_mtl", "params"]), p("objectives")))
+        for i, obj in enumerate(objectives):
+            if not OBJECTIVE_RE.match(obj):
+                raise ConfigError(
+                    f"{p('objectives')}[{i}]",
+                    f"unknown objective {show(obj)}; choose from: delta_mtl, params, macs, or TASK.METRIC (e.g. left.accuracy)"
+                    + did_you_mean(obj, ["delta_mtl", "params", "macs"]),
+                )
+        baselines = raw.get("baselines", "auto")
+        if baselines != "auto":
+            bl = as_mapping(baselines, p("baselines"))
+            if isinstance(baselines, str) or not bl:
+                raise ConfigError(p("baselines"), f"expected `auto` or a mapping task -> metric -> value, found {show(baselines)}")
+            baselines = {
+                t: {m: as_float(v, f"{p('baselines')}.{t}.{m}") for m, v in as_mapping(ms, f"{p('baselines')}.{t}").items()}
+                for t, ms in bl.items()
+            }
+        return cls(
+            name=name, data=data, backbone=backbone, search_space=search, tasks=tasks,
+            objectives=objectives, baselines=baselines,
+        )
+
+    def to_raw(self) -> dict:
+        """The space as plain data (YAML/JSON), without the ``run`` section; parse(to_raw()) == self."""
+        raw: dict[str, Any] = {"name": self.name, "data": self.data.to_raw()}
+        if self.tasks:
+            raw["tasks"] = [t.to_raw() for t in self.tasks]
+        raw["backbone"] = dict(self.backbone)
+        raw["search_space"] = self.search_space.to_raw()
+        raw["objectives"] = list(self.objectives)
+        raw["baselines"] = copy.deepcopy(self.baselines) if self.baselines != "auto" else "auto"
+        return raw
+
+    def fingerprint(self) -> str:
+        """A short hash of the canonical space, stored with a study to refuse a different space."""
+        text = json.dumps(self.to_raw(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# How to run it.
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+def check_storage_url(url: Any, path: str) -> str:
+    """An Optuna storage URL (SQLAlchemy style) or ``journal:///file.log`` for a journal file."""
+    url = as_str(url, path)
+    scheme = url.split(":", 1)[0].split("+", 1)[0] if ":" in url else ""
+    if scheme not in STORAGE_SCHEMES or "://" not in url:
+        raise ConfigError(
+            path,
+            f"unknown storage scheme in {show(url)}; choose one of: "
+            + ", ".join(f"{s}://..." for s in STORAGE_SCHEMES)
+            + " (e.g. sqlite:///mtlsearch.db)",
+        )
+    return url
+
+
+def check_device(v: Any, path: str) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+        raise ConfigError(path, f"expected `auto`, `cpu`, `cuda`, `cuda:N` or `mps`, found {show(v)}")
+    return v
+
+
+@dataclass
+class RunConfig:
+    """How to run a search: where it is stored, which sampler, budget, seed and device.
+
+    ``n_trials`` is the study-wide total: running again with the same study continues to it.
+    ``seed`` seeds the sampler (mixed with the number of finished trials, so a resumed study does
+    not repeat configurations), the single-task baselines and each trial (``seed + trial number``).
+    """
+
+    study: str | None = None
+    storage: str = "sqlite:///mtlsearch.db"
+    sampler: str = "tpe"
+    seed: int = 0
+    n_trials: int = 20
+    timeout: float | None = None
+    device: str = "auto"
+    artifacts: str | None = None
+    save_weights: bool = True
+
+    KEYS = ["study", "storage", "sampler", "seed", "n_trials", "timeout", "device", "artifacts", "save_weights"]
+
+    def __post_init__(self) -> None:
+        path = "run"
+        if self.study is not None:
+            self.study = as_str(self.study, f"{path}.study")
+        self.storage = check_storage_url(self.storage, f"{path}.storage")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"{path}.sampler", f"unknown sampler {show(self.sampler)}; choose one of: {', '.join(SAMPLERS)}{did_you_mean(str(self.sampler), SAMPLERS)}")
+        self.seed = as_int(self.seed, f"{path}.seed", 0)
+        self.n_trials = as_int(self.n_trials, f"{path}.n_trials", 1)
+        if self.timeout is not None:
+            self.timeout = as_float(self.timeout, f"{path}.timeout", 0.0, strict=True)
+        self.device = check_device(self.device, f"{path}.device")
+        if self.artifacts is not None:
+            self.artifacts = as_str(self.artifacts, f"{path}.artifacts")
+        self.save_weights = as_bool(self.save_weights, f"{path}.save_weights")
+
+    @classmethod
+    def parse(cls, raw: Any, path: str = "run") -> "RunConfig":
+        raw = as_mapping(raw, path)
+        check_keys(raw, cls.KEYS, path)
+        return cls(**raw)
+
+    def replace(self, **overrides: Any) -> "RunConfig":
+        """A copy with the non-None ``overrides`` applied (CLI flags over YAML), re-validated."""
+        values = {k: getattr(self, k) for k in self.KEYS}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return RunConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+
+
+def read_yaml(path: str | Path) -> Any:
+    """``yaml.safe_load`` of a file, with clear errors for a missing file or malformed YAML."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("", f"{p}: no such file")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError("", f"{p}: malformed YAML{where}: {problem}") from None
+
+
+def parse_document(raw: Any) -> tuple[SearchSpace, RunConfig]:
+    """A whole YAML document: the space and its ``run`` section."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("", f"expected a YAML mapping at the top of the file, found {show(raw)}")
+    space = SearchSpace.parse(raw)
+    run = RunConfig.parse(raw.get("run"))
+    return space, run

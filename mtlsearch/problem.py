@@ -1,0 +1,276 @@
+"""A search space resolved against the registries: the data, tasks, backbone, families and
+weightings it names, and how a trial becomes a :class:`Candidate`.
+
+This is where names from a YAML space meet the classes they stand for, so every error that
+needs a registry (an unknown family, a bad ``max_groups``, a task the data does not have) is raised
+here, with the space path in front.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ParamSpec, SearchSpace, TrainingSpace
+from .data import BENCHMARKS, MTLData, TensorMTLDataset
+from .errors import ConfigError, did_you_mean, show
+from .families import FAMILIES, Architecture, Family
+from .models import BACKBONES, Backbone
+from .tasks import METRICS, TaskSpec
+from .weighting import WEIGHTINGS, Weighting
+
+MAXIMIZE, MINIMIZE = "maximize", "minimize"
+
+
+@dataclass
+class Candidate:
+    """One sampled multi-task network with everything needed to train it.
+
+    ``params`` are the trial parameters it was drawn from: replaying them through
+    ``optuna.trial.FixedTrial`` on the same space gives the same candidate.
+    """
+
+    params: dict[str, Any]
+    family: Family
+    architecture: Architecture
+    weighting: Weighting
+    training: dict[str, Any]
+    problem: "Problem" = field(repr=False)
+
+    def build_model(self, seed: int) -> nn.Module:
+        """The network, initialised from ``seed`` (same seed, same weights)."""
+        torch.manual_seed(seed)
+        return self.family.build(self.architecture, self.problem.backbone, self.problem.tasks)
+
+    def new_weighting(self) -> Weighting:
+        """A fresh copy of the weighting (its learnable state starts anew for each training run)."""
+        return copy.deepcopy(self.weighting)
+
+    def describe(self) -> str:
+        return self.architecture.describe(self.problem.backbone.block_names)
+
+    def summary(self) -> dict[str, Any]:
+        """A readable record of the candidate (JSON-serialisable)."""
+        return {
+            "family": self.architecture.family,
+            "paths": self.architecture.to_dict()["paths"],
+            "sharing": self.architecture.sharing(self.problem.backbone.block_names),
+            "weighting": {"name": self.weighting.name, **self.weighting.hyperparameters()},
+            "training": dict(self.training),
+        }
+
+
+class Problem:
+    """A :class:`~mtlsearch.config.SearchSpace` resolved: data loaded, every name checked."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        self.data = load_data(space)
+        self.tasks: list[TaskSpec] = resolve_tasks(space, self.data)
+        check_targets(self.tasks, self.data)
+        self.task_names = [t.name for t in self.tasks]
+        self.input_shape = tuple(self.data.train[0][0].shape)
+        self.backbone: Backbone = build_backbone(space.backbone, self.input_shape)
+        sections = space.search_space.sections
+        self.families: dict[str, Family] = {}
+        for i, name in enumerate(space.search_space.families):
+            cls = FAMILIES.get(name, f"search_space.families[{i}]")
+            self.families[name] = instantiate(cls, sections.get(name, {}), f"search_space.{name}")
+        self.weighting_spaces: dict[str, dict[str, ParamSpec]] = {}
+        for i, name in enumerate(space.search_space.weightings):
+            cls = WEIGHTINGS.get(name, f"search_space.weightings[{i}]")
+            self.weighting_spaces[name] = cls.space(sections.get(name, {}), f"search_space.{name}")
+        self.training_space: TrainingSpace = space.search_space.training
+        self.objectives: list[str] = list(space.objectives)
+        self.directions: list[str] = [self._direction(i, o) for i, o in enumerate(self.objectives)]
+        self.given_baselines = self._check_baselines(space.baselines)
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def sample(self, trial: Any) -> Candidate:
+        """Draw a candidate through an Optuna-like trial (``Trial`` or ``FixedTrial``)."""
+        family_name = trial.suggest_categorical("family", list(self.families))
+        family = self.families[family_name]
+        arch = family.sample(trial, self.task_names, self.backbone.block_names)
+        w_name = trial.suggest_categorical("weighting", list(self.weighting_spaces))
+        weighting = WEIGHTINGS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
+        training = {
+            k: getattr(self.training_space, k).suggest(trial, f"training.{k}") for k in TrainingSpace.FIELDS
+        }
+        params = dict(getattr(trial, "params", {}))
+        return Candidate(params, family, arch, weighting, training, self)
+
+    def replay(self, params: Mapping[str, Any]) -> Candidate:
+        """The candidate of stored trial parameters (export is replay, not a second code path)."""
+        from optuna.trial import FixedTrial
+
+        try:
+            candidate = self.sample(FixedTrial(dict(params)))
+        except ValueError as err:  # FixedTrial: a parameter this space needs is not in params
+            raise ConfigError("params", f"{err}; the parameters do not fit this search space") from None
+        candidate.params = dict(params)
+        return candidate
+
+    def baseline_training(self) -> dict[str, Any]:
+        """Training settings of the single-task baselines: each training parameter's default."""
+        return {k: getattr(self.training_space, k).default() for k in TrainingSpace.FIELDS}
+
+    def single_task_model(self, task: TaskSpec, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        arch = FAMILIES.get("hard_sharing")().sample(None, [task.name], self.backbone.block_names)
+        return FAMILIES.get("hard_sharing")().build(arch, self.backbone, [task])
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    @cached_property
+    def metric_directions(self) -> dict[str, dict[str, str]]:
+        return {t.name: t.metric_directions() for t in self.tasks}
+
+    def _direction(self, i: int, objective: str) -> str:
+        if objective == "delta_mtl":
+            return MAXIMIZE
+        if objective in ("params", "macs"):
+            return MINIMIZE
+        task, metric = objective.split(".", 1)
+        where = f"objectives[{i}]"
+        if task not in self.task_names:
+            raise ConfigError(where, f"unknown task `{task}`; choose one of: {', '.join(self.task_names)}{did_you_mean(task, self.task_names)}")
+        directions = self.metric_directions[task]
+        if metric not in directions:
+            raise ConfigError(where, f"task `{task}` is not scored by `{metric}`; its metrics are: {', '.join(directions)}")
+        return MAXIMIZE if directions[metric] == "max" else MINIMIZE
+
+    def _check_baselines(self, baselines: Any) -> dict[str, dict[str, float]] | None:
+        if baselines == "auto":
+            return None
+        for t in self.tasks:
+            if t.name not in baselines:
+                raise ConfigError(f"baselines.{t.name}", f"missing: given baselines need every task ({', '.join(self.task_names)})")
+            for m in t.metrics:
+                if m not in baselines[t.name]:
+                    raise ConfigError(f"baselines.{t.name}.{m}", f"missing: task `{t.name}` is scored by {', '.join(t.metrics)}")
+                if baselines[t.name][m] == 0:
+                    raise ConfigError(f"baselines.{t.name}.{m}", "expected a non-zero number (Delta-MTL divides by it), found 0")
+        for name in baselines:
+            if name not in self.task_names:
+                raise ConfigError(f"baselines.{name}", f"unknown task; choose from: {', '.join(self.task_names)}")
+        return {t: dict(ms) for t, ms in baselines.items()}
+
+
+# -- resolution helpers -------------------------------------------------------------------------
+
+
+def instantiate(cls: type, params: Mapping[str, Any], path: str, *args: Any) -> Any:
+    """``cls(*args, **params)`` with unknown keys and bad values reported under ``path``."""
+    sig = inspect.signature(cls.__init__)
+    allowed = [n for n, p in sig.parameters.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD][len(args):]
+    for key in params:
+        if key not in allowed:
+            listed = ", ".join(allowed) if allowed else "none"
+            raise ConfigError(f"{path}.{key}", f"unknown parameter of `{getattr(cls, 'name', cls.__name__)}`; allowed: {listed}{did_you_mean(str(key), allowed)}")
+    try:
+        return cls(*args, **params)
+    except ConfigError as err:
+        raise err.prefixed(path) from None
+
+
+def build_backbone(raw: Mapping[str, Any], input_shape: tuple[int, ...]) -> Backbone:
+    cls = BACKBONES.get(raw["name"], "backbone.name")
+    params = {k: v for k, v in raw.items() if k != "name"}
+    return instantiate(cls, params, "backbone", input_shape)
+
+
+def import_factory(path: str):
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError("data.factory", f"cannot import module `{module_name}`: {err}") from None
+    if not hasattr(module, attr):
+        raise ConfigError("data.factory", f"module `{module_name}` has no attribute `{attr}`")
+    return getattr(module, attr)
+
+
+def load_data(space: SearchSpace) -> MTLData:
+    """Call the data factory with the space's seed and parameters and check what it returns."""
+    d = space.data
+    if d.benchmark is not None:
+        factory = BENCHMARKS.get(d.benchmark, "data.benchmark")
+        label = f"benchmark `{d.benchmark}`"
+    else:
+        factory = import_factory(d.factory)
+        label = f"factory `{d.factory}`"
+    sig = inspect.signature(factory)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    allowed = [n for n in sig.parameters if n != "seed"]
+    if not accepts_any:
+        for key in d.params:
+            if key not in allowed:
+                raise ConfigError(f"data.{key}", f"unknown parameter of {label}; allowed: {', '.join(['seed', *allowed])}{did_you_mean(str(key), allowed)}")
+    try:
+        data = factory(seed=d.seed, **d.params)
+    except ConfigError as err:
+        raise err.prefixed("data") from None
+    if not isinstance(data, MTLData):
+        raise ConfigError("data", f"{label} returned {type(data).__name__}; expected mtlsearch.data.MTLData")
+    for split in ("train", "val", "test"):
+        if len(getattr(data, split)) == 0:
+            raise ConfigError("data", f"{label} returned an empty {split} split")
+    return data
+
+
+def resolve_tasks(space: SearchSpace, data: MTLData) -> list[TaskSpec]:
+    provided = {t.name: t for t in data.tasks}
+    if not space.tasks:
+        if not provided:
+            raise ConfigError("tasks", "the data factory declares no tasks: list them with name and type")
+        tasks = list(data.tasks)
+    else:
+        tasks = []
+        for i, entry in enumerate(space.tasks):
+            where = f"tasks[{i}]"
+            own = provided.get(entry.name)
+            if entry.spec is not None:
+                if own is not None and (own.type, own.num_classes, own.output_dim) != (entry.spec.type, entry.spec.num_classes, entry.spec.output_dim):
+                    raise ConfigError(where, f"task `{entry.name}` is {own.type} in the data ({own.to_dict()}); the space says {entry.spec.to_dict()}")
+                tasks.append(entry.spec)
+                continue
+            if own is None:
+                if not provided:
+                    raise ConfigError(f"{where}.type", "required: the data factory declares no tasks, so each task needs name and type")
+                names = list(provided)
+                raise ConfigError(f"{where}.name", f"unknown task `{entry.name}` of the data; choose one of: {', '.join(names)}{did_you_mean(entry.name, names)}")
+            if entry.metrics:
+                try:
+                    own = TaskSpec(own.name, own.type, own.num_classes, own.output_dim, entry.metrics)
+                except ConfigError as err:
+                    raise err.prefixed(where) from None
+            tasks.append(own)
+    if len(tasks) < 2:
+        raise ConfigError("tasks", f"expected at least 2 tasks for a multi-task search, found {len(tasks)}")
+    return tasks
+
+
+def check_targets(tasks: list[TaskSpec], data: MTLData) -> None:
+    for split in ("train", "val", "test"):
+        ds = getattr(data, split)
+        targets = ds.targets if isinstance(ds, TensorMTLDataset) else {k: torch.as_tensor(v).unsqueeze(0) for k, v in ds[0][1].items()}
+        for t in tasks:
+            if t.name not in targets:
+                raise ConfigError("data", f"the {split} split has no targets for task `{t.name}`; it has: {', '.join(targets) or 'none'}")
+            t.kind.check_targets(t, targets[t.name], f"data.{split}")
+
+
+def objective_label(objective: str) -> str:
+    return {"delta_mtl": "Delta-MTL %", "params": "params", "macs": "MACs"}.get(objective, objective)
+
+
+__all__ = ["Candidate", "Problem", "MAXIMIZE", "MINIMIZE", "METRICS", "show"]

@@ -1,0 +1,115 @@
+"""Scoring candidates: Delta-MTL against single-task baselines, cost, and Pareto dominance.
+
+Everything here is a pure function of numbers (or of a model, for cost), tested on hand-computed
+values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+Metrics = Mapping[str, Mapping[str, float]]  # {task: {metric: value}}
+
+
+def delta_mtl(metrics: Metrics, baselines: Metrics, directions: Mapping[str, Mapping[str, str]]) -> float:
+    """Delta-MTL in percent (Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021).
+
+        Delta = (1/T) * sum_t (1/|M_t|) * sum_{m in M_t} (-1)^{l_m} * (M_m - S_m) / S_m * 100
+
+    with ``l_m = 1`` where lower is better. Convention: metrics are averaged *within* each task
+    first, then tasks are averaged, so every task counts equally however many metrics it has.
+    ``directions[task][metric]`` is ``"max"`` or ``"min"``; the tasks are those of ``directions``.
+    """
+    per_task = []
+    for task, dirs in directions.items():
+        terms = []
+        for metric, direction in dirs.items():
+            m = metrics[task][metric]
+            s = baselines[task][metric]
+            if s == 0:
+                raise ConfigError(f"baselines.{task}.{metric}", "is 0; Delta-MTL divides by the baseline")
+            sign = -1.0 if direction == "min" else 1.0
+            terms.append(sign * (m - s) / s * 100.0)
+        per_task.append(sum(terms) / len(terms))
+    return sum(per_task) / len(per_task)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one forward pass for one sample and *all* tasks.
+
+    Counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmul and convolution FLOPs,
+    which dominate; elementwise ops are not counted), MACs = FLOPs / 2.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, *input_shape, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops() // 2)
+
+
+def _as_minimised(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[float]]:
+    for d in directions:
+        if d not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be `maximize` or `minimize`, found `{d}`")
+    return [[-v if d == "maximize" else v for v, d in zip(row, directions)] for row in values]
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` dominates ``b`` (both minimised): no worse in every objective, better in one."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def pareto_front(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of the non-dominated points (in input order). Equal points are all kept."""
+    pts = _as_minimised(values, directions)
+    return [i for i, p in enumerate(pts) if not any(dominates(q, p) for j, q in enumerate(pts) if j != i)]
+
+
+def knee_point(values: Sequence[Sequence[float]], directions: Sequence[str]) -> int:
+    """Index of the knee of a front: the point closest (Euclidean) to the ideal point after each
+    objective is min-max normalised over the given points (0 = best seen, 1 = worst seen).
+
+    A common, scale-free choice for picking one trade-off (see Branke et al., PPSN 2004, for
+    other knee definitions). Objectives that are equal on every point are ignored.
+    """
+    if not values:
+        raise ValueError("knee_point needs at least one point")
+    pts = _as_minimised(values, directions)
+    columns = list(zip(*pts))
+    lows = [min(c) for c in columns]
+    spans = [max(c) - min(c) for c in columns]
+    def distance(p: Sequence[float]) -> float:
+        return math.sqrt(sum(((v - lo) / s) ** 2 for v, lo, s in zip(p, lows, spans) if s > 0))
+    return min(range(len(pts)), key=lambda i: distance(pts[i]))
+
+
+def hypervolume_2d(values: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]) -> float:
+    """Hypervolume of a two-objective point set w.r.t. ``reference`` (in the objectives' own
+    directions; points not strictly better than the reference in both objectives add nothing)."""
+    if len(directions) != 2:
+        raise ValueError("hypervolume_2d needs exactly two objectives")
+    pts = _as_minimised(values, directions)
+    ref = _as_minimised([reference], directions)[0]
+    pts = sorted(p for p in pts if p[0] < ref[0] and p[1] < ref[1])
+    volume, best_y = 0.0, ref[1]
+    for x, y in pts:
+        if y < best_y:
+            volume += (ref[0] - x) * (best_y - y)
+            best_y = y
+    return volume

@@ -1,0 +1,286 @@
+"""Reading a finished study: the Pareto front, picking one trial, exporting it as a config that
+rebuilds the exact model, and retraining that config from scratch on several seeds.
+
+The test split is read in one place only: :func:`retrain` (``mtlsearch train``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from .. import __version__
+from ..config import SearchSpace, read_yaml
+from ..errors import ConfigError, MTLSearchError
+from ..problem import Problem
+from ..scoring import count_params, delta_mtl, knee_point, pareto_front
+from ..training import evaluate, resolve_device, train
+from ..weighting import WEIGHTINGS
+from .progress import QUIET, Progress
+from .study import ATTR, open_storage, stored_space
+
+EXPORT_FORMAT = "mtlsearch-export/1"
+PICKS = ("delta", "knee", "min-cost")
+
+
+def load(study_name: str, storage_url: str) -> optuna.Study:
+    storage = open_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name not in names:
+        raise ConfigError("study", f"no study `{study_name}` in {storage_url}; it has: {', '.join(names) or 'no studies'}")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values is not None]
+
+
+def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The non-dominated complete trials under the study's objectives and directions."""
+    trials = complete_trials(study)
+    directions = [d.name.lower() for d in study.directions]
+    return [trials[i] for i in pareto_front([t.values for t in trials], directions)]
+
+
+def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    objectives = study.user_attrs.get(ATTR + "objectives", [f"objective{i}" for i in range(len(trial.values))])
+    a = trial.user_attrs
+    return {
+        "trial": trial.number,
+        "values": dict(zip(objectives, trial.values)),
+        "delta_mtl": a.get("delta_mtl"),
+        "val_metrics": a.get("val_metrics"),
+        "params": a.get("params"),
+        "macs": a.get("macs"),
+        "family": a.get("architecture", {}).get("family"),
+        "architecture": a.get("architecture"),
+        "seed": a.get("seed"),
+        "train_seconds": a.get("train_seconds"),
+    }
+
+
+def report(study: optuna.Study) -> dict[str, Any]:
+    """Everything ``mtlsearch report`` shows, as plain data."""
+    counts = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] += 1
+    records = sorted((trial_record(study, t) for t in front(study)), key=lambda r: -(r["delta_mtl"] or -math.inf))
+    return {
+        "study": study.study_name,
+        "objectives": study.user_attrs.get(ATTR + "objectives"),
+        "directions": [d.name.lower() for d in study.directions],
+        "trials": counts,
+        "baselines": study.user_attrs.get(ATTR + "baselines"),
+        "data": study.user_attrs.get(ATTR + "data"),
+        "front": records,
+    }
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def format_report(data: Mapping[str, Any]) -> str:
+    """The Pareto front as a text table: trial, family, weighting, Delta-MTL, metrics, cost."""
+    front_ = data["front"]
+    counts = ", ".join(f"{v} {k}" for k, v in data["trials"].items() if v)
+    head = f"study `{data['study']}`: {counts or 'no trials'}; objectives " + ", ".join(
+        f"{o} ({d})" for o, d in zip(data["objectives"] or [], data["directions"])
+    )
+    if not front_:
+        return head + "\nno complete trials yet"
+    metric_cols = [(t, m) for t, ms in (front_[0]["val_metrics"] or {}).items() for m in ms]
+    header = ["trial", "family", "weighting", "Delta-MTL %", *(f"{t}.{m}" for t, m in metric_cols), "params", "MACs"]
+    rows = []
+    for r in front_:
+        arch = r["architecture"] or {}
+        rows.append([
+            f"#{r['trial']}", r["family"] or "?", arch.get("weighting", {}).get("name", "?"), f"{r['delta_mtl']:+.2f}",
+            *(f"{r['val_metrics'][t][m]:.4f}" for t, m in metric_cols), f"{r['params']:,}", f"{r['macs']:,}",
+        ])
+    baselines = data.get("baselines") or {}
+    bl = "; ".join(f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in (baselines.get("values") or {}).items())
+    return f"{head}\nPareto front ({len(front_)} of the complete trials; validation split):\n{format_table(rows, header)}\nsingle-task baselines ({baselines.get('source', '?')}): {bl}"
+
+
+# -- picking and exporting ------------------------------------------------------------------------
+
+
+def pick(study: optuna.Study, how: str = "delta", max_params: int | None = None, max_macs: int | None = None, min_delta: float = 0.0, trial: int | None = None) -> optuna.trial.FrozenTrial:
+    """One trial of the front.
+
+    ``delta``: the highest Delta-MTL. ``knee``: the front's knee point
+    (:func:`~mtlsearch.scoring.knee_point` over the study's objectives). ``min-cost``: the fewest
+    parameters among trials with Delta-MTL >= ``min_delta`` (ties: higher Delta-MTL).
+    ``max_params`` / ``max_macs`` drop trials above those costs first. ``trial`` picks a number.
+    """
+    if trial is not None:
+        match = [t for t in complete_trials(study) if t.number == trial]
+        if not match:
+            raise ConfigError("--trial", f"no complete trial #{trial} in study `{study.study_name}`")
+        return match[0]
+    if how not in PICKS:
+        raise ConfigError("--pick", f"unknown pick `{how}`; choose one of: {', '.join(PICKS)}")
+    pool = front(study)
+    if not pool:
+        raise MTLSearchError(f"study `{study.study_name}` has no complete trials to export yet")
+    if max_params is not None:
+        pool = [t for t in pool if t.user_attrs["params"] <= max_params]
+    if max_macs is not None:
+        pool = [t for t in pool if t.user_attrs["macs"] <= max_macs]
+    if how == "min-cost":
+        pool = [t for t in pool if t.user_attrs["delta_mtl"] >= min_delta]
+    if not pool:
+        raise MTLSearchError(
+            f"no trial of the front fits the bounds (max_params={max_params}, max_macs={max_macs}"
+            + (f", min_delta={min_delta}" if how == "min-cost" else "") + ")"
+        )
+    if how == "delta":
+        return max(pool, key=lambda t: t.user_attrs["delta_mtl"])
+    if how == "min-cost":
+        return min(pool, key=lambda t: (t.user_attrs["params"], -t.user_attrs["delta_mtl"]))
+    return pool[knee_point([t.values for t in pool], [d.name.lower() for d in study.directions])]
+
+
+def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_url: str = "") -> dict[str, Any]:
+    """A plain-data config that rebuilds and retrains the trial's candidate, with provenance."""
+    space = stored_space(study)
+    problem = Problem(space)
+    candidate = problem.replay(trial.params)
+    a = trial.user_attrs
+    return {
+        "format": EXPORT_FORMAT,
+        "space": space.to_raw(),
+        "params": dict(trial.params),
+        "seed": a["seed"],
+        "architecture": {**candidate.summary(), "description": candidate.describe().splitlines()},
+        "provenance": {
+            "study": study.study_name,
+            "storage": storage_url,
+            "trial": trial.number,
+            "values": dict(zip(study.user_attrs.get(ATTR + "objectives", []), trial.values)),
+            "delta_mtl": a.get("delta_mtl"),
+            "val_metrics": a.get("val_metrics"),
+            "params": a.get("params"),
+            "macs": a.get("macs"),
+            "baselines": study.user_attrs.get(ATTR + "baselines"),
+            "data": study.user_attrs.get(ATTR + "data"),
+            "sampler": study.user_attrs.get(ATTR + "sampler"),
+            "study_seed": study.user_attrs.get(ATTR + "seed"),
+            "weights_artifact": a.get("weights_artifact"),
+            "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "mtlsearch_version": __version__,
+        },
+    }
+
+
+def save_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str | Path) -> None:
+    """Copy the trial's trained weights (kept as an Optuna artifact) to ``path``."""
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+    artifact = trial.user_attrs.get("weights_artifact")
+    if artifact is None:
+        raise MTLSearchError(f"trial #{trial.number} has no saved weights (the study ran with save_weights: false)")
+    store = FileSystemArtifactStore(study.user_attrs[ATTR + "artifacts"])
+    if Path(path).exists():
+        Path(path).unlink()
+    download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact)
+
+
+def write_yaml(data: Mapping[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(dict(data), sort_keys=False))
+
+
+# -- rebuilding ----------------------------------------------------------------------------------
+
+
+def read_export(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    raw = read_yaml(config) if isinstance(config, (str, Path)) else dict(config)
+    if not isinstance(raw, Mapping) or raw.get("format") != EXPORT_FORMAT:
+        found = raw.get("format") if isinstance(raw, Mapping) else type(raw).__name__
+        raise ConfigError("format", f"expected `{EXPORT_FORMAT}` (a file written by `mtlsearch export`), found `{found}`")
+    for key in ("space", "params", "seed"):
+        if key not in raw:
+            raise ConfigError(key, "required key of an exported config is missing")
+    return dict(raw)
+
+
+def candidate_of(config: str | Path | Mapping[str, Any]):
+    raw = read_export(config)
+    problem = Problem(SearchSpace.parse(raw["space"], "space"))
+    return raw, problem.replay(raw["params"])
+
+
+def build_model(config: str | Path | Mapping[str, Any], seed: int | None = None) -> torch.nn.Module:
+    """The exact model of an exported config: same modules, parameter names and count.
+
+    Initialised from the config's ``seed`` (or ``seed``); load the trial's weights with
+    ``model.load_state_dict(torch.load(path, weights_only=True))``.
+    """
+    raw, candidate = candidate_of(config)
+    model = candidate.build_model(raw["seed"] if seed is None else seed)
+    expected = raw.get("provenance", {}).get("params")
+    if expected is not None and count_params(model) != expected:
+        raise MTLSearchError(f"rebuilt model has {count_params(model):,} parameters, the exported trial had {expected:,}")
+    return model
+
+
+def retrain(config: str | Path | Mapping[str, Any], seeds: Sequence[int], device: str = "auto", baselines: bool = True, progress: Progress = QUIET) -> dict[str, Any]:
+    """Train the exported candidate from scratch for each seed (train split) and score it on the
+    test split: per-task test metrics and, with ``baselines``, test Delta-MTL against single-task
+    networks retrained with the same seeds. Returns means, standard deviations and every run."""
+    raw, candidate = candidate_of(config)
+    problem = candidate.problem
+    dev = resolve_device(device)
+    runs = []
+    for i, seed in enumerate(seeds, 1):
+        model = candidate.build_model(seed)
+
+        def on_epoch(e, i=i, seed=seed):
+            progress.event("epoch", f"  seed {seed} ({i}/{len(seeds)}) epoch {e.epoch}/{e.epochs} loss {e.train_loss:.4f}", transient=True, seed=seed, epoch=e.epoch, loss=e.train_loss)
+
+        train(model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training, dev, seed, on_epoch)
+        run: dict[str, Any] = {"seed": seed, "test_metrics": evaluate(model, problem.tasks, problem.data.test, dev)}
+        if baselines:
+            single = {}
+            for task in problem.tasks:
+                st = problem.single_task_model(task, seed)
+                train(st, [task], WEIGHTINGS.get("equal")([task.name]), problem.data.train, problem.baseline_training(), dev, seed)
+                single[task.name] = evaluate(st, [task], problem.data.test, dev)[task.name]
+            run["single_task_test_metrics"] = single
+            run["delta_mtl"] = delta_mtl(run["test_metrics"], single, problem.metric_directions)
+        runs.append(run)
+        shown = "; ".join(f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in run["test_metrics"].items())
+        delta = f"  Delta-MTL {run['delta_mtl']:+.2f}%" if baselines else ""
+        progress.event("seed", f"seed {seed} ({i}/{len(seeds)}): {shown}{delta}", seed=seed, test_metrics=run["test_metrics"], delta_mtl=run.get("delta_mtl"))
+    summary = {
+        t.name: {m: mean_std([r["test_metrics"][t.name][m] for r in runs]) for m in t.metrics} for t in problem.tasks
+    }
+    result = {"config": raw.get("provenance", {}), "seeds": list(seeds), "test_metrics": summary, "runs": runs}
+    if baselines:
+        result["delta_mtl"] = mean_std([r["delta_mtl"] for r in runs])
+    return result
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def format_retrain(result: Mapping[str, Any]) -> str:
+    rows = [[f"{t}.{m}", f"{s['mean']:.4f} ± {s['std']:.4f}"] for t, ms in result["test_metrics"].items() for m, s in ms.items()]
+    if "delta_mtl" in result:
+        d = result["delta_mtl"]
+        rows.append(["Delta-MTL %", f"{d['mean']:+.2f} ± {d['std']:.2f}"])
+    return f"test split, {len(result['seeds'])} seed(s) {result['seeds']} (mean ± std):\n" + format_table(rows, ["metric", "value"])

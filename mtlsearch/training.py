@@ -1,0 +1,146 @@
+"""Training and evaluating one multi-task network on a budget.
+
+The trainer knows nothing of families or weighting methods: it asks the model for
+``{task: output}``, the tasks for their losses, and the weighting for per-task weights, then
+applies ``total = sum_t w_t * L_t + weighting.regularizer()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import ConfigError, NonFiniteLossError
+from .tasks import TaskSpec
+from .weighting import Weighting
+
+EVAL_BATCH = 1024
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU. An unavailable device is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("run.device", f"`{name}` was asked for, but no CUDA device is available; use `cpu` or `auto`")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("run.device", "`mps` was asked for, but it is not available; use `cpu` or `auto`")
+    return torch.device(name)
+
+
+def batches(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Mini-batches on ``device``: by slicing for in-memory tensor datasets, else a DataLoader."""
+    inputs = getattr(dataset, "inputs", None)
+    if inputs is not None:
+        n = inputs.shape[0]
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield inputs[idx].to(device), {k: v[idx].to(device) for k, v in dataset.targets.items()}
+        return
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    for x, y in loader:
+        yield x.to(device), {k: v.to(device) for k, v in y.items()}
+
+
+def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ConfigError("training.optimizer", f"unknown optimizer `{name}`; choose one of: adam, adamw, sgd")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, tasks: Sequence[TaskSpec], dataset: Dataset, device: torch.device) -> dict[str, dict[str, float]]:
+    """Every task's metrics on ``dataset``: ``{task: {metric: value}}``."""
+    was_training = model.training
+    model.eval()
+    meters = {t.name: t.new_metrics() for t in tasks}
+    for x, y in batches(dataset, EVAL_BATCH, device, shuffle=False):
+        out = model(x)
+        for t in tasks:
+            for m in meters[t.name]:
+                m.update(out[t.name], y[t.name])
+    model.train(was_training)
+    return {t.name: {m.name: m.compute() for m in meters[t.name]} for t in tasks}
+
+
+@dataclass
+class EpochEnd:
+    """What the trainer reports after each epoch."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    task_losses: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    train_loss: float
+    history: list[EpochEnd] = field(default_factory=list)
+
+
+def train(
+    model: nn.Module,
+    tasks: Sequence[TaskSpec],
+    weighting: Weighting,
+    train_set: Dataset,
+    training: dict[str, Any],
+    device: torch.device,
+    seed: int,
+    on_epoch: Callable[[EpochEnd], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` for ``training["epochs"]`` epochs; raise :class:`NonFiniteLossError` on NaN/inf.
+
+    ``training`` holds ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``.
+    Shuffling is seeded by ``seed``. The finiteness check runs once per epoch on the accumulated
+    task losses (NaN and inf propagate through the sum), so the hot loop never waits on the device.
+    """
+    import time
+
+    model.to(device).train()
+    weighting.to(device)
+    names = [t.name for t in tasks]
+    kinds = [t.kind for t in tasks]
+    params = list(model.parameters()) + list(weighting.parameters())
+    optimizer = make_optimizer(training["optimizer"], params, training["lr"], training["weight_decay"])
+    generator = torch.Generator().manual_seed(seed)
+    result = TrainResult(epochs=training["epochs"], train_loss=math.nan)
+    for epoch in range(1, training["epochs"] + 1):
+        start = time.perf_counter()
+        running = torch.zeros(len(tasks), device=device)
+        steps = 0
+        for x, y in batches(train_set, training["batch_size"], device, shuffle=True, generator=generator):
+            out = model(x)
+            losses = torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
+            total = (weighting(losses) * losses).sum() + weighting.regularizer()
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            running += losses.detach()
+            steps += 1
+        mean = (running / max(steps, 1)).tolist()
+        bad = [(n, v) for n, v in zip(names, mean) if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(
+                f"loss of task `{bad[0][0]}` became {bad[0][1]} in epoch {epoch} "
+                f"(lr = {training['lr']:g}, optimizer = {training['optimizer']})"
+            )
+        end = EpochEnd(epoch, training["epochs"], float(sum(mean)), dict(zip(names, mean)), time.perf_counter() - start)
+        result.history.append(end)
+        result.train_loss = end.train_loss
+        if on_epoch is not None:
+            on_epoch(end)
+    return result
