@@ -63,19 +63,19 @@ def parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("resume", help="continue a stored study (its space, seed and sampler are read from storage)",
                          description="Continue STUDY to a study-wide number of finished trials, with the space it was created with.")
-    p.add_argument("study", metavar="STUDY")
+    p.add_argument("study", metavar="STUDY", help="name of the stored study to continue")
     _storage_flag(p)
     _run_flags(p)
     _output_flags(p)
 
     p = verbs.add_parser("report", help="print a study's Pareto front", description="Print the Pareto front of STUDY: per-task validation metrics, Delta-MTL and cost.")
-    p.add_argument("study", metavar="STUDY")
+    p.add_argument("study", metavar="STUDY", help="name of the stored study")
     _storage_flag(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = verbs.add_parser("export", help="write one trial of the front as a config that rebuilds the model",
                          description="Pick a trial of STUDY's Pareto front and write a YAML config that rebuilds and retrains it.")
-    p.add_argument("study", metavar="STUDY")
+    p.add_argument("study", metavar="STUDY", help="name of the stored study")
     _storage_flag(p)
     p.add_argument("--pick", choices=["delta", "knee", "min-cost"], default="delta",
                    help="delta: highest Delta-MTL; knee: the front's knee point; min-cost: fewest parameters with Delta-MTL >= --min-delta (default: delta)")
@@ -130,6 +130,7 @@ def cmd_run(args) -> None:
         study=args.study, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler,
         seed=args.seed, device=args.device, artifacts=args.artifacts, save_weights=False if args.no_save_weights else None,
     )
+    args.study, args.storage = run.study or problem.space.name, run.storage  # for the resume hint on Ctrl-C
     study = run_search(problem.space, run, _progress(args), problem=problem)
     _print_front(study, args)
 

@@ -50,7 +50,7 @@ def check_keys(raw: Mapping, allowed: list[str], path: str, required: tuple[str,
         if key not in allowed:
             where = f"{path}.{key}" if path else str(key)
             raise ConfigError(
-                where, f"unknown key; allowed keys are: {', '.join(allowed)}{did_you_mean(str(key), allowed)}"
+                where, f"unknown key; allowed keys are: {', '.join(allowed) or 'none'}{did_you_mean(str(key), allowed)}"
             )
     for key in required:
         if key not in raw:
@@ -265,6 +265,16 @@ class TrainingSpace:
         return {name: getattr(self, name).to_raw() for name in self.FIELDS}
 
 
+def _unknown_section(key: Any, path: str, families: tuple[str, ...], weightings: tuple[str, ...]) -> ConfigError:
+    allowed = ["families", "weightings", "training", *families, *weightings]
+    return ConfigError(
+        f"{path}.{key}",
+        "unknown key; a section must name a family listed in "
+        f"{path}.families or a weighting listed in {path}.weightings; allowed keys are: "
+        f"{', '.join(allowed)}{did_you_mean(str(key), allowed)}",
+    )
+
+
 @dataclass(frozen=True)
 class SearchSection:
     """``search_space``: which families and weightings to search, and the training space.
@@ -286,19 +296,22 @@ class SearchSection:
         weightings = tuple(as_name_list(raw.get("weightings", ["equal"]), f"{path}.weightings"))
         training = TrainingSpace.parse(raw.get("training"), f"{path}.training")
         sections = {}
-        allowed = ["families", "weightings", "training", *families, *weightings]
         for key, value in raw.items():
             if key in ("families", "weightings", "training"):
                 continue
-            if key not in allowed:
-                raise ConfigError(
-                    f"{path}.{key}",
-                    "unknown key; a section must name a family listed in "
-                    f"{path}.families or a weighting listed in {path}.weightings; allowed keys are: "
-                    f"{', '.join(allowed)}{did_you_mean(str(key), allowed)}",
-                )
+            # `tree:` next to `families: [tre]`: only the registries know which of the two names is
+            # misspelt, so such a section is kept here; Problem checks the listed names first and
+            # then calls check_sections.
+            if key not in (*families, *weightings) and not did_you_mean(str(key), [*families, *weightings]):
+                raise _unknown_section(key, path, families, weightings)
             sections[key] = as_mapping(value, f"{path}.{key}")
         return cls(families=families, weightings=weightings, sections=sections, training=training)
+
+    def check_sections(self, path: str = "search_space") -> None:
+        """Every section names a listed family or weighting (see :meth:`parse`)."""
+        for key in self.sections:
+            if key not in (*self.families, *self.weightings):
+                raise _unknown_section(key, path, self.families, self.weightings)
 
     def to_raw(self) -> dict:
         raw: dict[str, Any] = {"families": list(self.families)}
@@ -356,7 +369,9 @@ class TaskEntry:
     def parse(cls, raw: Any, path: str) -> "TaskEntry":
         if isinstance(raw, str):
             return cls(name=as_str(raw, path))
-        raw = as_mapping(raw, path)
+        if not isinstance(raw, Mapping):
+            raise ConfigError(path, f"expected a task name or a mapping with name (and type, ...), found {show(raw)}")
+        raw = dict(raw)
         check_keys(raw, TASK_KEYS, path, required=("name",))
         name = as_str(raw["name"], f"{path}.name")
         metrics = raw.get("metrics")
@@ -366,6 +381,8 @@ class TaskEntry:
             if set(raw) - {"name", "metrics"}:
                 raise ConfigError(f"{path}.type", "required when a task gives num_classes or output_dim")
             return cls(name=name, metrics=metrics)
+        if "output_dim" in raw and raw["type"] in ("classification", "binary"):
+            raise ConfigError(f"{path}.output_dim", f"only regression tasks take output_dim; task `{name}` is {raw['type']}")
         try:
             spec = TaskSpec(
                 name=name,
@@ -442,12 +459,11 @@ class SearchSpace:
                 )
         baselines = raw.get("baselines", "auto")
         if baselines != "auto":
-            bl = as_mapping(baselines, p("baselines"))
-            if isinstance(baselines, str) or not bl:
+            if not isinstance(baselines, Mapping) or not baselines:
                 raise ConfigError(p("baselines"), f"expected `auto` or a mapping task -> metric -> value, found {show(baselines)}")
             baselines = {
                 t: {m: as_float(v, f"{p('baselines')}.{t}.{m}") for m, v in as_mapping(ms, f"{p('baselines')}.{t}").items()}
-                for t, ms in bl.items()
+                for t, ms in baselines.items()
             }
         return cls(
             name=name, data=data, backbone=backbone, search_space=search, tasks=tasks,
@@ -552,17 +568,51 @@ class RunConfig:
 # Files.
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``, plus: a repeated key is an error (PyYAML silently keeps the last one),
+    and ``1e-4`` without a dot is a float, as in YAML 1.2 (PyYAML's YAML 1.1 reads a string)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` keys may be overridden
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # unhashable: SafeLoader reports it
+                    continue
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key `{key}` (first given at line {first.line + 1})", key_node.start_mark
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """``yaml.safe_load`` of a file, with clear errors for a missing file or malformed YAML."""
+    """Load a YAML file (safely), with clear errors for a missing file or malformed YAML."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("", f"{p}: no such file")
     try:
-        return yaml.safe_load(p.read_text())
+        return yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as err:
+        raise ConfigError("", f"{p}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
+        context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and cmark and mark and cmark.line != mark.line:  # where the broken construct began
+            problem += f" ({context} started at line {cmark.line + 1}, column {cmark.column + 1})"
         raise ConfigError("", f"{p}: malformed YAML{where}: {problem}") from None
 
 

@@ -88,6 +88,7 @@ class Problem:
         for i, name in enumerate(space.search_space.weightings):
             cls = WEIGHTINGS.get(name, f"search_space.weightings[{i}]")
             self.weighting_spaces[name] = cls.space(sections.get(name, {}), f"search_space.{name}")
+        space.search_space.check_sections("search_space")
         self.training_space: TrainingSpace = space.search_space.training
         self.objectives: list[str] = list(space.objectives)
         self.directions: list[str] = [self._direction(i, o) for i, o in enumerate(self.objectives)]
@@ -154,6 +155,9 @@ class Problem:
         for t in self.tasks:
             if t.name not in baselines:
                 raise ConfigError(f"baselines.{t.name}", f"missing: given baselines need every task ({', '.join(self.task_names)})")
+            for m in baselines[t.name]:
+                if m not in t.metrics:
+                    raise ConfigError(f"baselines.{t.name}.{m}", f"task `{t.name}` is not scored by `{m}`; its metrics are: {', '.join(t.metrics)}{did_you_mean(str(m), t.metrics)}")
             for m in t.metrics:
                 if m not in baselines[t.name]:
                     raise ConfigError(f"baselines.{t.name}.{m}", f"missing: task `{t.name}` is scored by {', '.join(t.metrics)}")
@@ -208,13 +212,23 @@ def load_data(space: SearchSpace) -> MTLData:
     else:
         factory = import_factory(d.factory)
         label = f"factory `{d.factory}`"
-    sig = inspect.signature(factory)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    allowed = [n for n in sig.parameters if n != "seed"]
-    if not accepts_any:
-        for key in d.params:
-            if key not in allowed:
-                raise ConfigError(f"data.{key}", f"unknown parameter of {label}; allowed: {', '.join(['seed', *allowed])}{did_you_mean(str(key), allowed)}")
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # not callable, or a builtin without a signature
+        sig = None
+    if sig is None and not callable(factory):
+        raise ConfigError("data.factory", f"`{d.factory}` is a {type(factory).__name__}, not a function; expected a function `factory(seed, **params)` returning mtlsearch.data.MTLData")
+    if sig is not None:
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        allowed = [n for n in sig.parameters if n != "seed"]
+        if not accepts_any:
+            for key in d.params:
+                if key not in allowed:
+                    raise ConfigError(f"data.{key}", f"unknown parameter of {label}; allowed: {', '.join(['seed', *allowed])}{did_you_mean(str(key), allowed)}")
+        try:
+            sig.bind(seed=d.seed, **d.params)
+        except TypeError as err:
+            raise ConfigError("data.factory", f"{label} cannot be called as `factory(seed, **params)`: {err}") from None
     try:
         data = factory(seed=d.seed, **d.params)
     except ConfigError as err:
