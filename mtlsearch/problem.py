@@ -24,7 +24,7 @@ from .data import BENCHMARKS, MTLData, TensorMTLDataset
 from .errors import ConfigError, did_you_mean, show
 from .families import FAMILIES, Architecture, Family
 from .models import BACKBONES, Backbone
-from .tasks import METRICS, TaskSpec
+from .tasks import TaskSpec
 from .weighting import WEIGHTINGS, Weighting
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
@@ -125,9 +125,10 @@ class Problem:
         return {k: getattr(self.training_space, k).default() for k in TrainingSpace.FIELDS}
 
     def single_task_model(self, task: TaskSpec, seed: int) -> nn.Module:
+        """The single-task baseline network of ``task``: the backbone and its head, seeded."""
         torch.manual_seed(seed)
-        arch = FAMILIES.get("hard_sharing")().sample(None, [task.name], self.backbone.block_names)
-        return FAMILIES.get("hard_sharing")().build(arch, self.backbone, [task])
+        family = FAMILIES.get("hard_sharing")()
+        return family.build(family.sample(None, [task.name], self.backbone.block_names), self.backbone, [task])
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -286,5 +287,3 @@ def check_targets(tasks: list[TaskSpec], data: MTLData) -> None:
 def objective_label(objective: str) -> str:
     return {"delta_mtl": "Delta-MTL %", "params": "params", "macs": "MACs"}.get(objective, objective)
 
-
-__all__ = ["Candidate", "Problem", "MAXIMIZE", "MINIMIZE", "METRICS", "show"]

@@ -8,6 +8,7 @@ applies ``total = sum_t w_t * L_t + weighting.regularizer()``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,30 @@ def evaluate(model: nn.Module, tasks: Sequence[TaskSpec], dataset: Dataset, devi
     return {t.name: {m.name: m.compute() for m in meters[t.name]} for t in tasks}
 
 
+def make_step(model: nn.Module, tasks: Sequence[TaskSpec], weighting: Weighting, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+    """One optimisation step on a batch: ``step(x, y)`` returns the detached per-task losses.
+
+    ``total = sum_t w_t * L_t (+ weighting.regularizer() when it is a tensor)``; the weights come
+    from the weighting, the trainer only applies them.
+    """
+    names = [t.name for t in tasks]
+    kinds = [t.kind for t in tasks]
+
+    def step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(x)
+        losses = torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
+        total = (weighting(losses) * losses).sum()
+        regularizer = weighting.regularizer()
+        if isinstance(regularizer, torch.Tensor):  # a plain 0.0 adds nothing to the graph
+            total = total + regularizer
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return losses.detach()
+
+    return step
+
+
 @dataclass
 class EpochEnd:
     """What the trainer reports after each epoch."""
@@ -108,14 +133,12 @@ def train(
     Shuffling is seeded by ``seed``. The finiteness check runs once per epoch on the accumulated
     task losses (NaN and inf propagate through the sum), so the hot loop never waits on the device.
     """
-    import time
-
     model.to(device).train()
     weighting.to(device)
     names = [t.name for t in tasks]
-    kinds = [t.kind for t in tasks]
     params = list(model.parameters()) + list(weighting.parameters())
     optimizer = make_optimizer(training["optimizer"], params, training["lr"], training["weight_decay"])
+    step = make_step(model, tasks, weighting, optimizer)
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult(epochs=training["epochs"], train_loss=math.nan)
     for epoch in range(1, training["epochs"] + 1):
@@ -123,13 +146,7 @@ def train(
         running = torch.zeros(len(tasks), device=device)
         steps = 0
         for x, y in batches(train_set, training["batch_size"], device, shuffle=True, generator=generator):
-            out = model(x)
-            losses = torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
-            total = (weighting(losses) * losses).sum() + weighting.regularizer()
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            running += losses.detach()
+            running += step(x, y)
             steps += 1
         mean = (running / max(steps, 1)).tolist()
         bad = [(n, v) for n, v in zip(names, mean) if not math.isfinite(v)]

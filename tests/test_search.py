@@ -184,3 +184,15 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err == "mtlsearch run: error: missing.yaml: no such file\n"
     assert main(["train", "missing.yaml", "--seeds", "0"]) == 2
     assert capsys.readouterr().err == "mtlsearch train: error: --seeds: expected an integer >= 1, found 0\n"
+
+
+def test_console_entry_point_help():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mtlsearch", "--help"], capture_output=True, text=True, check=True).stdout
+    for verb in ("run", "resume", "report", "export", "train"):
+        assert verb in out
+    out = subprocess.run([sys.executable, "-m", "mtlsearch", "run", "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--study", "--storage", "--n-trials", "--sampler", "--seed", "--device", "--quiet", "--json"):
+        assert flag in out

@@ -17,13 +17,16 @@ from torch import nn
 from ..errors import ConfigError
 from ..tasks import TaskSpec
 from .backbones import Backbone
-from .heads import build_head
+from .heads import build_head, pool
 
 Path = tuple[str | None, ...]
 
 
 class PathNetwork(nn.Module):
-    """Blocks per distinct module key, one head per task; ``forward(x) -> {task: output}``.
+    """Blocks per distinct module key, one linear head per task; ``forward(x) -> {task: output}``.
+
+    The last block's distinct features are pooled once each (:func:`~mtlsearch.models.heads.pool`)
+    and shared by the heads of the tasks whose paths end there.
 
     Parameter names are ``blocks.<block_name>.<key>.*`` and ``heads.<task>.*``, so a rebuilt
     candidate has the same names as the one that was trained.
@@ -65,7 +68,8 @@ class PathNetwork(nn.Module):
                 prefix: features[parent] if key is None else modules[key](features[parent])
                 for prefix, (parent, key) in level.items()
             }
-        return {t: self.heads[t](features[self.paths[t]]) for t in self.task_names}
+        pooled = {prefix: pool(f) for prefix, f in features.items()}
+        return {t: self.heads[t](pooled[self.paths[t]]) for t in self.task_names}
 
     def distinct_prefixes(self) -> list[int]:
         """How many block computations each block runs per forward (de-duplicated)."""

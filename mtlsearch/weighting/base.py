@@ -20,6 +20,7 @@ and state in the optimizer and in checkpoints):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -30,7 +31,7 @@ from ..config import ParamSpec, check_keys
 from ..registry import Registry
 
 
-class Weighting(nn.Module):
+class Weighting(nn.Module, ABC):
     """Base of every loss weighting (see the module docstring for the contract)."""
 
     name: ClassVar[str]
@@ -39,8 +40,8 @@ class Weighting(nn.Module):
         super().__init__()
         self.tasks = list(tasks)
 
-    def forward(self, losses: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, losses: torch.Tensor) -> torch.Tensor: ...
 
     def regularizer(self) -> torch.Tensor | float:
         return 0.0
