@@ -25,7 +25,7 @@ from .errors import ConfigError, did_you_mean, show
 from .families import FAMILIES, Architecture, Family
 from .models import BACKBONES, Backbone
 from .tasks import TaskSpec
-from .weighting import WEIGHTINGS, Weighting
+from .weighting import METHODS, Aggregator, Weighting
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 
@@ -41,7 +41,7 @@ class Candidate:
     params: dict[str, Any]
     family: Family
     architecture: Architecture
-    weighting: Weighting
+    weighting: Weighting | Aggregator
     training: dict[str, Any]
     problem: "Problem" = field(repr=False)
 
@@ -50,7 +50,7 @@ class Candidate:
         torch.manual_seed(seed)
         return self.family.build(self.architecture, self.problem.backbone, self.problem.tasks)
 
-    def new_weighting(self) -> Weighting:
+    def new_weighting(self) -> Weighting | Aggregator:
         """A fresh copy of the weighting (its learnable state starts anew for each training run)."""
         return copy.deepcopy(self.weighting)
 
@@ -86,7 +86,7 @@ class Problem:
             self.families[name] = instantiate(cls, sections.get(name, {}), f"search_space.{name}")
         self.weighting_spaces: dict[str, dict[str, ParamSpec]] = {}
         for i, name in enumerate(space.search_space.weightings):
-            cls = WEIGHTINGS.get(name, f"search_space.weightings[{i}]")
+            cls = METHODS.get(name, f"search_space.weightings[{i}]")
             self.weighting_spaces[name] = cls.space(sections.get(name, {}), f"search_space.{name}")
         space.search_space.check_sections("search_space")
         self.training_space: TrainingSpace = space.search_space.training
@@ -102,7 +102,7 @@ class Problem:
         family = self.families[family_name]
         arch = family.sample(trial, self.task_names, self.backbone.block_names)
         w_name = trial.suggest_categorical("weighting", list(self.weighting_spaces))
-        weighting = WEIGHTINGS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
+        weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
         training = {
             k: getattr(self.training_space, k).suggest(trial, f"training.{k}") for k in TrainingSpace.FIELDS
         }

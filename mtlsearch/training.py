@@ -7,6 +7,7 @@ applies ``total = sum_t w_t * L_t + weighting.regularizer()``.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError, NonFiniteLossError
 from .tasks import TaskSpec
-from .weighting import Weighting
+from .weighting import Aggregator, StepContext, Weighting
 
 EVAL_BATCH = 1024
 
@@ -75,28 +76,93 @@ def evaluate(model: nn.Module, tasks: Sequence[TaskSpec], dataset: Dataset, devi
     return {t.name: {m.name: m.compute() for m in meters[t.name]} for t in tasks}
 
 
-def make_step(model: nn.Module, tasks: Sequence[TaskSpec], weighting: Weighting, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+def task_parameters(model: nn.Module, task_names: Sequence[str]) -> dict[str, list[nn.Parameter]]:
+    """The trainable parameters each task's output depends on: the model's own
+    ``task_parameters()`` when it has one, else every parameter for every task (all shared)."""
+    if hasattr(model, "task_parameters"):
+        found = model.task_parameters()
+        return {t: [p for p in found[t] if p.requires_grad] for t in task_names}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return {t: list(params) for t in task_names}
+
+
+def parameter_groups(per_task: dict[str, list[nn.Parameter]]) -> list[tuple[tuple[str, ...], list[nn.Parameter]]]:
+    """Parameters grouped by the set of tasks that use them, in a stable order."""
+    users: dict[int, list[str]] = {}
+    by_id: dict[int, nn.Parameter] = {}
+    for t, params in per_task.items():
+        for p in params:
+            if t not in users.setdefault(id(p), []):
+                users[id(p)].append(t)
+            by_id[id(p)] = p
+    groups: dict[tuple[str, ...], list[nn.Parameter]] = {}
+    for pid, tasks in users.items():
+        groups.setdefault(tuple(tasks), []).append(by_id[pid])
+    return list(groups.items())
+
+
+def make_step(model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | Aggregator, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
     """One optimisation step on a batch: ``step(x, y)`` returns the detached per-task losses.
 
-    ``total = sum_t w_t * L_t (+ weighting.regularizer() when it is a tensor)``; the weights come
-    from the weighting, the trainer only applies them.
+    A :class:`Weighting` gives ``total = sum_t w_t * L_t (+ regularizer())`` and one backward pass.
+    An :class:`Aggregator` gets, per group of parameters shared by two or more tasks, the matrix of
+    those tasks' gradients (one ``autograd.grad`` per task, over that task's parameters only) and
+    returns the group's update; parameters of one task keep that task's gradient.
     """
     names = [t.name for t in tasks]
     kinds = [t.kind for t in tasks]
+    per_task = task_parameters(model, names)
 
-    def step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
+    def losses_of(x, y):
         out = model(x)
-        losses = torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
-        total = (weighting(losses) * losses).sum()
-        regularizer = weighting.regularizer()
+        return torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
+
+    if isinstance(method, Aggregator):
+        groups = parameter_groups(per_task)
+        aggregators = {users: copy.deepcopy(method) for users, _ in groups if len(users) > 1}
+        index = {t: i for i, t in enumerate(names)}
+
+        def aggregated_step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            losses = losses_of(x, y)
+            grads: dict[str, dict[int, torch.Tensor]] = {}
+            for i, t in enumerate(names):
+                found = torch.autograd.grad(losses[i], per_task[t], retain_graph=i < len(names) - 1, allow_unused=True)
+                grads[t] = {id(p): torch.zeros_like(p) if g is None else g for p, g in zip(per_task[t], found)}
+            for users, params in groups:
+                if len(users) == 1:
+                    for p in params:
+                        p.grad = grads[users[0]][id(p)]
+                    continue
+                matrix = torch.stack([torch.cat([grads[t][id(p)].reshape(-1) for p in params]) for t in sorted(users, key=index.get)])
+                update = aggregators[users](matrix)
+                offset = 0
+                for p in params:
+                    p.grad = update[offset : offset + p.numel()].view_as(p).clone()
+                    offset += p.numel()
+            optimizer.step()
+            return losses.detach()
+
+        return aggregated_step
+
+    context = StepContext(
+        task_parameters=per_task,
+        shared_parameters=[p for users, ps in parameter_groups(per_task) if len(users) > 1 for p in ps],
+    )
+
+    def weighted_step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        losses = losses_of(x, y)
+        context.shared_feature = getattr(model, "shared_feature", None)
+        total = (method(losses, context) * losses).sum()
+        regularizer = method.regularizer()
         if isinstance(regularizer, torch.Tensor):  # a plain 0.0 adds nothing to the graph
             total = total + regularizer
-        optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         return losses.detach()
 
-    return step
+    return weighted_step
 
 
 @dataclass
@@ -120,7 +186,7 @@ class TrainResult:
 def train(
     model: nn.Module,
     tasks: Sequence[TaskSpec],
-    weighting: Weighting,
+    weighting: Weighting | Aggregator,
     train_set: Dataset,
     training: dict[str, Any],
     device: torch.device,
@@ -134,9 +200,10 @@ def train(
     task losses (NaN and inf propagate through the sum), so the hot loop never waits on the device.
     """
     model.to(device).train()
-    weighting.to(device)
+    if isinstance(weighting, nn.Module):
+        weighting.to(device)
     names = [t.name for t in tasks]
-    params = list(model.parameters()) + list(weighting.parameters())
+    params = list(model.parameters()) + (list(weighting.parameters()) if isinstance(weighting, nn.Module) else [])
     optimizer = make_optimizer(training["optimizer"], params, training["lr"], training["weight_decay"])
     step = make_step(model, tasks, weighting, optimizer)
     generator = torch.Generator().manual_seed(seed)

@@ -29,7 +29,9 @@ class PathNetwork(nn.Module):
     and shared by the heads of the tasks whose paths end there.
 
     Parameter names are ``blocks.<block_name>.<key>.*`` and ``heads.<task>.*``, so a rebuilt
-    candidate has the same names as the one that was trained.
+    candidate has the same names as the one that was trained. After a forward pass,
+    ``shared_feature`` is the output of the deepest block every task passes through (or ``None``),
+    and ``task_parameters()`` says which parameters each task uses (for gradient aggregation).
     """
 
     def __init__(self, backbone: Backbone, tasks: Sequence[TaskSpec], paths: Mapping[str, Path]):
@@ -62,14 +64,25 @@ class PathNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features: dict[Path, torch.Tensor] = {(): x}
+        self.shared_feature = None
         for block_name, level in zip(self._block_names, self._plan):
             modules = self.blocks[block_name]
             features = {
                 prefix: features[parent] if key is None else modules[key](features[parent])
                 for prefix, (parent, key) in level.items()
             }
+            if len(features) == 1:  # every task passes through this feature
+                self.shared_feature = next(iter(features.values()))
         pooled = {prefix: pool(f) for prefix, f in features.items()}
         return {t: self.heads[t](pooled[self.paths[t]]) for t in self.task_names}
+
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters each task's output depends on: its path's blocks and its head."""
+        out = {}
+        for t, path in self.paths.items():
+            params = [p for name, key in zip(self._block_names, path) if key is not None for p in self.blocks[name][key].parameters()]
+            out[t] = params + list(self.heads[t].parameters())
+        return out
 
     def distinct_prefixes(self) -> list[int]:
         """How many block computations each block runs per forward (de-duplicated)."""

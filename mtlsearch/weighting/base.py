@@ -1,65 +1,124 @@
-"""The loss-weighting extension point.
+"""The two extension points of how tasks are balanced in a training step.
 
-A *weighting* decides how much each task's loss counts in a training step. It computes weights;
-the trainer applies them (``total = sum_t w_t * L_t + regularizer()``). No trainer code branches
-on a method's name.
+A **weighting** decides how much each task's *loss* counts: it returns per-task weights and the
+trainer applies them, ``total = sum_t w_t * L_t (+ regularizer())``, then runs one backward pass.
 
-Contract of :class:`Weighting` (an ``nn.Module``, so learnable weightings keep their parameters
-and state in the optimizer and in checkpoints):
+An **aggregator** combines the per-task *gradients* of the parameters that several tasks share: it
+is a function of the ``(T, P)`` matrix whose row t is task t's gradient, returning the ``(P,)``
+update. The trainer builds that matrix once per step and only for shared parameters, grouped by the
+set of tasks that use them (for a tree: per node, with the tasks that pass through it); parameters
+used by one task keep that task's own gradient. Each group has its own aggregator instance, so a
+method's state (GradVac's targets, Nash-MTL's last weights) is kept per group.
+
+No trainer code branches on a method's name: it dispatches on these two types.
+
+Contract of :class:`Weighting` (an ``nn.Module``, so learnable weightings keep their parameters and
+state in the optimizer and in checkpoints):
 
 * ``__init__(tasks, **hyperparameters)`` validates its hyperparameters (raising
-  :class:`~mtlsearch.errors.ConfigError` naming the field) and shows them in ``repr``.
-* ``forward(losses)``: ``losses`` is a 1-D tensor of the T task losses of one step (in task
-  order); returns a 1-D tensor of T weights on the same device and dtype. It may update its own
-  state (a loss history) but must not call ``backward``.
-* ``regularizer()``: a scalar added to the weighted loss (0 unless the method has one).
-* ``space(section, path)`` / ``sample(trial, space, tasks)``: what of the method the search
-  tunes, read from the space's ``search_space.<method>`` section, and how a trial draws it
-  (parameter names start with ``"<method>."``).
+  :class:`~mtlsearch.errors.ConfigError`, see :func:`~mtlsearch.weighting.hyper.hyperparameter_error`)
+  and shows them in ``repr``.
+* ``forward(losses, context)``: ``losses`` is the 1-D tensor of the T task losses of one step (in
+  task order, still in the graph); returns T weights on the same device and dtype. The trainer
+  treats the weights as constants unless the method keeps them in the graph on purpose. It may
+  update its own state (a loss history) and may set ``.grad`` of its own parameters (GradNorm),
+  but must not call ``backward``. ``context`` (:class:`StepContext`) gives the parameters each task
+  uses and the deepest feature shared by all tasks, for methods that need gradients.
+* ``regularizer()``: a tensor added to the weighted loss, or the float 0.0 for none.
+
+Contract of :class:`Aggregator` (a plain object, not a module: it has no learnable parameters):
+
+* ``__init__(**hyperparameters)`` validated as above, shown in ``repr``.
+* ``__call__(matrix)``: ``matrix`` is a ``(T, P)`` tensor, T >= 2; returns a ``(P,)`` tensor on
+  the same device and dtype. Deterministic given its state and ``torch``'s RNG; never NaN for
+  finite input (zero and exactly opposite rows included).
+
+Both kinds read their searchable hyperparameters from ``search_space.<method>`` (trial parameters
+``<method>.<name>``; see :class:`~mtlsearch.weighting.hyper.Searchable`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..config import ParamSpec, check_keys
+from ..config import ParamSpec
 from ..registry import Registry
+from .hyper import Searchable
 
 
-class Weighting(nn.Module, ABC):
+@dataclass
+class StepContext:
+    """What a weighting may need besides the losses.
+
+    ``task_parameters[t]``: the parameters task t's output depends on. ``shared_parameters``: those
+    used by two or more tasks (empty when nothing is shared). ``shared_feature``: the output of the
+    deepest block that every task passes through, in the graph (``None`` when there is none).
+    """
+
+    task_parameters: dict[str, list[nn.Parameter]] = field(default_factory=dict)
+    shared_parameters: list[nn.Parameter] = field(default_factory=list)
+    shared_feature: torch.Tensor | None = None
+
+
+class Weighting(Searchable, nn.Module, ABC):
     """Base of every loss weighting (see the module docstring for the contract)."""
-
-    name: ClassVar[str]
 
     def __init__(self, tasks: Sequence[str]):
         super().__init__()
         self.tasks = list(tasks)
 
     @abstractmethod
-    def forward(self, losses: torch.Tensor) -> torch.Tensor: ...
+    def forward(self, losses: torch.Tensor, context: StepContext | None = None) -> torch.Tensor: ...
 
     def regularizer(self) -> torch.Tensor | float:
         return 0.0
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
 
     @classmethod
-    def space(cls, section: Mapping[str, Any], path: str) -> dict[str, ParamSpec]:
-        check_keys(section, [], path)
-        return {}
+    def _probe(cls, **hyperparameters: Any) -> "Weighting":
+        return cls(["task_a", "task_b"], **hyperparameters)
 
     @classmethod
     def sample(cls, trial: Any, space: Mapping[str, ParamSpec], tasks: Sequence[str]) -> "Weighting":
-        return cls(tasks)
+        return cls(tasks, **cls.suggest_hyperparameters(trial, space))
 
+
+class Aggregator(Searchable, ABC):
+    """Base of every gradient aggregator (see the module docstring for the contract)."""
+
+    @abstractmethod
+    def __call__(self, matrix: torch.Tensor) -> torch.Tensor: ...
+
+    @classmethod
+    def sample(cls, trial: Any, space: Mapping[str, ParamSpec], tasks: Sequence[str]) -> "Aggregator":
+        return cls(**cls.suggest_hyperparameters(trial, space))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.hyperparameters().items())})"
+
+
+Method = Weighting | Aggregator
 
 WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting")
+AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator")
+METHODS: Registry[type[Weighting] | type[Aggregator]] = Registry("weighting or aggregation method")
+
+
+def register(name: str):
+    """Register a weighting or an aggregator under ``name`` (one namespace for the search space)."""
+
+    def decorator(cls):
+        (AGGREGATORS if issubclass(cls, Aggregator) else WEIGHTINGS).register(name)(cls)
+        METHODS.register(name)(cls)
+        cls.name = name
+        return cls
+
+    return decorator

@@ -6,20 +6,20 @@ import torch
 
 from ..config import ParamSpec, check_keys, positive_float
 from ..errors import ConfigError, show
-from .base import WEIGHTINGS, Weighting
+from .base import Weighting, register
 
 
-@WEIGHTINGS.register("equal")
+@register("equal")
 class Equal(Weighting):
     """Every task weighs 1: the plain sum of the task losses."""
 
-    name = "equal"
+    label = "equal weighting"
 
-    def forward(self, losses):
+    def forward(self, losses, context=None):
         return torch.ones_like(losses)
 
 
-@WEIGHTINGS.register("static")
+@register("static")
 class Static(Weighting):
     """Constant per-task weights ``w_t``; the search draws each from ``static.weight``.
 
@@ -27,7 +27,7 @@ class Static(Weighting):
     list of choices; each task's weight is the trial parameter ``static.weight.<task>``.
     """
 
-    name = "static"
+    label = "static weighting"
     DEFAULT_WEIGHT = ParamSpec("float", low=0.25, high=4.0, log=True)
 
     def __init__(self, tasks, weights: dict[str, float] | None = None):
@@ -38,7 +38,7 @@ class Static(Weighting):
         self.weights = {t: positive_float(weights[t], f"weights.{t}") for t in self.tasks}
         self.register_buffer("_w", torch.tensor([self.weights[t] for t in self.tasks]), persistent=False)
 
-    def forward(self, losses):
+    def forward(self, losses, context=None):
         return self._w.to(device=losses.device, dtype=losses.dtype)
 
     def hyperparameters(self):
