@@ -129,7 +129,7 @@ CASES = [
      "search_space.families[2]: unknown family `tre`; choose one of: hard_sharing, single_task, tree "
      "(did you mean `tree`?)"),
     ("unknown-weighting", [("search_space.weightings", ["equal", "statc"])],
-     "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: equal, static (did you mean `static`?)"),
+     "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, dwa, equal, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, nash_mtl, pcgrad, rlw, static, uncertainty, upgrad (did you mean `static`?)"),
     ("misspelt-family-section", [("search_space.tree", DELETE), ("search_space.tre", {"max_groups": 2})],
      "search_space.tre: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static (did you mean `tree`?)"),
     ("section-of-unlisted-family", [("search_space.families", ["single_task", "hard_sharing"])],

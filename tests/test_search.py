@@ -196,3 +196,25 @@ def test_console_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "mtlsearch", "run", "--help"], capture_output=True, text=True, check=True).stdout
     for flag in ("--study", "--storage", "--n-trials", "--sampler", "--seed", "--device", "--quiet", "--json"):
         assert flag in out
+
+
+def test_study_over_methods_exports_and_retrains_the_method(tmp_path, tiny_space):
+    tiny_space["search_space"].update(families=["hard_sharing", "tree"], weightings=["pcgrad", "gradvac"], gradvac={"beta": [0.05, 0.2]})
+    problem, _ = mtlsearch.load(tiny_space)
+    run = run_config(tmp_path, n_trials=3)
+    from mtlsearch.search.study import open_study
+
+    study = open_study(problem.space, run, problem.directions)
+    study.enqueue_trial({"family": "tree", "weighting": "gradvac", "gradvac.beta": 0.2, "training.lr": 0.003,
+                         **{f"tree.{t}.block{b}": int(t == "sum" and b > 0) for t in ("right", "sum") for b in range(3)}})
+    study = run_search(problem.space, run, problem=problem)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    first = study.trials[0]
+    assert first.user_attrs["architecture"]["weighting"] == {"name": "gradvac", "beta": 0.2}
+    config = results.export_config(study, first, run.storage)
+    assert config["params"]["gradvac.beta"] == 0.2
+    assert config["architecture"]["weighting"] == {"name": "gradvac", "beta": 0.2}
+    _, candidate = results.candidate_of(config)
+    assert repr(candidate.weighting) == "GradVac(beta=0.2)"
+    out = mtlsearch.retrain(config, seeds=[0], device="cpu", baselines=False)
+    assert set(out["test_metrics"]) == {"left", "right", "sum"}
