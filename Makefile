@@ -31,3 +31,18 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+
+# Peer libraries for benchmarks/bench_weighting.py, installed apart from mtlsearch (not its dependencies)
+# into benchmarks/.peers, reusing the venv's torch, numpy and scipy; the script patches LibMTL for torch 2.x.
+PEERS := benchmarks/.peers
+PEER_PKGS := torchjd==0.18.0 LibMTL==1.1.5 quadprog==0.1.14 qpsolvers==4.13.0 clarabel==0.11.1 ecos==2.0.14 \
+	cvxpy==1.9.3 osqp==1.1.3 scs==3.3.1 qdldl==0.1.9.post1 highspy==1.16.0 sparsediffpy==0.6.1
+
+.PHONY: bench-weighting
+
+$(PEERS)/.installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet --upgrade --no-deps --target $(PEERS) $(PEER_PKGS)
+	touch $@
+
+bench-weighting: $(STAMP) $(PEERS)/.installed
+	$(BIN)/python benchmarks/bench_weighting.py
