@@ -120,6 +120,7 @@ def make_step(model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | A
     if isinstance(method, Aggregator):
         groups = parameter_groups(per_task)
         aggregators = {users: copy.deepcopy(method) for users, _ in groups if len(users) > 1}
+        sizes = {users: sum(p.numel() for p in params) for users, params in groups}
         index = {t: i for i, t in enumerate(names)}
 
         def aggregated_step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -134,12 +135,13 @@ def make_step(model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | A
                     for p in params:
                         p.grad = grads[users[0]][id(p)]
                     continue
-                matrix = torch.stack([torch.cat([grads[t][id(p)].reshape(-1) for p in params]) for t in sorted(users, key=index.get)])
+                rows = sorted(users, key=index.get)
+                matrix = torch.empty(len(rows), sizes[users], device=params[0].device, dtype=params[0].dtype)
+                for r, t in enumerate(rows):
+                    torch.cat([grads[t][id(p)].reshape(-1) for p in params], out=matrix[r])
                 update = aggregators[users](matrix)
-                offset = 0
-                for p in params:
-                    p.grad = update[offset : offset + p.numel()].view_as(p).clone()
-                    offset += p.numel()
+                for p, piece in zip(params, update.split([p.numel() for p in params])):
+                    p.grad = piece.view_as(p)
             optimizer.step()
             return losses.detach()
 
