@@ -167,6 +167,88 @@ def test_solvers_on_degenerate_gram_matrices():
     assert torch.equal(solvers.simplex_qp(torch.zeros(2, 2, dtype=F64), torch.tensor([1.0, -1.0], dtype=F64)), torch.tensor([0.0, 1.0], dtype=F64))
 
 
+def test_enumeration_of_supports_agrees_with_the_active_set_method():
+    """Small problems are solved by enumerating the supports (Python floats up to 3 variables,
+    one batch of torch solves up to 8); that path must give the active-set method's point (the
+    minimiser is unique whenever it is taken) and a tiny KKT residual."""
+    gen = torch.Generator().manual_seed(21)
+    taken = {"py": 0, "torch": 0}
+    for k in range(240):
+        t = 2 + k % 7
+        g = torch.randn(t, t + 2 + k % 5, generator=gen, dtype=F64)
+        if k % 3 == 1:
+            g = g - 1.5 * g.mean(0)  # strong conflicts
+        elif k % 3 == 2:
+            g = g * 10 ** (4 * torch.rand(t, 1, generator=gen, dtype=F64) - 2)  # spread row norms
+        q = g @ g.T
+        qs = solvers._matrix(q)
+        scale = float(q.diagonal().max())
+        zero = torch.zeros(t, 1, dtype=F64)
+        for lin in (zero, q.sum(1, keepdim=True) / t):
+            found = solvers._enumerate(qs * 2.0, lin, simplex=True)
+            assert found is not None and found[1] == [True]
+            taken["py" if t <= solvers._PY_MAX else "torch"] += 1
+            w = found[0][:, 0]
+            reference = solvers._active_set(qs * 2.0, lin[:, 0], True, None, enumerate_first=False)
+            assert torch.allclose(g.T @ w, g.T @ reference, atol=1e-9 * math.sqrt(scale), rtol=0)
+            assert solvers.simplex_kkt_residual(qs * 2.0, lin[:, 0], w) <= 1e-12
+        eye = torch.eye(t, dtype=F64)
+        rows = solvers.min_quadratic_above_rows(q, eye)
+        for i in range(t):
+            reference = eye[i] + solvers._active_set(qs, qs[:, i], False, None, bounded=True, enumerate_first=False)
+            assert torch.allclose(g.T @ rows[i], g.T @ reference, atol=1e-9 * math.sqrt(scale), rtol=0)
+            assert solvers.nonneg_kkt_residual(q, q[:, i], rows[i] - eye[i]) <= 1e-12
+        if t <= solvers._PY_MAX:  # the two enumerations pick the same support
+            a = solvers._enumerate_torch(qs, qs, simplex=False)
+            b = solvers._enumerate_py(qs.tolist(), qs.T.tolist(), simplex=False)
+            assert a[1] == b[1] and torch.allclose(a[0], torch.tensor(b[0], dtype=F64).T, atol=1e-12, rtol=0)
+    assert taken["py"] and taken["torch"]
+    # Singular or nearly singular quadratics are left to the active-set method (its tie rule).
+    assert solvers._enumerate(torch.ones(3, 3, dtype=F64), torch.zeros(3, 1, dtype=F64), simplex=True) is None
+    assert solvers._enumerate(torch.ones(5, 5, dtype=F64), torch.zeros(5, 1, dtype=F64), simplex=True) is None
+    assert solvers._enumerate(torch.eye(9, dtype=F64), torch.zeros(9, 1, dtype=F64), simplex=True) is None  # too large
+
+
+def test_gram_matrix_precision_paths():
+    g = rand(3, 1000, 30)
+    # float64: formed in float64.
+    assert torch.equal(solvers.gram_matrix(g), g @ g.T)
+    # float32 with clearly independent rows: formed in float32 (no float64 copy of G).
+    g32 = g.float()
+    q = solvers.gram_matrix(g32)
+    assert q.dtype == F64 and q.device.type == "cpu"
+    assert torch.equal(q, (g32 @ g32.T).double())
+    assert torch.allclose(q, g32.double() @ g32.double().T, rtol=1e-5, atol=0)
+    # Degenerate float32 inputs are recomputed in float64: zero row, nearly parallel rows,
+    # overflowing and underflowing squares; other dtypes too.
+    exact = lambda m: m.double() @ m.double().T  # noqa: E731
+    zero_row = g32.clone()
+    zero_row[1] = 0
+    parallel = g32.clone()
+    parallel[2] = 0.5 * parallel[0] + 1e-3 * parallel[1]
+    for m in (zero_row, parallel, g32 * 1e20, g32 * 1e-22, g32[[0, 0, 1]]):
+        assert torch.equal(solvers.gram_matrix(m), exact(m))
+    assert torch.equal(solvers.gram_matrix(g32.half()), exact(g32.half()))
+
+
+def test_aggregators_keep_float32_inputs_in_float32(monkeypatch):
+    """The (T, P) matrix is never copied to float64: only the T x T Gram matrix is."""
+    g = rand(3, 400, 31).float()
+    calls = []
+    original = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        if self.shape == g.shape and (torch.float64 in args or kwargs.get("dtype") == torch.float64):
+            calls.append(self.shape)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    for name in sorted(AGGS):
+        out = AGGS[name]()(g)
+        assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    assert calls == []
+
+
 def test_project_simplex():
     y = torch.tensor([0.5, 2.0, -1.0], dtype=F64)
     assert torch.allclose(solvers.project_simplex(y), torch.tensor([0.0, 1.0, 0.0], dtype=F64))

@@ -404,3 +404,124 @@ def test_input_is_not_modified(name):
     before = m.clone()
     NAMES[name]()(m)
     assert torch.equal(m, before)
+
+
+# --------------------------------------------------------------------------------------------------
+# float32 inputs: Gram matrix in float32 when the rows are clearly independent, float64 otherwise
+
+
+GRAM_BASED = sorted(set(NAMES) - {"graddrop"})
+
+
+def independent32() -> torch.Tensor:
+    m = rand(3, 20000, 15, torch.float32)
+    m[1] -= 0.6 * m[0]  # a conflict, still clearly independent rows
+    return m
+
+
+def test_gram_is_formed_in_float32_only_for_clearly_independent_rows():
+    from mtlsearch.weighting.pcgrad import gram_float64
+
+    m = independent32()
+    gram, low = gram_float64(m)
+    assert low and gram.dtype == F64 and gram.shape == (3, 3)
+    exact = m.double() @ m.double().T
+    assert torch.allclose(gram, exact, rtol=0, atol=1e-6 * float(exact.diagonal().max()))
+    assert not gram_float64(m.double())[1]  # float64 input: formed in float64
+    v = m[0]
+    for label, bad in {
+        "zero row": torch.stack([v, torch.zeros_like(v), m[2]]),
+        "parallel": torch.stack([v, 3 * v]),
+        "opposite": torch.stack([v, -v, m[2]]),
+        "nearly dependent": torch.stack([m[0], m[1], m[0] + m[1]]),
+        "cos 0.9995": torch.stack([v, v + 0.03 * m[2]]),
+        "overflow": 1e18 * m,
+        "underflow": 1e-25 * m,
+    }.items():
+        gram, low = gram_float64(bad)
+        assert not low, label
+        assert torch.equal(gram, bad.double() @ bad.double().T), label
+
+
+@pytest.mark.parametrize("name", GRAM_BASED)
+def test_float32_fast_path_agrees_with_float64_on_a_large_matrix(name):
+    # float32 Gram matrix and float32 update: agreement to float32 rounding, relative to the rows' norms
+    m = independent32()
+    torch.manual_seed(0)
+    low = NAMES[name]()(m)
+    torch.manual_seed(0)
+    high = NAMES[name]()(m.double())
+    assert low.dtype == torch.float32
+    assert float((low.double() - high).norm()) <= 1e-5 * float(m.double().norm(dim=1).sum())
+
+
+@pytest.mark.parametrize("name", GRAM_BASED)
+def test_float32_degenerate_rows_take_the_float64_path_exactly(name):
+    v = rand(1, 40, 16, torch.float32)[0]
+    w = rand(1, 40, 17, torch.float32)[0]
+    for label, m in {
+        "opposite": torch.stack([v, -v, w]),
+        "parallel": torch.stack([v, 3 * v]),
+        "zero row": torch.stack([v, torch.zeros_like(v), w]),
+        "rank 2 of 3": torch.stack([v, w, v + w]),
+        "near parallel": torch.stack([v, v + 1e-4 * w]),
+    }.items():
+        torch.manual_seed(4)
+        out = NAMES[name]()(m)
+        torch.manual_seed(4)
+        assert torch.equal(out, NAMES[name]()(m.double()).float()), label
+
+
+def reference_imtl_g_weights(matrix: torch.Tensor) -> torch.Tensor:
+    """The closed form evaluated on the (T, P) rows themselves (the former implementation)."""
+    g = matrix.to(F64)
+    norms = g.norm(dim=1)
+    alpha = torch.zeros(g.shape[0], dtype=F64)
+    live = torch.nonzero(norms > 0).flatten()
+    if live.numel() == 1:
+        alpha[live] = 1.0
+    elif live.numel() > 1:
+        rows, n = g[live], norms[live]
+        units = rows / n[:, None]
+        d, u = rows[0] - rows[1:], units[0] - units[1:]
+        inverse = torch.linalg.pinv(d @ u.T, atol=1e-12 * float(n.max()), rtol=1e-12)
+        rest = (rows[0] @ u.T) @ inverse
+        alpha[live] = torch.cat([(1.0 - rest.sum()).reshape(1), rest])
+    return live.numel() * alpha
+
+
+@pytest.mark.parametrize("tasks, seed", [(2, 20), (3, 21), (5, 22), (9, 23)])
+def test_imtl_g_on_the_gram_matrix_matches_the_closed_form_on_the_rows(tasks, seed):
+    m = rand(tasks, 30, seed)
+    m[1] -= 0.8 * m[0]
+    assert torch.allclose(IMTLG().weights(m), reference_imtl_g_weights(m), rtol=1e-10, atol=1e-10)
+    v = m[0]
+    for singular in (torch.stack([v, v, m[2 % tasks]]), torch.stack([v, -2 * v, v]), torch.stack([v, 0 * v, m[1]])):
+        assert torch.allclose(IMTLG().weights(singular), reference_imtl_g_weights(singular), rtol=1e-10, atol=1e-10)
+
+
+def reference_graddrop(matrix: torch.Tensor, leak: float) -> torch.Tensor:
+    """GradDrop written out with explicit masks (the former implementation), same RNG draw."""
+    total = matrix.sum(dim=0)
+    magnitude = matrix.abs().sum(dim=0)
+    purity = 0.5 * (1.0 + total / torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude)))
+    u = torch.rand(matrix.shape[1], device=matrix.device, dtype=matrix.dtype)
+    mask = torch.where(u < purity, matrix > 0, matrix < 0)
+    dropped = (matrix * mask).sum(dim=0)
+    return dropped if leak == 0.0 else leak * total + (1.0 - leak) * dropped
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("leak", [0.0, 0.3])
+def test_graddrop_is_bitwise_the_explicit_mask_formula_under_a_seed(dtype, leak):
+    m = rand(4, 3000, 18, dtype)
+    m[:, :10] = 0.0
+    m[2, 10:20] = 0.0
+    for matrix in (m, m.T.contiguous().T):  # also a column-major input
+        torch.manual_seed(5)
+        expected = reference_graddrop(matrix, leak)
+        after_expected = torch.rand(3)
+        torch.manual_seed(5)
+        out = GradDrop(leak=leak)(matrix)
+        assert torch.equal(out, expected)
+        assert torch.equal(torch.rand(3), after_expected)  # the same RNG use

@@ -139,6 +139,31 @@ def test_dwa_step_count_is_in_the_state_dict():
     assert again.steps == 4 and torch.equal(again.window_sum, method.window_sum)
 
 
+@pytest.mark.parametrize("window", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dwa_python_float_path_matches_the_tensor_path(monkeypatch, window, dtype):
+    """On the CPU the end of a window is computed on Python floats; it must leave the same
+    buffers and give the same weights as the tensor path used on other devices."""
+    import mtlsearch.weighting.dwa as dwa_module
+
+    gen = torch.Generator().manual_seed(window)
+    history = [torch.rand(3, generator=gen, dtype=dtype) * 4 for _ in range(11)]
+    history[5] = torch.tensor([0.0, 1.0, 2.0], dtype=dtype)  # a zero mean: ratio 1 next time
+    fast = WEIGHTINGS.get("dwa")(["a", "b", "c"], temperature=0.7, window=window)
+    seen_fast = [fast(l) for l in history]
+    monkeypatch.setattr(dwa_module, "_ARRAY_CODES", {})  # force the tensor path
+    slow = WEIGHTINGS.get("dwa")(["a", "b", "c"], temperature=0.7, window=window)
+    seen_slow = [slow(l) for l in history]
+    for a, b in zip(seen_fast, seen_slow):
+        assert a.dtype == dtype and torch.allclose(a, b, rtol=1e-6, atol=0)
+    assert fast.steps == slow.steps == len(history)
+    state_fast, state_slow = fast.state_dict(), slow.state_dict()
+    assert state_fast.keys() == state_slow.keys()
+    for key in ("window_sum", "window_means", "current_weights"):
+        assert state_fast[key].dtype == torch.float32
+        assert torch.allclose(state_fast[key], state_slow[key], rtol=1e-6, atol=0), key
+
+
 # -- RLW ---------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import Aggregator, register
+from .pcgrad import combine, gram_float64
 
 
 @register("aligned_mtl")
@@ -28,7 +29,9 @@ class AlignedMTL(Aggregator):
     eigenvectors, and ``lambda_min`` is the smallest one kept. ``[g, g]`` thus gives ``2 g``,
     ``[g, -g]`` gives 0, and an all-zero matrix gives zeros. Permuting the tasks permutes the
     aligned rows, so the update does not depend on the task order. Computed on the ``T x T`` Gram
-    matrix in float64 (eigendecomposition on the CPU) and returned in the input dtype.
+    matrix, formed in the input dtype (see :func:`~mtlsearch.weighting.pcgrad.gram_float64`), with
+    the eigendecomposition in float64 on the CPU; the update ``(B 1)^T G`` is formed in float32
+    when the Gram matrix was, else in float64.
     """
 
     label = "Aligned-MTL"
@@ -50,10 +53,8 @@ class AlignedMTL(Aggregator):
 
     def adjusted(self, matrix: torch.Tensor) -> torch.Tensor:
         """The ``(T, P)`` aligned matrix ``B G`` (float64); the update is the sum of its rows."""
-        g = matrix.to(torch.float64)
-        return self.balance((g @ g.T).cpu()).to(g.device) @ g
+        return self.balance(gram_float64(matrix)[0]).to(matrix.device) @ matrix.to(torch.float64)
 
     def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
-        g = matrix.to(torch.float64)
-        weights = self.balance((g @ g.T).cpu()).sum(dim=0).to(g.device)
-        return (weights @ g).to(matrix.dtype)
+        gram, low = gram_float64(matrix)
+        return combine(self.balance(gram).sum(dim=0), matrix, low)

@@ -8,7 +8,7 @@ import torch
 
 from .base import Aggregator, register
 from .hyper import check_number
-from .solvers import min_quadratic_above, project_simplex, simplex_qp
+from .solvers import gram_matrix, min_quadratic_above, project_simplex, simplex_qp
 
 _F64 = torch.float64
 # ||g_w*|| below this fraction of the largest row norm is taken as 0: a norm computed from the
@@ -179,6 +179,11 @@ class CAGrad(Aggregator):
     onto the dual cone of the rows, a solution of the paper's primal problem
     (:func:`cagrad_coefficients`). ``||g_w*||`` below ``1e-7 max_t ||g_t||`` counts as zero: a
     norm computed from the Gram matrix cannot resolve less.
+
+    **Precision**: the Gram matrix is formed in the input's dtype on its device
+    (:func:`~mtlsearch.weighting.solvers.gram_matrix`; float64 for degenerate float32 inputs),
+    the dual problem is solved in float64 on the CPU, and the coefficients are applied in the
+    input's dtype.
     """
 
     label = "CAGrad"
@@ -188,6 +193,5 @@ class CAGrad(Aggregator):
         self.c = check_number(self.label, "c", c, low=0.0, high=1.0, high_open=True)
 
     def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
-        g = matrix.detach().to(torch.float64)
-        coef = cagrad_coefficients((g @ g.T).cpu(), self.c)
+        coef = cagrad_coefficients(gram_matrix(matrix), self.c)
         return coef.to(device=matrix.device, dtype=matrix.dtype) @ matrix

@@ -46,14 +46,19 @@ class GradDrop(Aggregator):
         self.leak = check_number(self.label, "leak", leak, low=0.0, high=1.0)
 
     def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
+        # One (T, P) buffer is reused for |g| and then for the kept entries; everything else is
+        # P-sized. Only one sign survives per coordinate, so the masked sum is, with s = +1 where
+        # the positive sign is kept and -1 elsewhere, s * sum_i max(s g_ip, 0): the same terms added
+        # in the same order as sum_i M_ip g_ip (negation is exact), hence the same result.
         total = matrix.sum(dim=0)
-        magnitude = matrix.abs().sum(dim=0)
-        safe = torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude))
-        purity = 0.5 * (1.0 + total / safe)
+        buffer = matrix.abs()
+        magnitude = buffer.sum(dim=0)
+        purity = (total / torch.where(magnitude > 0, magnitude, 1.0)).add_(1.0).mul_(0.5)
         u = torch.rand(matrix.shape[1], device=matrix.device, dtype=matrix.dtype)
         keep_positive = u < purity
-        mask = torch.where(keep_positive, matrix > 0, matrix < 0)
-        dropped = (matrix * mask).sum(dim=0)
+        sign = u.fill_(-1.0).masked_fill_(keep_positive, 1.0)
+        torch.mul(matrix, sign, out=buffer)
+        dropped = buffer.clamp_(min=0).sum(dim=0).mul_(sign)
         if self.leak == 0.0:
             return dropped
         return self.leak * total + (1.0 - self.leak) * dropped

@@ -8,6 +8,7 @@ import torch
 
 from .base import Aggregator, register
 from .hyper import check_number
+from .pcgrad import combine, gram_float64
 
 
 @register("gradvac")
@@ -41,8 +42,10 @@ class GradVac(Aggregator):
     (no correction, target unchanged). ``phi`` is clipped to [-1, 1]. A target of (almost) 1 can
     only be reached by an unbounded multiple of ``g_j``, so the target used in the correction is
     capped at ``1 - 1e-6`` (reachable only with ``beta`` near 1 and near-parallel gradients).
-    Computed on the ``T x T`` Gram matrix in float64, with ``g_i'`` kept as coefficients over the
-    original rows.
+    Computed on the ``T x T`` Gram matrix (formed in the input dtype, see
+    :func:`~mtlsearch.weighting.pcgrad.gram_float64`; the loop runs in float64), with ``g_i'`` kept
+    as coefficients over the original rows; the update ``(sum_i c_i) G`` is formed in float32
+    when the Gram matrix was, else in float64.
     """
 
     label = "GradVac"
@@ -90,10 +93,9 @@ class GradVac(Aggregator):
 
     def adjusted(self, matrix: torch.Tensor) -> torch.Tensor:
         """The ``(T, P)`` corrected gradients ``g_i'`` (float64); counts as a step (updates targets)."""
-        g = matrix.to(torch.float64)
-        return self.coefficients((g @ g.T).cpu()).to(g.device) @ g
+        coef = self.coefficients(gram_float64(matrix)[0])
+        return coef.to(matrix.device) @ matrix.to(torch.float64)
 
     def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
-        g = matrix.to(torch.float64)
-        weights = self.coefficients((g @ g.T).cpu()).sum(dim=0).to(g.device)
-        return (weights @ g).to(matrix.dtype)
+        gram, low = gram_float64(matrix)
+        return combine(self.coefficients(gram).sum(dim=0), matrix, low)

@@ -6,7 +6,7 @@ import torch
 
 from .base import Aggregator, Weighting, register
 from .hyper import hyperparameter_error
-from .solvers import min_norm_weights
+from .solvers import gram_matrix, min_norm_weights
 
 
 def _check_normalize(owner: str, value) -> bool:
@@ -16,15 +16,15 @@ def _check_normalize(owner: str, value) -> bool:
 
 
 def _gram(matrix: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """``G G^T`` in float64 on the CPU; with ``normalize`` the rows are first scaled to unit norm
+    """``G G^T`` in float64 on the CPU (:func:`~mtlsearch.weighting.solvers.gram_matrix`: formed in
+    the input's dtype on its device); with ``normalize`` the rows are then scaled to unit norm
     (zero rows stay zero)."""
-    g = matrix.detach().to(torch.float64)
-    gram = g @ g.T
+    gram = gram_matrix(matrix)
     if normalize:
         norms = gram.diagonal().clamp(min=0).sqrt()
         inv = torch.where(norms > 0, 1.0 / norms.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
         gram = gram * inv[:, None] * inv[None, :]
-    return gram.cpu()
+    return gram
 
 
 @register("mgda")
@@ -41,10 +41,13 @@ class MGDA(Aggregator):
 
     Its negative is a common descent direction for every task (``g_t . update >= ||update||^2 / T``
     for all t), or zero at a Pareto-stationary point (zero in the hull: e.g. a zero row or two
-    exactly opposite rows). ``w*`` is computed exactly (to rounding) by the active-set solver of
-    :mod:`~mtlsearch.weighting.solvers` on the Gram matrix in float64, not by the early-stopped
-    Frank-Wolfe loop of the reference code (see ``ENGINES.md``); for T = 2 this is the paper's
-    closed form ``w_1 = clip((g_2 - g_1) . g_2 / ||g_1 - g_2||^2, 0, 1)``.
+    exactly opposite rows). ``w*`` is computed exactly (to rounding) by the solvers of
+    :mod:`~mtlsearch.weighting.solvers` (enumeration of the supports for small T, else active
+    set) in float64 on the Gram matrix, not by the early-stopped Frank-Wolfe loop of the
+    reference code (see ``ENGINES.md``); for T = 2 this is the paper's closed form
+    ``w_1 = clip((g_2 - g_1) . g_2 / ||g_1 - g_2||^2, 0, 1)``. The Gram matrix is formed in the
+    input's dtype on its device (:func:`~mtlsearch.weighting.solvers.gram_matrix`; float64 for
+    degenerate float32 inputs) and the weights are applied in the input's dtype.
 
     **Scale**: the paper's point has weights summing to 1 (a mean); it is multiplied by T so that,
     like equal weighting (the *sum* of the task gradients), T identical rows ``g`` give ``T g``.

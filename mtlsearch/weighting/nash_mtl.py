@@ -8,6 +8,7 @@ import torch
 
 from .base import Aggregator, register
 from .hyper import check_number
+from .solvers import gram_matrix
 
 _F64 = torch.float64
 
@@ -88,7 +89,10 @@ class NashMTL(Aggregator):
     ``d``). As in the authors' code, the Gram matrix is divided by its Frobenius norm first, so
     ``Q' alpha = 1/alpha`` with ``Q' = Q / ||Q||_F`` and the update ``d = G^T alpha`` has norm
     ``sqrt(T ||Q||_F)``: T identical rows ``g`` give exactly ``T g``, the scale of equal weighting
-    (the sum). The authors' optional clipping of the update norm (``max_norm``) is not applied.
+    (the sum). ``Q`` is formed in the input's dtype on its device
+    (:func:`~mtlsearch.weighting.solvers.gram_matrix`; float64 for degenerate float32 inputs),
+    ``alpha`` is solved for in float64 on the CPU and applied in the input's dtype. The authors'
+    optional clipping of the update norm (``max_norm``) is not applied.
 
     Hyperparameters (searchable): ``max_iter`` (integer >= 1, default 20): Newton steps per
     solve (the paper's default number of iterations of its own solver); ``update_weights_every``
@@ -115,8 +119,7 @@ class NashMTL(Aggregator):
 
     def weights(self, matrix: torch.Tensor) -> torch.Tensor:
         """Solve for ``alpha`` on ``matrix`` (updates the warm start); float64 on the CPU."""
-        g = matrix.detach().to(torch.float64)
-        gram = (g @ g.T).cpu()
+        gram = gram_matrix(matrix)
         fro = float(torch.linalg.matrix_norm(gram))
         if not fro > 0:
             self.converged = False

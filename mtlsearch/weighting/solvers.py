@@ -49,9 +49,30 @@ When the minimiser is not unique (``Q`` singular, e.g. equal rows) the solution 
 one reached by minimum-norm steps (in the rescaled variables) from the start point: the
 barycentre ``1/T`` for the simplex (so T equal rows get equal weights) and ``z = 0`` for
 ``z >= 0``. The quantities the aggregators use (``G^T w``) are unique.
+
+**Small problems** (at most :data:`ENUMERATE_MAX` variables, the usual case: one per task) are
+first solved by **enumerating the supports**: when the rescaled quadratic is clearly positive
+definite (smallest eigenvalue above ``1e-10``; it has a unit diagonal), the minimiser is unique
+and the stationarity system on every support ``S`` (``A_SS x_S = -b_S``, plus the equality
+row on the simplex) is solved directly; the support whose point is feasible and has
+non-negative bound multipliers (to ``1e-12``, relative) gives the minimiser, the point the
+active-set method also ends at. Up to 3 variables this runs on Python floats (Cholesky solves
+of at most 3 x 3), above as one batch of ``2^T`` ``torch`` solves; several right-hand sides
+are solved together (:func:`min_quadratic_above_rows`: UPGrad's T problems share one pass).
+A singular or near-singular quadratic (equal, opposite or zero rows, ``T > P``, where the
+tie-breaking rule above matters) or a point that fails the check falls back to the active-set
+method. For T = 3 this takes a few dozen microseconds instead of several hundred: the cost of
+the active-set method is the per-call overhead of its many small ``torch`` operations.
+
+:func:`gram_matrix` forms ``Q`` from the ``(T, P)`` matrix: in the input's dtype on its device
+(one pass, no float64 copy of ``G``) when that is float32 and the result can be trusted, else
+in float64.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import torch
 
@@ -59,12 +80,92 @@ _F64 = torch.float64
 _RCOND = 1e-13  # relative singular-value cut-off of the least-squares solves
 _TOL = 1e-13  # multiplier / step tolerance, relative to the normalised problem
 
+#: Problems with at most this many variables are first solved by enumerating their supports
+#: (``2^n`` small systems in one batch); larger ones go straight to the active-set method.
+ENUMERATE_MAX = 8
+_ENUM_PD = 1e-10  # smallest eigenvalue of the unit-diagonal quadratic for the enumeration
+_ENUM_TOL = 1e-12  # largest KKT violation (relative, normalised problem) accepted from it
+
+#: Smallest eigenvalue of the rows' correlation matrix (their Gram matrix scaled to a unit
+#: diagonal) for which :func:`gram_matrix` trusts a float32 Gram matrix; below it (two rows with
+#: ``|cos| > 0.999``, or rows close to linear dependence, where the min-norm and projection
+#: problems amplify rounding) the Gram matrix is recomputed in float64.
+GRAM_RECHECK = 1e-3
+_F32_MIN_NORM = torch.finfo(torch.float32).tiny / torch.finfo(torch.float32).eps
+
+
+def _tf32_possible(device: torch.device) -> bool:
+    """Whether float32 matmuls on ``device`` may run in reduced precision (TF32 on CUDA)."""
+    if device.type != "cuda":
+        return False
+    try:
+        mode = getattr(torch.backends.cuda.matmul, "fp32_precision", None)  # torch >= 2.9
+        if isinstance(mode, str) and mode not in ("none", ""):
+            return mode != "ieee"
+        return bool(torch.backends.cuda.matmul.allow_tf32)
+    except RuntimeError:  # legacy and new precision settings mixed: assume the worst
+        return True
+
+
+def _trusted_float32_gram(rows: list[list[float]]) -> bool:
+    """Whether a float32-computed Gram matrix (as rows of Python floats) is finite, has squared
+    row norms of at least ``tiny / eps`` of float32 (no zero or underflowing row) and a
+    correlation matrix whose smallest eigenvalue exceeds :data:`GRAM_RECHECK` (Cholesky of
+    ``corr - GRAM_RECHECK * I``)."""
+    n = len(rows)
+    if not all(math.isfinite(v) for row in rows for v in row):
+        return False
+    diag = [rows[i][i] for i in range(n)]
+    if not min(diag) >= _F32_MIN_NORM:
+        return False
+    scale = [1.0 / math.sqrt(v) for v in diag]
+    if n > 16:
+        s = torch.tensor(scale, dtype=_F64)
+        corr = torch.tensor(rows, dtype=_F64) * s[:, None] * s[None, :]
+        corr.diagonal().sub_(GRAM_RECHECK)
+        return int(torch.linalg.cholesky_ex(corr).info) == 0
+    corr = [[1.0 if i == j else rows[i][j] * scale[i] * scale[j] for j in range(n)] for i in range(n)]
+    return _cholesky(corr, range(n), GRAM_RECHECK) is not None
+
+
+def gram_matrix(matrix: torch.Tensor) -> torch.Tensor:
+    """The ``(T, T)`` Gram matrix ``G G^T`` of a ``(T, P)`` matrix, as float64 on the CPU.
+
+    float64 input: formed in float64. float32 input: formed in float32 on the input's device (one
+    pass over ``G``, no copy; its entries are exact to about float32 rounding relative to
+    ``||g_i|| ||g_j||``) and only the ``T x T`` result is cast, as long as it can be trusted:
+    finite, no zero or underflowing row, rows clearly independent (:data:`GRAM_RECHECK`), and no
+    TF32 matmul allowed on the device. Otherwise (zero, parallel, opposite or nearly dependent
+    rows, overflow, TF32), and for any other dtype, it is recomputed from a float64 copy of ``G``,
+    so degenerate cases keep their exact float64 handling.
+    """
+    g = matrix.detach()
+    if g.dtype == torch.float64:
+        return (g @ g.T).cpu()
+    if g.dtype == torch.float32 and not _tf32_possible(g.device):
+        rows = (g @ g.T).tolist()
+        if _trusted_float32_gram(rows):
+            return torch.tensor(rows, dtype=_F64)
+    g = g.to(_F64)
+    return (g @ g.T).cpu()
+
 
 def _matrix(quad: torch.Tensor) -> torch.Tensor:
     q = torch.as_tensor(quad).detach().to(device="cpu", dtype=_F64)
     if q.dim() != 2 or q.shape[0] != q.shape[1]:
         raise ValueError(f"expected a square matrix, found shape {tuple(q.shape)}")
     return (q + q.T) / 2
+
+
+def _small_rows(quad: torch.Tensor) -> list[list[float]] | None:
+    """``_matrix(quad)`` as rows of Python floats when it has at most :data:`_PY_MAX` rows (the
+    same symmetrisation, in the same float64 arithmetic), else None."""
+    q = torch.as_tensor(quad)
+    if q.dim() != 2 or q.shape[0] != q.shape[1] or not 0 < q.shape[0] <= _PY_MAX:
+        return None
+    rows = q.detach().tolist()
+    n = len(rows)
+    return [[(rows[i][j] + rows[j][i]) / 2 for j in range(n)] for i in range(n)]
 
 
 def _vector(vec: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -108,14 +209,226 @@ def _free_step(quad: torch.Tensor, grad: torch.Tensor, free: torch.Tensor, borde
     return sol[:k], False
 
 
+_MASKS: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _support_masks(n: int, nonempty: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every support of n variables (the empty one unless ``nonempty``), smallest first: the 0/1
+    masks ``(K, n)``, their outer products ``(K, n, n)``, the identity on the coordinates held at
+    zero ``(K, n, n)`` and the boolean masks. Cached per ``n``."""
+    key = (n, nonempty)
+    found = _MASKS.get(key)
+    if found is None:
+        sets = [s for k in range(1 if nonempty else 0, n + 1) for s in itertools.combinations(range(n), k)]
+        mask = torch.zeros(len(sets), n, dtype=_F64)
+        for r, s in enumerate(sets):
+            mask[r, list(s)] = 1.0
+        found = (mask, mask[:, :, None] * mask[:, None, :], torch.diag_embed(1.0 - mask), mask > 0)
+        _MASKS[key] = found
+    return found
+
+
+def _enumerate(quad: torch.Tensor, lin: torch.Tensor, simplex: bool) -> tuple[torch.Tensor, list[bool]] | None:
+    """Solve the problem by enumerating the supports (module docstring), for the ``R`` linear
+    terms in the columns of ``lin`` (``(n, R)``; ``R = 1`` for the simplex) at once.
+
+    Returns ``(x, ok)``: the minimisers ``(n, R)`` and, per column, whether the point passed the
+    KKT check; ``None`` when the problem is too large or the quadratic (Jacobi-scaled to a unit
+    diagonal) is not clearly positive definite (smallest eigenvalue ``<= 1e-10``). Up to
+    :data:`_PY_MAX` variables the work is done on Python floats (:func:`_enumerate_py`: a few
+    dozen calls of ``torch`` on 3 x 3 tensors cost more than the arithmetic), above it as one
+    batch of ``torch`` solves (:func:`_enumerate_torch`); both pick the same support."""
+    n = quad.shape[0]
+    if not 0 < n <= ENUMERATE_MAX:
+        return None
+    if n <= _PY_MAX:
+        found = _enumerate_py(quad.tolist(), lin.T.tolist(), simplex)
+        if found is None:
+            return None
+        x, ok = found
+        return torch.tensor(x, dtype=_F64).T, ok
+    return _enumerate_torch(quad, lin, simplex)
+
+
+def _enumerate_torch(quad: torch.Tensor, lin: torch.Tensor, simplex: bool) -> tuple[torch.Tensor, list[bool]] | None:
+    """:func:`_enumerate` as one batch of ``2^n`` ``torch`` solves."""
+    n = quad.shape[0]
+    diag = quad.diagonal()
+    top = float(diag.max())
+    if not (math.isfinite(top) and float(diag.min()) > 0.0):
+        return None
+    # Jacobi scaling as in _active_set: x = d * y, quadratic D Q D / top (unit diagonal).
+    d = (top / diag).sqrt()
+    a = quad * (d[:, None] * d[None, :]) / top
+    a.diagonal().fill_(1.0)
+    shifted = a.clone()
+    shifted.diagonal().sub_(_ENUM_PD)
+    if int(torch.linalg.cholesky_ex(shifted).info) != 0:
+        return None
+    b = lin * (d / top)[:, None]
+    mask, outer, held, inside = _support_masks(n, simplex)
+    system = a * outer + held  # the support's block of the quadratic, the identity elsewhere
+    if simplex:
+        # On S: a_SS y_S + b_S = mu d_S and d . y = 1, so y = mu x1 - x2 with a_SS x1 = d_S,
+        # a_SS x2 = b_S; the multipliers of the held bounds are (a y + b - mu d)_j.
+        sol = torch.linalg.solve_ex(system, torch.stack([mask * d, mask * b[:, 0]], dim=2))[0]
+        x1, x2 = sol[..., 0], sol[..., 1]
+        mu = (1.0 + x2 @ d) / (x1 @ d)
+        y = mu[:, None] * x1 - x2
+        mult = (y @ a + b[:, 0] - mu[:, None] * d).unsqueeze(2)
+        y = y.unsqueeze(2)
+    else:
+        y = torch.linalg.solve_ex(system, -(mask[:, :, None] * b))[0]  # (K, n, R), 0 off S
+        mult = a @ y + b
+    # KKT violation of each support's point: negative coordinates on S, negative multipliers off S.
+    viol = torch.where(inside[:, :, None], -y, -mult).amax(dim=1)  # (K, R)
+    best = viol.argmin(dim=0)  # the smallest support among equals
+    cols = torch.arange(b.shape[1])
+    y = y[best, :, cols]  # (R, n)
+    scale = torch.maximum(b.abs().amax(dim=0), y.abs().amax(dim=1)).clamp(min=1.0)
+    ok = viol[best, cols] <= _ENUM_TOL * scale
+    x = (y.clamp(min=0.0) * d).T
+    if simplex:
+        x = x / x.sum(dim=0)
+    return x, ok.tolist()
+
+
+#: Up to this many variables :func:`_enumerate` works on Python floats.
+_PY_MAX = 3
+_SUPPORTS: dict[tuple[int, bool], list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+
+
+def _supports(n: int, nonempty: bool) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Every support of n variables as ``(support, held)`` index tuples, in the order of
+    :func:`_support_masks` (smallest first). Cached per ``n``."""
+    key = (n, nonempty)
+    found = _SUPPORTS.get(key)
+    if found is None:
+        found = [(sup, tuple(j for j in range(n) if j not in sup))
+                 for k in range(1 if nonempty else 0, n + 1) for sup in itertools.combinations(range(n), k)]
+        _SUPPORTS[key] = found
+    return found
+
+
+def _cholesky(a: list[list[float]], idx, shift: float = 0.0) -> list[list[float]] | None:
+    """Lower Cholesky factor of ``a[idx][idx] - shift * I`` (lists of floats, lower triangle of
+    ``a`` read), or None when that matrix is not positive definite."""
+    k = len(idx)
+    low = [[0.0] * k for _ in range(k)]
+    for j in range(k):
+        lj = low[j]
+        aj = a[idx[j]]
+        pivot = aj[idx[j]] - shift
+        for p in range(j):
+            pivot -= lj[p] * lj[p]
+        if not pivot > 0.0:
+            return None
+        root = math.sqrt(pivot)
+        lj[j] = root
+        for i in range(j + 1, k):
+            li = low[i]
+            v = a[idx[i]][idx[j]]
+            for p in range(j):
+                v -= li[p] * lj[p]
+            li[j] = v / root
+    return low
+
+
+def _cholesky_solve(low: list[list[float]], rhs: list[float]) -> list[float]:
+    """``x`` with ``L L^T x = rhs``."""
+    k = len(low)
+    z = list(rhs)
+    for i in range(k):
+        li = low[i]
+        v = z[i]
+        for p in range(i):
+            v -= li[p] * z[p]
+        z[i] = v / li[i]
+    for i in range(k - 1, -1, -1):
+        v = z[i]
+        for p in range(i + 1, k):
+            v -= low[p][i] * z[p]
+        z[i] = v / low[i][i]
+    return z
+
+
+def _enumerate_py(q: list[list[float]], lins: list[list[float]], simplex: bool) -> tuple[list[list[float]], list[bool]] | None:
+    """:func:`_enumerate` on Python floats: ``q`` the symmetric quadratic as rows, ``lins`` the R
+    linear terms; returns the R minimisers (lists) and their KKT flags, or None."""
+    n = len(q)
+    if not all(math.isfinite(v) for row in q for v in row) or not all(math.isfinite(v) for lin in lins for v in lin):
+        return None
+    diag = [q[i][i] for i in range(n)]
+    top = max(diag)
+    if not min(diag) > 0.0:
+        return None
+    # Jacobi scaling as in _active_set: x = d * y, quadratic D Q D / top (unit diagonal).
+    d = [math.sqrt(top / v) for v in diag]
+    a = [[1.0 if i == j else q[i][j] * (d[i] * d[j]) / top for j in range(n)] for i in range(n)]
+    if _cholesky(a, range(n), _ENUM_PD) is None:
+        return None
+    bs = [[lin[i] * (d[i] / top) for i in range(n)] for lin in lins]
+    best: list[tuple[float, tuple[int, ...], list[float]]] = [(math.inf, (), [])] * len(bs)
+    for sup, held in _supports(n, simplex):
+        low = _cholesky(a, sup) if sup else []
+        if low is None:  # not reached: a is positive definite
+            continue
+        if simplex:
+            # On S: a_SS y_S + b_S = mu d_S and d . y = 1, so y = mu x1 - x2 with a_SS x1 = d_S,
+            # a_SS x2 = b_S; the multipliers of the held bounds are (a y + b - mu d)_j.
+            b = bs[0]
+            x1 = _cholesky_solve(low, [d[i] for i in sup])
+            x2 = _cholesky_solve(low, [b[i] for i in sup])
+            mu = (1.0 + sum(v * d[i] for v, i in zip(x2, sup))) / sum(v * d[i] for v, i in zip(x1, sup))
+            ys = [mu * u - v for u, v in zip(x1, x2)]
+            viol = max(-v for v in ys)
+            for j in held:
+                aj = a[j]
+                m = b[j] - mu * d[j]
+                for v, i in zip(ys, sup):
+                    m += aj[i] * v
+                viol = max(viol, -m)
+            if viol < best[0][0]:
+                best[0] = (viol, sup, ys)
+            continue
+        for r, b in enumerate(bs):
+            ys = _cholesky_solve(low, [-b[i] for i in sup]) if sup else []
+            viol = max((-v for v in ys), default=-math.inf)
+            for j in held:
+                aj = a[j]
+                m = b[j]
+                for v, i in zip(ys, sup):
+                    m += aj[i] * v
+                viol = max(viol, -m)
+            if viol < best[r][0]:
+                best[r] = (viol, sup, ys)
+    xs, ok = [], []
+    for (viol, sup, ys), b in zip(best, bs):
+        scale = max(1.0, max(abs(v) for v in b), max((abs(v) for v in ys), default=0.0))
+        ok.append(viol <= _ENUM_TOL * scale)
+        x = [0.0] * n
+        for v, i in zip(ys, sup):
+            x[i] = max(v, 0.0) * d[i]
+        if simplex:
+            total = sum(x)
+            x = [v / total for v in x] if total > 0 else x
+        xs.append(x)
+    return xs, ok
+
+
 def _active_set(quad: torch.Tensor, lin: torch.Tensor, simplex: bool, max_iter: int | None,
-                hint: torch.Tensor | None = None, bounded: bool = True) -> torch.Tensor:
-    """The active-set loop (module docstring). ``bounded``: the problem is known to be bounded
-    below, so a ray that no bound blocks can only come from rounding and ends the moves on that
-    face instead of raising."""
+                hint: torch.Tensor | None = None, bounded: bool = True, enumerate_first: bool = True) -> torch.Tensor:
+    """The active-set loop (module docstring), after the enumeration of the supports for small
+    problems (unless ``enumerate_first`` is false, or a ``max_iter`` is given). ``bounded``: the
+    problem is known to be bounded below, so a ray that no bound blocks can only come from
+    rounding and ends the moves on that face instead of raising."""
     n = quad.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=_F64)
+    if enumerate_first and max_iter is None:
+        found = _enumerate(quad, lin[:, None], simplex)
+        if found is not None and found[1][0]:
+            return found[0][:, 0]
     # Jacobi scaling x = D y, D = diag(sqrt(m / A_ii)) (m = max_i A_ii; 1 where A_ii = 0), and the
     # objective divided by m: the quadratic in y has a unit diagonal, so rows of very different
     # norms are resolved alike; the simplex becomes {y >= 0, d . y = 1}.
@@ -204,6 +517,13 @@ def simplex_qp(quad: torch.Tensor, linear: torch.Tensor | None = None, max_iter:
     Returns a float64 CPU vector. Ties (singular ``quad``) are broken as described in the module
     docstring (minimum-norm steps from the barycentre).
     """
+    if max_iter is None:
+        rows = _small_rows(quad)
+        if rows is not None:  # tiny problem: straight to the enumeration on Python floats
+            lin = [0.0] * len(rows) if linear is None else _vector(linear, len(rows)).tolist()
+            found = _enumerate_py(rows, [lin], simplex=True)
+            if found is not None and found[1][0]:
+                return torch.tensor(found[0][0], dtype=_F64)
     q = _matrix(quad)
     return _active_set(q, _vector(linear, q.shape[0]), simplex=True, max_iter=max_iter)
 
@@ -236,6 +556,35 @@ def min_quadratic_above(gram: torch.Tensor, lower: torch.Tensor, hint: torch.Ten
     q = _matrix(gram)
     low = _vector(lower, q.shape[0])
     return low + nonneg_qp(q, q @ low, hint=hint, bounded=True)
+
+
+def min_quadratic_above_rows(gram: torch.Tensor, lowers: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`min_quadratic_above` for every row ``l_r`` of ``lowers`` (``(R, T)``): row r of the
+    result is ``argmin_{v >= l_r} v^T Q v``. Small problems are solved together (one batch of
+    support systems for all R right-hand sides, module docstring); a row that the enumeration
+    does not settle is solved by the active-set method with ``hints[r]`` as its hint."""
+    rows = _small_rows(gram)
+    if rows is not None:  # tiny problem: straight to the enumeration on Python floats
+        n = len(rows)
+        lows = torch.as_tensor(lowers).detach().to(device="cpu", dtype=_F64).reshape(-1, n).tolist()
+        lins = [[sum(qj[k] * low[k] for k in range(n)) for qj in rows] for low in lows]
+        found = _enumerate_py(rows, lins, simplex=False)
+        if found is not None and all(found[1]):
+            return torch.tensor([[v + z for v, z in zip(low, x)] for low, x in zip(lows, found[0])], dtype=_F64)
+    q = _matrix(gram)
+    n = q.shape[0]
+    low = torch.as_tensor(lowers).detach().to(device="cpu", dtype=_F64).reshape(-1, n)
+    found = _enumerate(q, q @ low.T, simplex=False)
+    if found is not None and all(found[1]):
+        return low + found[0].T
+    out = low.clone()
+    for r in range(low.shape[0]):
+        if found is not None and found[1][r]:
+            out[r] += found[0][:, r]
+        else:
+            hint = None if hints is None else hints[r]
+            out[r] += _active_set(q, q @ low[r], simplex=False, max_iter=None, hint=hint, bounded=True, enumerate_first=False)
+    return out
 
 
 def project_simplex(y: torch.Tensor) -> torch.Tensor:

@@ -5,21 +5,19 @@ from __future__ import annotations
 import torch
 
 from .base import Aggregator, register
-from .solvers import min_quadratic_above
+from .solvers import gram_matrix, min_quadratic_above_rows
 
 
 def upgrad_weights(gram: torch.Tensor) -> torch.Tensor:
     """Coefficients ``a`` (float64, CPU) with ``update = G^T a = sum_i proj(g_i)``: the sum over i
     of ``v_i = argmin_{v >= e_i} v^T Q v``, solved exactly by
-    :func:`~mtlsearch.weighting.solvers.min_quadratic_above`. Each solve starts with the rows
-    that conflict with ``g_i`` (``Q_ij < 0``) as its guess of the support, which is usually close."""
+    :func:`~mtlsearch.weighting.solvers.min_quadratic_above_rows`: for small T all T problems in
+    one batched enumeration of the supports; otherwise (or for a problem the enumeration does not
+    settle) the active-set method, starting with the rows that conflict with ``g_i``
+    (``Q_ij < 0``) as its guess of the support, which is usually close."""
     q = gram.detach().to(device="cpu", dtype=torch.float64)
     t = q.shape[0]
-    eye = torch.eye(t, dtype=torch.float64)
-    total = torch.zeros(t, dtype=torch.float64)
-    for i in range(t):
-        total += min_quadratic_above(q, eye[i], hint=q[i] < 0)
-    return total
+    return min_quadratic_above_rows(q, torch.eye(t, dtype=torch.float64), hints=q < 0).sum(dim=0)
 
 
 @register("upgrad")
@@ -33,7 +31,7 @@ class UPGrad(Aggregator):
     ``Q = G G^T`` (the paper's Proposition: ``proj_{C*}(G^T u) = G^T v`` with
     ``v = argmin_{v >= u} v^T Q v``)::
 
-        v_i = argmin_{v >= e_i} v^T Q v          (exact, no ridge: solvers.min_quadratic_above)
+        v_i = argmin_{v >= e_i} v^T Q v          (exact, no ridge: solvers.min_quadratic_above_rows)
         update = sum_i G^T v_i = G^T (sum_i v_i)
 
     Properties: the update is in ``C*`` (a non-negative inner product with every row, from the
@@ -47,6 +45,10 @@ class UPGrad(Aggregator):
     **Scale**: the paper (and torchjd) average the projections; here they are *summed*, so T
     identical rows ``g`` give ``T g`` and non-conflicting rows give their sum, like equal
     weighting. No hyperparameters.
+
+    **Precision**: ``Q`` is formed by :func:`~mtlsearch.weighting.solvers.gram_matrix` (in the
+    input's dtype on its device, float64 for degenerate float32 inputs), the problems are solved
+    in float64 on the CPU, and the coefficients are applied in the input's dtype.
     """
 
     label = "UPGrad"
@@ -55,6 +57,5 @@ class UPGrad(Aggregator):
         pass
 
     def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
-        g = matrix.detach().to(torch.float64)
-        coef = upgrad_weights((g @ g.T).cpu())
+        coef = upgrad_weights(gram_matrix(matrix))
         return coef.to(device=matrix.device, dtype=matrix.dtype) @ matrix
