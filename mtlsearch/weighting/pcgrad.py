@@ -6,66 +6,17 @@ Aligned-MTL) share: :func:`gram_float64` and :func:`combine`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .base import Aggregator, register
-
-#: Smallest eigenvalue of the rows' correlation matrix (their Gram matrix scaled to a unit diagonal)
-#: for which a float32 Gram matrix is trusted; below it (two rows with ``|cos| > 0.999``, or rows
-#: close to linearly dependent) :func:`gram_float64` recomputes the Gram matrix in float64.
-GRAM_RECHECK = 1e-3
-
-
-def _well_conditioned(k: list[list[float]], tiny: float) -> bool:
-    """Whether a float32-computed Gram matrix ``k`` is finite, has squared row norms of at least
-    ``tiny`` (no zero or underflowing row) and a correlation matrix with smallest eigenvalue above
-    :data:`GRAM_RECHECK` (Cholesky of ``corr - GRAM_RECHECK * I``)."""
-    count = len(k)
-    if not all(math.isfinite(v) for row in k for v in row):
-        return False
-    if not all(k[i][i] >= tiny for i in range(count)):
-        return False
-    if count > 8:
-        scale = torch.tensor([k[i][i] for i in range(count)], dtype=torch.float64).rsqrt()
-        corr = torch.tensor(k, dtype=torch.float64) * scale[:, None] * scale[None, :]
-        corr.diagonal().sub_(GRAM_RECHECK)
-        return int(torch.linalg.cholesky_ex(corr).info) == 0
-    scale = [1.0 / math.sqrt(k[i][i]) for i in range(count)]
-    low = [[0.0] * count for _ in range(count)]
-    for j in range(count):
-        pivot = 1.0 - GRAM_RECHECK - sum(low[j][p] ** 2 for p in range(j))
-        if not pivot > 0.0:
-            return False
-        low[j][j] = math.sqrt(pivot)
-        for i in range(j + 1, count):
-            corr = k[i][j] * scale[i] * scale[j]
-            low[i][j] = (corr - sum(low[i][p] * low[j][p] for p in range(j))) / low[j][j]
-    return True
+from .solvers import gram_and_precision
 
 
 def gram_float64(matrix: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """The ``(T, T)`` Gram matrix ``G G^T`` of a ``(T, P)`` matrix as float64 on the CPU, and
-    whether it was formed in float32 (pass that flag on to :func:`combine`).
-
-    float64 input: formed in float64. float32 input: formed in float32 on the input's device (one
-    pass over ``G``, no copy), only the ``T x T`` result being cast, as long as that result can be
-    trusted -- finite, every squared row norm at least ``tiny / eps`` of float32 (no zero or
-    underflowing row) and rows clearly independent (see :data:`GRAM_RECHECK`); its entries are
-    then exact to about float32 rounding relative to ``||g_i|| ||g_j||``. Otherwise (zero,
-    parallel, opposite or nearly dependent rows, overflow), and for any other dtype, it is formed
-    from a float64 copy of ``G`` as before, so degenerate cases keep their float64 handling.
-    """
-    if matrix.dtype == torch.float32:
-        gram = (matrix @ matrix.T).to(device="cpu", dtype=torch.float64)
-        info = torch.finfo(torch.float32)
-        if _well_conditioned(gram.tolist(), info.tiny / info.eps):
-            return gram, True
-    elif matrix.dtype == torch.float64:
-        return (matrix @ matrix.T).cpu(), False
-    g = matrix.to(torch.float64)
-    return (g @ g.T).cpu(), False
+    """The ``(T, T)`` Gram matrix as float64 on the CPU and whether it was formed in float32 (pass
+    that flag on to :func:`combine`); one rule for every aggregator, see
+    :func:`~mtlsearch.weighting.solvers.gram_and_precision`."""
+    return gram_and_precision(matrix)
 
 
 def combine(weights: torch.Tensor, matrix: torch.Tensor, low: bool) -> torch.Tensor:

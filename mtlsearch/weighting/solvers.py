@@ -139,15 +139,21 @@ def gram_matrix(matrix: torch.Tensor) -> torch.Tensor:
     rows, overflow, TF32), and for any other dtype, it is recomputed from a float64 copy of ``G``,
     so degenerate cases keep their exact float64 handling.
     """
+    return gram_and_precision(matrix)[0]
+
+
+def gram_and_precision(matrix: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """:func:`gram_matrix`, and whether it was formed in float32 (then the weights can be applied
+    in float32 too; otherwise in float64)."""
     g = matrix.detach()
     if g.dtype == torch.float64:
-        return (g @ g.T).cpu()
+        return (g @ g.T).cpu(), False
     if g.dtype == torch.float32 and not _tf32_possible(g.device):
         rows = (g @ g.T).tolist()
         if _trusted_float32_gram(rows):
-            return torch.tensor(rows, dtype=_F64)
+            return torch.tensor(rows, dtype=_F64), True
     g = g.to(_F64)
-    return (g @ g.T).cpu()
+    return (g @ g.T).cpu(), False
 
 
 def _matrix(quad: torch.Tensor) -> torch.Tensor:
