@@ -6,13 +6,13 @@ import math
 
 import torch
 
-from .base import Aggregator, register
+from .base import register
 from .hyper import check_number
-from .pcgrad import combine, gram_float64
+from .pcgrad import RowCombination
 
 
 @register("gradvac")
-class GradVac(Aggregator):
+class GradVac(RowCombination):
     """Gradient Vaccine of Wang et al., "Gradient Vaccine: Investigating and Improving Multi-task
     Optimization in Massively Multilingual Models", ICLR 2021 (arXiv:2010.05874).
 
@@ -90,12 +90,3 @@ class GradVac(Aggregator):
                 targets[i][j] = (1.0 - self.beta) * targets[i][j] + self.beta * phi
         self._targets = torch.tensor(targets, dtype=torch.float64)
         return torch.tensor(coef, dtype=torch.float64)
-
-    def adjusted(self, matrix: torch.Tensor) -> torch.Tensor:
-        """The ``(T, P)`` corrected gradients ``g_i'`` (float64); counts as a step (updates targets)."""
-        coef = self.coefficients(gram_float64(matrix)[0])
-        return coef.to(matrix.device) @ matrix.to(torch.float64)
-
-    def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
-        gram, low = gram_float64(matrix)
-        return combine(self.coefficients(gram).sum(dim=0), matrix, low)

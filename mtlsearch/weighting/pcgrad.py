@@ -6,6 +6,8 @@ Aligned-MTL) share: :func:`gram_float64` and :func:`combine`.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 
 from .base import Aggregator, register
@@ -27,8 +29,27 @@ def combine(weights: torch.Tensor, matrix: torch.Tensor, low: bool) -> torch.Ten
     return (weights.to(matrix.device) @ matrix.to(torch.float64)).to(matrix.dtype)
 
 
+class RowCombination(Aggregator):
+    """An aggregator whose corrected task gradients are linear combinations of the original ones:
+    subclasses give the ``(T, T)`` coefficients ``C`` from the float64 Gram matrix, the corrected
+    rows are ``C G`` and the update is their sum."""
+
+    @abstractmethod
+    def coefficients(self, gram: torch.Tensor) -> torch.Tensor: ...
+
+    def adjusted(self, matrix: torch.Tensor) -> torch.Tensor:
+        """The ``(T, P)`` corrected gradients ``g_i'`` (in float64); the update is their sum. For a
+        stateful subclass (GradVac) this counts as a step."""
+        coef = self.coefficients(gram_float64(matrix)[0])
+        return coef.to(matrix.device) @ matrix.to(torch.float64)
+
+    def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
+        gram, low = gram_float64(matrix)
+        return combine(self.coefficients(gram).sum(dim=0), matrix, low)
+
+
 @register("pcgrad")
-class PCGrad(Aggregator):
+class PCGrad(RowCombination):
     """Projecting Conflicting Gradients of Yu et al., "Gradient Surgery for Multi-Task Learning",
     NeurIPS 2020 (arXiv:2001.06782).
 
@@ -72,11 +93,3 @@ class PCGrad(Aggregator):
                     c[j] -= dot / k[j][j]
         return torch.tensor(coef, dtype=torch.float64)
 
-    def adjusted(self, matrix: torch.Tensor) -> torch.Tensor:
-        """The ``(T, P)`` projected gradients ``g_i'`` (in float64); the update is their sum."""
-        coef = self.coefficients(gram_float64(matrix)[0])
-        return coef.to(matrix.device) @ matrix.to(torch.float64)
-
-    def __call__(self, matrix: torch.Tensor) -> torch.Tensor:
-        gram, low = gram_float64(matrix)
-        return combine(self.coefficients(gram).sum(dim=0), matrix, low)
