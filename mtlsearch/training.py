@@ -121,7 +121,6 @@ def make_step(model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | A
         groups = parameter_groups(per_task)
         aggregators = {users: copy.deepcopy(method) for users, _ in groups if len(users) > 1}
         sizes = {users: sum(p.numel() for p in params) for users, params in groups}
-        index = {t: i for i, t in enumerate(names)}
 
         def aggregated_step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
@@ -135,9 +134,9 @@ def make_step(model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | A
                     for p in params:
                         p.grad = grads[users[0]][id(p)]
                     continue
-                rows = sorted(users, key=index.get)
-                matrix = torch.empty(len(rows), sizes[users], device=params[0].device, dtype=params[0].dtype)
-                for r, t in enumerate(rows):
+                # parameter_groups lists each group's tasks in task order: rows follow it
+                matrix = torch.empty(len(users), sizes[users], device=params[0].device, dtype=params[0].dtype)
+                for r, t in enumerate(users):
                     torch.cat([grads[t][id(p)].reshape(-1) for p in params], out=matrix[r])
                 update = aggregators[users](matrix)
                 for p, piece in zip(params, update.split([p.numel() for p in params])):

@@ -24,9 +24,8 @@ from ..errors import ConfigError, MTLSearchError
 from ..problem import Problem
 from ..scoring import count_params, delta_mtl, knee_point, pareto_front
 from ..training import evaluate, resolve_device, train
-from ..weighting import WEIGHTINGS
 from .progress import QUIET, Progress
-from .study import ATTR, open_storage, stored_space
+from .study import ATTR, open_storage, stored_space, train_single_task
 
 EXPORT_FORMAT = "mtlsearch-export/1"
 PICKS = ("delta", "knee", "min-cost")
@@ -255,8 +254,7 @@ def retrain(config: str | Path | Mapping[str, Any], seeds: Sequence[int], device
         if baselines:
             single = {}
             for task in problem.tasks:
-                st = problem.single_task_model(task, seed)
-                train(st, [task], WEIGHTINGS.get("equal")([task.name]), problem.data.train, problem.baseline_training(), dev, seed)
+                st = train_single_task(problem, task, seed, dev)
                 single[task.name] = evaluate(st, [task], problem.data.test, dev)[task.name]
             run["single_task_test_metrics"] = single
             run["delta_mtl"] = delta_mtl(run["test_metrics"], single, problem.metric_directions)

@@ -187,18 +187,25 @@ def ensure_baselines(study: optuna.Study | None, problem: Problem, seed: int, de
     return record["values"]
 
 
+def train_single_task(problem: Problem, task, seed: int, device: torch.device) -> torch.nn.Module:
+    """The single-task baseline network of ``task``, trained on the train split with the
+    baseline settings (:meth:`Problem.baseline_training`) and equal weighting."""
+    from ..weighting import WEIGHTINGS
+
+    model = problem.single_task_model(task, seed)
+    train(model, [task], WEIGHTINGS.get("equal")([task.name]), problem.data.train, problem.baseline_training(), device, seed)
+    return model
+
+
 def train_baselines(problem: Problem, seed: int, device: torch.device, progress: Progress = QUIET) -> dict[str, Any]:
     """One single-task network per task, same backbone and budget (each training parameter at
     its default), scored on the validation split."""
-    from ..weighting import WEIGHTINGS
-
     settings = problem.baseline_training()
     values = {}
     start = time.perf_counter()
     for i, task in enumerate(problem.tasks, 1):
-        model = problem.single_task_model(task, seed)
         progress.event("baseline", f"baseline {i}/{len(problem.tasks)}: single-task `{task.name}` ...", task=task.name)
-        train(model, [task], WEIGHTINGS.get("equal")([task.name]), problem.data.train, settings, device, seed)
+        model = train_single_task(problem, task, seed, device)
         values[task.name] = evaluate(model, [task], problem.data.val, device)[task.name]
         shown = ", ".join(f"{m} {v:.4g}" for m, v in values[task.name].items())
         progress.event("baseline_done", f"baseline {i}/{len(problem.tasks)}: `{task.name}` val {shown}", task=task.name, metrics=values[task.name])
