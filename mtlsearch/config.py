@@ -403,16 +403,32 @@ class TaskEntry:
         return self.name
 
 
-OBJECTIVE_RE = re.compile(r"^(delta_mtl|params|macs|[A-Za-z_]\w*\.[A-Za-z_]\w*)$")
+OBJECTIVE_RE = re.compile(r"^(delta_mtl|params|macs|latency_ms|[A-Za-z_]\w*\.[A-Za-z_]\w*)$")
+CONSTRAINTS = {"max_params": "params", "max_macs": "macs", "max_latency_ms": "latency_ms"}
+
+
+def parse_constraints(raw: Any, path: str) -> dict[str, float]:
+    """``constraints: {max_params: N, max_macs: N, max_latency_ms: X}``: each a positive bound."""
+    raw = as_mapping(raw, path)
+    check_keys(raw, list(CONSTRAINTS), path)
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if key == "max_latency_ms":
+            out[key] = as_float(value, f"{path}.{key}", 0.0, strict=True)
+        else:
+            out[key] = as_int(value, f"{path}.{key}", 1)
+    return out
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     """What to search: data, tasks, backbone, the search space proper, objectives and baselines.
 
-    ``objectives``: ``delta_mtl`` (maximised), ``params`` and ``macs`` (minimised), or
-    ``TASK.METRIC`` (in the metric's own direction). ``baselines``: ``"auto"`` (single-task runs
-    trained once per study) or ``{task: {metric: value}}`` given by the user.
+    ``objectives``: ``delta_mtl`` (maximised), ``params``, ``macs`` and ``latency_ms``
+    (minimised), or ``TASK.METRIC`` (in the metric's own direction). ``constraints``: upper bounds
+    ``max_params``, ``max_macs``, ``max_latency_ms`` (Optuna constraints: an infeasible candidate is
+    never trained and never on the front). ``baselines``: ``"auto"`` (single-task runs trained once
+    per study) or ``{task: {metric: value}}`` given by the user.
     """
 
     name: str
@@ -422,8 +438,9 @@ class SearchSpace:
     tasks: tuple[TaskEntry, ...] = ()
     objectives: tuple[str, ...] = ("delta_mtl", "params")
     baselines: str | Mapping[str, Mapping[str, float]] = "auto"
+    constraints: Mapping[str, float] = field(default_factory=dict)
 
-    TOP_KEYS = ["name", "data", "tasks", "backbone", "search_space", "objectives", "baselines", "run"]
+    TOP_KEYS = ["name", "data", "tasks", "backbone", "search_space", "objectives", "constraints", "baselines", "run"]
 
     @classmethod
     def parse(cls, raw: Any, path: str = "") -> "SearchSpace":
@@ -454,9 +471,10 @@ class SearchSpace:
             if not OBJECTIVE_RE.match(obj):
                 raise ConfigError(
                     f"{p('objectives')}[{i}]",
-                    f"unknown objective {show(obj)}; choose from: delta_mtl, params, macs, or TASK.METRIC (e.g. left.accuracy)"
-                    + did_you_mean(obj, ["delta_mtl", "params", "macs"]),
+                    f"unknown objective {show(obj)}; choose from: delta_mtl, params, macs, latency_ms, or TASK.METRIC (e.g. left.accuracy)"
+                    + did_you_mean(obj, ["delta_mtl", "params", "macs", "latency_ms"]),
                 )
+        constraints = parse_constraints(raw.get("constraints"), p("constraints"))
         baselines = raw.get("baselines", "auto")
         if baselines != "auto":
             if not isinstance(baselines, Mapping) or not baselines:
@@ -467,7 +485,7 @@ class SearchSpace:
             }
         return cls(
             name=name, data=data, backbone=backbone, search_space=search, tasks=tasks,
-            objectives=objectives, baselines=baselines,
+            objectives=objectives, baselines=baselines, constraints=constraints,
         )
 
     def to_raw(self) -> dict:
@@ -478,6 +496,8 @@ class SearchSpace:
         raw["backbone"] = dict(self.backbone)
         raw["search_space"] = self.search_space.to_raw()
         raw["objectives"] = list(self.objectives)
+        if self.constraints:  # absent when empty, so older spaces keep their fingerprint
+            raw["constraints"] = dict(self.constraints)
         raw["baselines"] = copy.deepcopy(self.baselines) if self.baselines != "auto" else "auto"
         return raw
 

@@ -28,6 +28,7 @@ from .tasks import TaskSpec
 from .weighting import METHODS, Aggregator, Weighting
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
+COST_OBJECTIVES = ("params", "macs", "latency_ms")
 
 
 @dataclass
@@ -54,18 +55,23 @@ class Candidate:
         """A fresh copy of the weighting (its learnable state starts anew for each training run)."""
         return copy.deepcopy(self.weighting)
 
+    @property
+    def needs_learning(self) -> bool:
+        """True for a learned family whose architecture has not been learned yet."""
+        return self.family.learned and self.architecture.learned is None
+
     def describe(self) -> str:
-        return self.architecture.describe(self.problem.backbone.block_names)
+        return "\n".join(self.family.describe(self.architecture, self.problem.backbone.block_names))
 
     def summary(self) -> dict[str, Any]:
         """A readable record of the candidate (JSON-serialisable)."""
-        return {
-            "family": self.architecture.family,
-            "paths": self.architecture.to_dict()["paths"],
-            "sharing": self.architecture.sharing(self.problem.backbone.block_names),
-            "weighting": {"name": self.weighting.name, **self.weighting.hyperparameters()},
-            "training": dict(self.training),
-        }
+        out = self.architecture.to_dict()
+        sharing = self.architecture.sharing(self.problem.backbone.block_names)
+        if sharing is not None and not self.needs_learning:
+            out["sharing"] = sharing
+        out["weighting"] = {"name": self.weighting.name, **self.weighting.hyperparameters()}
+        out["training"] = dict(self.training)
+        return out
 
 
 class Problem:
@@ -83,7 +89,12 @@ class Problem:
         self.families: dict[str, Family] = {}
         for i, name in enumerate(space.search_space.families):
             cls = FAMILIES.get(name, f"search_space.families[{i}]")
-            self.families[name] = instantiate(cls, sections.get(name, {}), f"search_space.{name}")
+            family = instantiate(cls, sections.get(name, {}), f"search_space.{name}")
+            try:
+                family.check(self.backbone, self.task_names)
+            except ConfigError as err:
+                raise err.prefixed(f"search_space.{name}") from None
+            self.families[name] = family
         self.weighting_spaces: dict[str, dict[str, ParamSpec]] = {}
         for i, name in enumerate(space.search_space.weightings):
             cls = METHODS.get(name, f"search_space.weightings[{i}]")
@@ -93,6 +104,7 @@ class Problem:
         self.objectives: list[str] = list(space.objectives)
         self.directions: list[str] = [self._direction(i, o) for i, o in enumerate(self.objectives)]
         self.given_baselines = self._check_baselines(space.baselines)
+        self.constraints: dict[str, float] = dict(space.constraints)
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -100,7 +112,7 @@ class Problem:
         """Draw a candidate through an Optuna-like trial (``Trial`` or ``FixedTrial``)."""
         family_name = trial.suggest_categorical("family", list(self.families))
         family = self.families[family_name]
-        arch = family.sample(trial, self.task_names, self.backbone.block_names)
+        arch = family.sample(trial, self.task_names, self.backbone)
         w_name = trial.suggest_categorical("weighting", list(self.weighting_spaces))
         weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
         training = {
@@ -109,8 +121,13 @@ class Problem:
         params = dict(getattr(trial, "params", {}))
         return Candidate(params, family, arch, weighting, training, self)
 
-    def replay(self, params: Mapping[str, Any]) -> Candidate:
-        """The candidate of stored trial parameters (export is replay, not a second code path)."""
+    def replay(self, params: Mapping[str, Any], learned: Mapping[str, Any] | None = None) -> Candidate:
+        """The candidate of stored trial parameters (export is replay, not a second code path).
+
+        For a family that learns its architecture inside a trial, ``learned`` is the stored
+        outcome of that learning (trial user attr ``learned``); the candidate then has the final,
+        learned architecture.
+        """
         from optuna.trial import FixedTrial
 
         try:
@@ -118,6 +135,10 @@ class Problem:
         except ValueError as err:  # FixedTrial: a parameter this space needs is not in params
             raise ConfigError("params", f"{err}; the parameters do not fit this search space") from None
         candidate.params = dict(params)
+        if candidate.family.learned:
+            if learned is None:
+                raise ConfigError("learned", f"family `{candidate.family.name}` learns its architecture inside a trial; the learned record is missing")
+            candidate.architecture = candidate.family.with_learned(candidate.architecture, learned)
         return candidate
 
     def baseline_training(self) -> dict[str, Any]:
@@ -128,7 +149,7 @@ class Problem:
         """The single-task baseline network of ``task``: the backbone and its head, seeded."""
         torch.manual_seed(seed)
         family = FAMILIES.get("hard_sharing")()
-        return family.build(family.sample(None, [task.name], self.backbone.block_names), self.backbone, [task])
+        return family.build(family.sample(None, [task.name], self.backbone), self.backbone, [task])
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -139,7 +160,7 @@ class Problem:
     def _direction(self, i: int, objective: str) -> str:
         if objective == "delta_mtl":
             return MAXIMIZE
-        if objective in ("params", "macs"):
+        if objective in COST_OBJECTIVES:
             return MINIMIZE
         task, metric = objective.split(".", 1)
         where = f"objectives[{i}]"
@@ -285,5 +306,5 @@ def check_targets(tasks: list[TaskSpec], data: MTLData) -> None:
 
 
 def objective_label(objective: str) -> str:
-    return {"delta_mtl": "Delta-MTL %", "params": "params", "macs": "MACs"}.get(objective, objective)
+    return {"delta_mtl": "Delta-MTL %", "params": "params", "macs": "MACs", "latency_ms": "latency ms"}.get(objective, objective)
 

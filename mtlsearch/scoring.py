@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from .config import CONSTRAINTS
 from .errors import ConfigError
 
 Metrics = Mapping[str, Mapping[str, float]]  # {task: {metric: value}}
@@ -61,6 +62,48 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         model(torch.zeros(1, *input_shape, device=device))
     model.train(was_training)
     return int(counter.get_total_flops() // 2)
+
+
+LATENCY_WARMUP, LATENCY_REPEATS = 5, 30
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1,
+                    warmup: int = LATENCY_WARMUP, repeats: int = LATENCY_REPEATS) -> float:
+    """Median wall-clock milliseconds of one forward pass (all tasks) on the model's device.
+
+    ``warmup`` passes are run and discarded first (allocator, kernel selection, caches); then
+    ``repeats`` timed passes, each waited for on CUDA, in eval mode and without autograd. The
+    median is robust to the odd scheduler hiccup, but a latency is a measurement: expect a few
+    percent of noise between runs on a busy CPU.
+    """
+    import statistics
+    import time
+
+    device = next(model.parameters()).device
+    x = torch.zeros(batch_size, *input_shape, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(warmup):
+            model(x)
+        sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return statistics.median(times) * 1000.0
+
+
+def constraint_values(costs: Mapping[str, float], bounds: Mapping[str, float]) -> dict[str, float]:
+    """Optuna constraint values (``<= 0`` is feasible) of costs against ``max_*`` bounds, relative
+    to the bound so that constraints of different units weigh alike: ``cost / bound - 1``."""
+    return {name: costs[CONSTRAINTS[name]] / bound - 1.0 for name, bound in bounds.items()}
 
 
 def _as_minimised(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[float]]:

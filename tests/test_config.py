@@ -46,7 +46,7 @@ SECTION_RULE = (
     "listed in search_space.weightings; allowed keys are: families, weightings, training, "
 )
 STORAGE_CHOICES = "choose one of: sqlite://..., postgresql://..., mysql://..., journal://... (e.g. sqlite:///mtlsearch.db)"
-OBJECTIVE_CHOICES = "choose from: delta_mtl, params, macs, or TASK.METRIC (e.g. left.accuracy)"
+OBJECTIVE_CHOICES = "choose from: delta_mtl, params, macs, latency_ms, or TASK.METRIC (e.g. left.accuracy)"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -92,7 +92,7 @@ CASES = [
     # -- top level and structure
     ("unknown-top-key", [("serch_space", {"families": ["tree"]})],
      "serch_space: unknown key; allowed keys are: name, data, tasks, backbone, search_space, objectives, "
-     "baselines, run (did you mean `search_space`?)"),
+     "constraints, baselines, run (did you mean `search_space`?)"),
     ("string-for-search-space", [("search_space", "tree")],
      "search_space: expected a mapping (key: value), found `tree`"),
     ("string-for-training", [("search_space.training", "fast")],

@@ -40,7 +40,7 @@ def test_every_tree_labelling_decodes_to_a_valid_tree():
     family = FAMILIES.get("tree")(max_groups=2)
     seen = 0
     for params in all_tree_labellings(3, 3, 2):
-        arch = family.sample(FixedTrial(params), NAMES, backbone.block_names)
+        arch = family.sample(FixedTrial(params), NAMES, backbone)
         sharing = arch.sharing(backbone.block_names)
         # Groups only split with depth: every group at block b+1 lies inside one group at block b.
         for upper, lower in zip(sharing, sharing[1:]):
@@ -72,7 +72,7 @@ def test_canonical_paths_renumber_labels():
 
 def test_hard_sharing_runs_the_trunk_once_for_all_tasks():
     backbone = CNN((1, 8, 16), channels=4, depth=3)
-    arch = FAMILIES.get("hard_sharing")().sample(None, NAMES, backbone.block_names)
+    arch = FAMILIES.get("hard_sharing")().sample(None, NAMES, backbone)
     model = PathNetwork(backbone, TASKS, arch.paths)
     calls = count_block_calls(model)
     out = model(torch.randn(2, 1, 8, 16))
@@ -82,7 +82,7 @@ def test_hard_sharing_runs_the_trunk_once_for_all_tasks():
 
 def test_single_task_runs_one_trunk_per_task():
     backbone = MLP((6,), width=4, depth=2)
-    arch = FAMILIES.get("single_task")().sample(None, NAMES, backbone.block_names)
+    arch = FAMILIES.get("single_task")().sample(None, NAMES, backbone)
     model = PathNetwork(backbone, TASKS, arch.paths)
     calls = count_block_calls(model)
     model(torch.randn(2, 6))
@@ -92,7 +92,7 @@ def test_single_task_runs_one_trunk_per_task():
 
 def test_tree_with_one_group_is_hard_sharing_and_asks_no_parameters():
     trial = FixedTrial({})
-    arch = FAMILIES.get("tree")(max_groups=1).sample(trial, NAMES, ["block0", "block1"])
+    arch = FAMILIES.get("tree")(max_groups=1).sample(trial, NAMES, MLP((6,), width=4, depth=2))
     assert len({p for p in arch.paths.values()}) == 1
 
 

@@ -1,49 +1,75 @@
 """The search-family extension point.
 
-A *family* is a kind of multi-task architecture (hard sharing, a branched tree, layer gating...).
-It turns trial parameters into an :class:`Architecture` and an architecture into a model.
+A *family* is a kind of multi-task architecture (hard sharing, a branched tree, layer gating,
+routing, soft sharing...). It turns trial parameters into an :class:`Architecture` and an
+architecture into a model.
 
 Contract of :class:`Family`:
 
 * ``__init__(**hyperparameters)`` takes the family's fixed settings from the space
   (``search_space.tree: {max_groups: 3}``), validates them and raises
   :class:`~mtlsearch.errors.ConfigError` naming the field; ``repr`` shows them.
-* ``sample(trial, tasks, block_names)`` draws the architecture through an Optuna-like trial
+* ``check(backbone, tasks)`` validates those settings against the backbone (a block that cannot be
+  skipped, a split point that does not exist) with the same kind of error.
+* ``sample(trial, tasks, backbone)`` draws the architecture through an Optuna-like trial
   (``Trial``, ``FixedTrial``); its parameter names start with ``"<family name>."``. Replaying the
   same parameters through ``FixedTrial`` returns the same architecture: this is how an exported
-  candidate is rebuilt.
-* ``build(architecture, backbone, tasks)`` returns an ``nn.Module`` whose ``forward(x)`` returns
-  ``{task name: head output}``. Path families use :class:`~mtlsearch.models.PathNetwork`.
-* Any labelling the sampler can produce must be a valid architecture (no rejection).
+  candidate is rebuilt. Any value the sampler can produce must be a valid architecture.
+* ``build(architecture, backbone, tasks)`` returns a
+  :class:`~mtlsearch.models.MultiTaskNetwork` (``forward(x) -> {task: output}``). Path families use
+  :class:`~mtlsearch.models.PathNetwork`, which computes each distinct path prefix once.
+* ``describe(architecture, block_names)`` is a few readable lines for ``report`` and ``export``.
+* A family whose architecture is *learned inside a trial* (``learned = True``) samples an
+  architecture whose ``settings`` hold the learning hyperparameters and whose ``paths`` are
+  ``None``; :mod:`mtlsearch.learning` trains it and returns the final architecture, and
+  ``with_learned(architecture, learned)`` rebuilds that final architecture from its stored
+  ``learned`` record (what an export carries).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from torch import nn
-
+from ..errors import ConfigError
 from ..models.backbones import Backbone
-from ..models.network import Path, PathNetwork
+from ..models.network import MultiTaskNetwork, Path, PathNetwork
 from ..registry import Registry
 from ..tasks import TaskSpec
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A sampled architecture: per task, per block, the key of the module that computes it."""
+    """A sampled architecture.
+
+    ``paths``: for path families, per task and block the key of the module that computes it
+    (``None`` = skip); ``None`` for families that are not path-shaped (soft sharing). ``settings``:
+    the family's structural choices as plain data (experts, split block, unit positions, a learned
+    policy...). ``learned``: for learned families, the outcome of learning (JSON), else ``None``.
+    """
 
     family: str
-    paths: Mapping[str, Path]
+    paths: Mapping[str, Path] | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    learned: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "paths": {t: list(p) for t, p in self.paths.items()}}
+        out: dict[str, Any] = {"family": self.family}
+        if self.paths is not None:
+            out["paths"] = {t: list(p) for t, p in self.paths.items()}
+        if self.settings:
+            out["settings"] = dict(self.settings)
+        if self.learned is not None:
+            out["learned"] = dict(self.learned)
+        return out
 
-    def sharing(self, block_names: Sequence[str]) -> list[list[list[str]]]:
-        """Per block, the groups of tasks that share that block's computation (same prefix)."""
+    def sharing(self, block_names: Sequence[str]) -> list[list[list[str]]] | None:
+        """Per block, the groups of tasks that share that block's computation (same prefix);
+        ``None`` for architectures without paths."""
+        if self.paths is None:
+            return None
         out = []
         for b in range(len(block_names)):
             groups: dict[Path, list[str]] = {}
@@ -52,12 +78,27 @@ class Architecture:
             out.append(list(groups.values()))
         return out
 
-    def describe(self, block_names: Sequence[str]) -> str:
-        """One line per block: ``block1: left+right | sum``."""
-        lines = []
-        for name, groups in zip(block_names, self.sharing(block_names)):
-            lines.append(f"{name}: " + " | ".join("+".join(g) for g in groups))
-        return "\n".join(lines)
+
+def sharing_lines(architecture: Architecture, block_names: Sequence[str]) -> list[str]:
+    """One line per block, tasks computed together joined by ``+``: ``block1: left+right | sum``."""
+    sharing = architecture.sharing(block_names) or []
+    return [f"{name}: " + " | ".join("+".join(g) for g in groups) for name, groups in zip(block_names, sharing)]
+
+
+def block_table(rows: Mapping[str, Sequence[str]], block_names: Sequence[str]) -> list[str]:
+    """A fixed-width table, one row per task and one column per block."""
+    first = max(len("task"), *(len(t) for t in rows))
+    widths = [max(len(b), *(len(str(r[i])) for r in rows.values())) for i, b in enumerate(block_names)]
+    line = lambda head, cells: "  ".join([head.ljust(first), *(str(c).ljust(w) for c, w in zip(cells, widths))]).rstrip()  # noqa: E731
+    return [line("task", block_names), *(line(t, r) for t, r in rows.items())]
+
+
+def block_index(name: Any, backbone: Backbone, field_path: str) -> int:
+    """The index of a block named in a family's settings, or a clear error listing the names."""
+    names = backbone.block_names
+    if name not in names:
+        raise ConfigError(field_path, f"unknown block `{name}`; the backbone's blocks are: {', '.join(names)}")
+    return names.index(name)
 
 
 class Family(ABC):
@@ -65,15 +106,29 @@ class Family(ABC):
 
     name: ClassVar[str]
     citation: ClassVar[str] = ""
+    learned: ClassVar[bool] = False
 
     def __init__(self) -> None:  # families without hyperparameters
         pass
 
-    @abstractmethod
-    def sample(self, trial: Any, tasks: Sequence[str], block_names: Sequence[str]) -> Architecture: ...
+    def check(self, backbone: Backbone, tasks: Sequence[str]) -> None:
+        """Validate the hyperparameters against the backbone; raise ConfigError naming the field."""
 
-    def build(self, architecture: Architecture, backbone: Backbone, tasks: Sequence[TaskSpec]) -> nn.Module:
+    @abstractmethod
+    def sample(self, trial: Any, tasks: Sequence[str], backbone: Backbone) -> Architecture: ...
+
+    def build(self, architecture: Architecture, backbone: Backbone, tasks: Sequence[TaskSpec]) -> MultiTaskNetwork:
+        if architecture.paths is None:
+            raise ValueError(f"family `{self.name}`: architecture has no paths; build() must be overridden")
         return PathNetwork(backbone, tasks, architecture.paths)
+
+    def describe(self, architecture: Architecture, block_names: Sequence[str]) -> list[str]:
+        """Readable lines for report/export; path families show who shares each block."""
+        return sharing_lines(architecture, block_names)
+
+    def with_learned(self, architecture: Architecture, learned: Mapping[str, Any]) -> Architecture:
+        """The final architecture of a learned family from its stored record (see the module doc)."""
+        raise ValueError(f"family `{self.name}` does not learn its architecture inside a trial")
 
     def hyperparameters(self) -> dict[str, Any]:
         return {}

@@ -14,8 +14,8 @@ class SingleTask(Family):
 
     name = "single_task"
 
-    def sample(self, trial, tasks, block_names):
-        return Architecture(self.name, {t: tuple(t for _ in block_names) for t in tasks})
+    def sample(self, trial, tasks, backbone):
+        return Architecture(self.name, {t: tuple(t for _ in backbone.block_names) for t in tasks})
 
 
 @FAMILIES.register("hard_sharing")
@@ -24,8 +24,8 @@ class HardSharing(Family):
 
     name = "hard_sharing"
 
-    def sample(self, trial, tasks, block_names):
-        return Architecture(self.name, {t: tuple("shared" for _ in block_names) for t in tasks})
+    def sample(self, trial, tasks, backbone):
+        return Architecture(self.name, {t: tuple("shared" for _ in backbone.block_names) for t in tasks})
 
 
 @FAMILIES.register("tree")
@@ -51,7 +51,8 @@ class Tree(Family):
     def hyperparameters(self):
         return {"max_groups": self.max_groups}
 
-    def sample(self, trial, tasks, block_names):
+    def sample(self, trial, tasks, backbone):
+        block_names = backbone.block_names
         groups = min(self.max_groups, len(tasks))
         labels = {}
         for i, t in enumerate(tasks):

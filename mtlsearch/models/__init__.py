@@ -2,6 +2,6 @@
 
 from .backbones import BACKBONES, CNN, MLP, Backbone
 from .heads import build_head
-from .network import PathNetwork
+from .network import MultiTaskNetwork, PathNetwork, traced_task_parameters
 
-__all__ = ["BACKBONES", "CNN", "MLP", "Backbone", "PathNetwork", "build_head"]
+__all__ = ["BACKBONES", "CNN", "MLP", "Backbone", "MultiTaskNetwork", "PathNetwork", "build_head", "traced_task_parameters"]

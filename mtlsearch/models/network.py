@@ -1,4 +1,5 @@
-"""The multi-task network of a path-based candidate.
+"""Multi-task networks: the :class:`MultiTaskNetwork` contract, and the network of a path-based
+candidate (:class:`PathNetwork`).
 
 A candidate gives, for every task, a *path*: for each block, the key of the module that computes
 that block for the task, or ``None`` to skip it (identity). Modules with the same key at the same
@@ -22,7 +23,56 @@ from .heads import build_head, pool
 Path = tuple[str | None, ...]
 
 
-class PathNetwork(nn.Module):
+class MultiTaskNetwork(nn.Module):
+    """Base of every network a family builds.
+
+    Contract:
+
+    * ``forward(x)`` takes a batch ``(N, *input_shape)`` and returns ``{task name: head output}``
+      for every task in ``task_names``, on the input's device;
+    * after a forward pass, ``shared_feature`` is a tensor that every task's output depends on and
+      that depends on all parameters every task shares (used by feature-level methods such as
+      MGDA-UB), or ``None`` where there is no such tensor;
+    * ``task_parameters()`` returns, per task, the parameters that task's output depends on. The
+      default finds them once by back-propagating each task's output of a zero batch (in eval mode,
+      so no running statistic moves) and caches the answer; subclasses with a cheaper exact answer
+      override it. Gradient aggregation relies on it: a parameter a task uses but that is not
+      listed would miss that task's gradient.
+    """
+
+    def __init__(self, task_names: Sequence[str], input_shape: Sequence[int]):
+        super().__init__()
+        self.task_names = list(task_names)
+        self.input_shape = tuple(input_shape)
+        self.shared_feature: torch.Tensor | None = None
+        self._task_parameters: dict[str, list[nn.Parameter]] | None = None
+
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        if self._task_parameters is None:
+            self._task_parameters = traced_task_parameters(self, self.input_shape)
+        return self._task_parameters
+
+
+def traced_task_parameters(model: nn.Module, input_shape: Sequence[int]) -> dict[str, list[nn.Parameter]]:
+    """Per task, the parameters its output is connected to in the autograd graph of one forward."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = torch.zeros(2, *input_shape, device=params[0].device if params else None)
+            out = model(x)
+            found = {}
+            names = list(out)
+            for i, t in enumerate(names):
+                grads = torch.autograd.grad(out[t].sum(), params, retain_graph=i < len(names) - 1, allow_unused=True)
+                found[t] = [p for p, g in zip(params, grads) if g is not None]
+    finally:
+        model.train(was_training)
+    return found
+
+
+class PathNetwork(MultiTaskNetwork):
     """Blocks per distinct module key, one linear head per task; ``forward(x) -> {task: output}``.
 
     The last block's distinct features are pooled once each (:func:`~mtlsearch.models.heads.pool`)
@@ -35,9 +85,8 @@ class PathNetwork(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, tasks: Sequence[TaskSpec], paths: Mapping[str, Path]):
-        super().__init__()
+        super().__init__([t.name for t in tasks], backbone.input_shape)
         names = backbone.block_names
-        self.task_names = [t.name for t in tasks]
         self.paths = {t: tuple(paths[t]) for t in self.task_names}
         for t, path in self.paths.items():
             if len(path) != len(names):

@@ -9,9 +9,11 @@ What a study stores (readable with plain ``optuna.load_study`` and ``optuna-dash
   ``mtlsearch.baselines`` (values on the validation split, how they were obtained) and
   ``mtlsearch.artifacts`` (where trial weights are kept);
 * trial user attrs ``seed``, ``architecture`` (family, per-task paths, sharing per block,
-  weighting, training hyperparameters), ``val_metrics`` (``{task: {metric: value}}``),
-  ``delta_mtl``, ``params``, ``macs``, ``train_seconds``, ``weights_artifact``, and
-  ``fail_reason`` for a failed trial.
+  family settings, weighting, training hyperparameters), ``learned`` (the outcome of a family that
+  learns its architecture inside the trial), ``val_metrics`` (``{task: {metric: value}}``),
+  ``delta_mtl``, ``params``, ``macs``, ``latency_ms``, ``train_seconds``, ``weights_artifact``,
+  ``fail_reason`` for a failed trial and ``pruned_reason`` for an infeasible one;
+* trial constraints (``max_params`` ...) when the space has ``constraints``.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ import torch
 from optuna.trial import TrialState
 
 from .. import __version__
-from ..config import RunConfig, SearchSpace
+from ..config import CONSTRAINTS, RunConfig, SearchSpace
 from ..errors import ConfigError, NonFiniteLossError, StudyMismatchError
 from ..problem import Problem
-from ..scoring import count_macs, count_params, delta_mtl
+from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
 from ..training import evaluate, resolve_device, train
 from .progress import QUIET, Progress
 
@@ -253,21 +255,40 @@ class Objective:
         candidate = problem.sample(trial)
         seed = self.seed + trial.number
         trial.set_user_attr("seed", seed)
-        trial.set_user_attr("architecture", candidate.summary())
-        model = candidate.build_model(seed).to(self.device)
-        n_params = count_params(model)
-        macs = count_macs(model, problem.input_shape)
-        trial.set_user_attr("params", n_params)
-        trial.set_user_attr("macs", macs)
         label = f"trial {trial.number + 1}" + (f"/{self.total}" if self.total else "")
 
-        def on_epoch(e):
+        def on_epoch(e, phase=""):
             self.progress.event(
-                "epoch", f"  {label} [{candidate.architecture.family}] epoch {e.epoch}/{e.epochs} loss {e.train_loss:.4f}",
+                "epoch", f"  {label} [{candidate.architecture.family}]{phase} epoch {e.epoch}/{e.epochs} loss {e.train_loss:.4f}",
                 transient=True, trial=trial.number, epoch=e.epoch, epochs=e.epochs, loss=e.train_loss,
             )
 
         start = time.perf_counter()
+        if candidate.needs_learning:
+            from ..learning import learn_architecture
+
+            try:
+                candidate.architecture = learn_architecture(
+                    candidate, self.device, seed, lambda e: on_epoch(e, " policy"),
+                )
+            except NonFiniteLossError as err:
+                trial.set_user_attr("fail_reason", str(err))
+                raise
+            trial.set_user_attr("learned", dict(candidate.architecture.learned))
+        trial.set_user_attr("architecture", candidate.summary())
+        model = candidate.build_model(seed).to(self.device)
+        costs = {
+            "params": count_params(model),
+            "macs": count_macs(model, problem.input_shape),
+            "latency_ms": round(measure_latency(model, problem.input_shape), 4),
+        }
+        for k, v in costs.items():
+            trial.set_user_attr(k, v)
+        if problem.constraints:
+            violated = self._constrain(trial, costs)
+            if violated:
+                trial.set_user_attr("pruned_reason", violated)
+                raise optuna.TrialPruned(violated)
         try:
             train(model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training, self.device, seed, on_epoch)
         except NonFiniteLossError as err:
@@ -280,10 +301,25 @@ class Objective:
         trial.set_user_attr("delta_mtl", delta)
         if self.artifacts is not None and isinstance(trial, optuna.Trial):
             trial.set_user_attr("weights_artifact", self._save_weights(trial, model))
-        scores = {"delta_mtl": delta, "params": float(n_params), "macs": float(macs)}
+        scores = {"delta_mtl": delta, **{k: float(v) for k, v in costs.items()}}
         return tuple(
             scores[o] if o in scores else metrics[o.split(".", 1)[0]][o.split(".", 1)[1]] for o in problem.objectives
         )
+
+    def _constrain(self, trial: optuna.Trial, costs: Mapping[str, float]) -> str | None:
+        """Record the space's cost constraints on the trial; say why it is infeasible, if it is.
+
+        Costs are known before training, so an infeasible candidate is not trained: it ends
+        PRUNED with its constraint values set, which samplers that read constraints (TPE, NSGA-II)
+        treat as infeasible, and it is never on the front.
+        """
+        bounds = self.problem.constraints
+        values = constraint_values(costs, bounds)
+        if hasattr(trial, "set_constraint"):
+            for name, value in values.items():
+                trial.set_constraint(name, value)
+        over = [f"{CONSTRAINTS[n]} {costs[CONSTRAINTS[n]]:g} > {n} {bounds[n]:g}" for n, v in values.items() if v > 0]
+        return "infeasible: " + ", ".join(over) if over else None
 
     def _save_weights(self, trial: optuna.Trial, model: torch.nn.Module) -> str:
         from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -343,7 +379,7 @@ def run_search(space: SearchSpace, run: RunConfig, progress: Progress = QUIET, p
                 f"({trial.user_attrs.get('train_seconds', 0):.1f}s)  best Delta-MTL {best[0]:+.2f}%"
             )
         else:
-            reason = trial.user_attrs.get("fail_reason", "see the log above")
+            reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason", "see the log above")
             message = f"trial {number}/{run.n_trials} #{trial.number} {trial.state.name}: {reason}"
         progress.event(
             "trial", message, trial=trial.number, finished=number, target=run.n_trials, state=trial.state.name,
