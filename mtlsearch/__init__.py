@@ -42,7 +42,9 @@ def build_model(source: Any, params: Any = None, seed: "int | None" = None):
       written by ``mtlsearch export`` (initialised from its seed);
     * ``build_model(problem_or_space, trial_or_params, seed=0)``: the candidate of an Optuna trial
       (``Trial``/``FrozenTrial``) or of a fixed parameter dict, replayed through the same code
-      that sampled it.
+      that sampled it. A family that learns its architecture inside a trial needs the learned
+      record: a FrozenTrial carries it (user attr ``learned``); with a dict, pass
+      ``{"params": ..., "learned": ...}``.
     """
     from .search.results import build_model as build_exported
 
@@ -50,11 +52,11 @@ def build_model(source: Any, params: Any = None, seed: "int | None" = None):
         return build_exported(source, seed)
     problem = source if isinstance(source, Problem) else Problem(source)
     if isinstance(params, dict):
-        candidate = problem.replay(params)
+        candidate = problem.replay(params["params"], params.get("learned")) if "params" in params else problem.replay(params)
     elif hasattr(params, "suggest_categorical"):  # a live trial: sample through it
         candidate = problem.sample(params)
     else:  # a FrozenTrial
-        candidate = problem.replay(params.params)
+        candidate = problem.replay(params.params, params.user_attrs.get("learned"))
     return candidate.build_model(0 if seed is None else seed)
 
 

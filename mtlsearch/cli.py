@@ -80,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pick", choices=["delta", "knee", "min-cost"], default="delta",
                    help="delta: highest Delta-MTL; knee: the front's knee point; min-cost: fewest parameters with Delta-MTL >= --min-delta (default: delta)")
     p.add_argument("--trial", type=int, metavar="N", help="export trial number N instead of picking")
+    p.add_argument("--family", metavar="NAME", help="pick from the front of this family's trials alone (its winner)")
     p.add_argument("--max-params", type=int, metavar="N", help="consider only trials with at most N parameters")
     p.add_argument("--max-macs", type=int, metavar="N", help="consider only trials with at most N MACs per sample")
     p.add_argument("--min-delta", type=float, default=0.0, metavar="PCT", help="with --pick min-cost: the lowest acceptable Delta-MTL in %% (default: 0)")
@@ -162,7 +163,7 @@ def cmd_export(args) -> None:
     from .search.results import export_config, load, pick, save_weights, write_yaml
 
     study = load(args.study, args.storage)
-    trial = pick(study, args.pick, args.max_params, args.max_macs, args.min_delta, args.trial)
+    trial = pick(study, args.pick, args.max_params, args.max_macs, args.min_delta, args.trial, args.family)
     config = export_config(study, trial, args.storage)
     write_yaml(config, args.output)
     if args.weights:

@@ -71,6 +71,7 @@ class Candidate:
             out["sharing"] = sharing
         out["weighting"] = {"name": self.weighting.name, **self.weighting.hyperparameters()}
         out["training"] = dict(self.training)
+        out["description"] = self.describe().splitlines()
         return out
 
 

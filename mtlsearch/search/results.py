@@ -39,13 +39,24 @@ def load(study_name: str, storage_url: str) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
-def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values is not None]
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """No constraint of the trial is violated (Optuna's rule: every value ``<= 0``)."""
+    return all(v <= 0 for v in trial.constraints.values())
 
 
-def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The non-dominated complete trials under the study's objectives and directions."""
-    trials = complete_trials(study)
+def complete_trials(study: optuna.Study, family: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    """Complete, feasible trials (of one ``family`` when given)."""
+    return [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values is not None and feasible(t)
+        and (family is None or t.user_attrs.get("architecture", {}).get("family") == family)
+    ]
+
+
+def front(study: optuna.Study, family: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The non-dominated complete, feasible trials under the study's objectives and directions;
+    with ``family``, the front of that family's trials alone."""
+    trials = complete_trials(study, family)
     directions = [d.name.lower() for d in study.directions]
     return [trials[i] for i in pareto_front([t.values for t in trials], directions)]
 
@@ -60,6 +71,7 @@ def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[s
         "val_metrics": a.get("val_metrics"),
         "params": a.get("params"),
         "macs": a.get("macs"),
+        "latency_ms": a.get("latency_ms"),
         "family": a.get("architecture", {}).get("family"),
         "architecture": a.get("architecture"),
         "seed": a.get("seed"),
@@ -100,29 +112,43 @@ def format_report(data: Mapping[str, Any]) -> str:
     if not front_:
         return head + "\nno complete trials yet"
     metric_cols = [(t, m) for t, ms in (front_[0]["val_metrics"] or {}).items() for m in ms]
-    header = ["trial", "family", "weighting", "Delta-MTL %", *(f"{t}.{m}" for t, m in metric_cols), "params", "MACs"]
+    header = ["trial", "family", "weighting", "Delta-MTL %", *(f"{t}.{m}" for t, m in metric_cols), "params", "MACs", "latency ms"]
     rows = []
     for r in front_:
         arch = r["architecture"] or {}
+        latency = r.get("latency_ms")
         rows.append([
             f"#{r['trial']}", r["family"] or "?", arch.get("weighting", {}).get("name", "?"), f"{r['delta_mtl']:+.2f}",
             *(f"{r['val_metrics'][t][m]:.4f}" for t, m in metric_cols), f"{r['params']:,}", f"{r['macs']:,}",
+            "?" if latency is None else f"{latency:.3f}",
         ])
     baselines = data.get("baselines") or {}
     bl = "; ".join(f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in (baselines.get("values") or {}).items())
-    return f"{head}\nPareto front ({len(front_)} of the complete trials; validation split):\n{format_table(rows, header)}\nsingle-task baselines ({baselines.get('source', '?')}): {bl}"
+    families = sorted({r["family"] for r in front_ if r["family"]})
+    architectures = []
+    for r in front_:
+        lines = (r["architecture"] or {}).get("description") or []
+        if lines:
+            architectures.append(f"#{r['trial']} {r['family']}:\n" + "\n".join("  " + line for line in lines))
+    return (
+        f"{head}\nPareto front ({len(front_)} of the complete trials; validation split; families on it: {', '.join(families)}):\n"
+        f"{format_table(rows, header)}\nsingle-task baselines ({baselines.get('source', '?')}): {bl}"
+        + ("\narchitectures on the front:\n" + "\n".join(architectures) if architectures else "")
+    )
 
 
 # -- picking and exporting ------------------------------------------------------------------------
 
 
-def pick(study: optuna.Study, how: str = "delta", max_params: int | None = None, max_macs: int | None = None, min_delta: float = 0.0, trial: int | None = None) -> optuna.trial.FrozenTrial:
+def pick(study: optuna.Study, how: str = "delta", max_params: int | None = None, max_macs: int | None = None, min_delta: float = 0.0, trial: int | None = None, family: str | None = None) -> optuna.trial.FrozenTrial:
     """One trial of the front.
 
     ``delta``: the highest Delta-MTL. ``knee``: the front's knee point
     (:func:`~mtlsearch.scoring.knee_point` over the study's objectives). ``min-cost``: the fewest
     parameters among trials with Delta-MTL >= ``min_delta`` (ties: higher Delta-MTL).
-    ``max_params`` / ``max_macs`` drop trials above those costs first. ``trial`` picks a number.
+    ``max_params`` / ``max_macs`` drop trials above those costs first. ``family`` picks from the
+    front of that family's trials alone (its winner, even where other families dominate it).
+    ``trial`` picks a number.
     """
     if trial is not None:
         match = [t for t in complete_trials(study) if t.number == trial]
@@ -131,9 +157,14 @@ def pick(study: optuna.Study, how: str = "delta", max_params: int | None = None,
         return match[0]
     if how not in PICKS:
         raise ConfigError("--pick", f"unknown pick `{how}`; choose one of: {', '.join(PICKS)}")
-    pool = front(study)
+    if family is not None:
+        searched = stored_space(study).search_space.families
+        if family not in searched:
+            raise ConfigError("--family", f"study `{study.study_name}` did not search family `{family}`; it searched: {', '.join(searched)}")
+    pool = front(study, family)
     if not pool:
-        raise MTLSearchError(f"study `{study.study_name}` has no complete trials to export yet")
+        which = f" of family `{family}`" if family else ""
+        raise MTLSearchError(f"study `{study.study_name}` has no complete feasible trials{which} to export yet")
     if max_params is not None:
         pool = [t for t in pool if t.user_attrs["params"] <= max_params]
     if max_macs is not None:
@@ -156,14 +187,16 @@ def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_
     """A plain-data config that rebuilds and retrains the trial's candidate, with provenance."""
     space = stored_space(study)
     problem = Problem(space)
-    candidate = problem.replay(trial.params)
     a = trial.user_attrs
+    candidate = problem.replay(trial.params, a.get("learned"))
+    learned = {"learned": a["learned"]} if "learned" in a else {}
     return {
         "format": EXPORT_FORMAT,
         "space": space.to_raw(),
         "params": dict(trial.params),
+        **learned,
         "seed": a["seed"],
-        "architecture": {**candidate.summary(), "description": candidate.describe().splitlines()},
+        "architecture": candidate.summary(),
         "provenance": {
             "study": study.study_name,
             "storage": storage_url,
@@ -173,6 +206,7 @@ def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_
             "val_metrics": a.get("val_metrics"),
             "params": a.get("params"),
             "macs": a.get("macs"),
+            "latency_ms": a.get("latency_ms"),
             "baselines": study.user_attrs.get(ATTR + "baselines"),
             "data": study.user_attrs.get(ATTR + "data"),
             "sampler": study.user_attrs.get(ATTR + "sampler"),
@@ -218,7 +252,7 @@ def read_export(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 def candidate_of(config: str | Path | Mapping[str, Any]):
     raw = read_export(config)
     problem = Problem(SearchSpace.parse(raw["space"], "space"))
-    return raw, problem.replay(raw["params"])
+    return raw, problem.replay(raw["params"], raw.get("learned"))
 
 
 def build_model(config: str | Path | Mapping[str, Any], seed: int | None = None) -> torch.nn.Module:
