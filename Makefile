@@ -29,6 +29,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py
 
+.PHONY: bench-families
+bench-families: $(STAMP)
+	$(BIN)/python benchmarks/bench_families.py
+
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
 
