@@ -51,12 +51,14 @@ def build_model(source: Any, params: Any = None, seed: "int | None" = None):
     if params is None:
         return build_exported(source, seed)
     problem = source if isinstance(source, Problem) else Problem(source)
+    from optuna.trial import FrozenTrial
+
     if isinstance(params, dict):
         candidate = problem.replay(params["params"], params.get("learned")) if "params" in params else problem.replay(params)
-    elif hasattr(params, "suggest_categorical"):  # a live trial: sample through it
-        candidate = problem.sample(params)
-    else:  # a FrozenTrial
+    elif isinstance(params, FrozenTrial):  # a finished trial: replay it (FrozenTrial can suggest too)
         candidate = problem.replay(params.params, params.user_attrs.get("learned"))
+    else:  # a live trial: sample through it
+        candidate = problem.sample(params)
     return candidate.build_model(0 if seed is None else seed)
 
 

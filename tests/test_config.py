@@ -126,7 +126,7 @@ CASES = [
      "objectives[1]: `left.accuracy` is listed twice"),
     # -- families, weightings and their sections
     ("unknown-family", [("search_space.families", ["single_task", "hard_sharing", "tre"])],
-     "search_space.families[2]: unknown family `tre`; choose one of: hard_sharing, single_task, tree "
+     "search_space.families[2]: unknown family `tre`; choose one of: adapters, adashare, adashare_learned, cross_stitch, hard_sharing, mmoe, mtan, ple, routing, single_task, tree "
      "(did you mean `tree`?)"),
     ("unknown-weighting", [("search_space.weightings", ["equal", "statc"])],
      "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, dwa, equal, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, nash_mtl, pcgrad, rlw, static, uncertainty, upgrad (did you mean `static`?)"),

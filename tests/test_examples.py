@@ -13,7 +13,7 @@ from mtlsearch.search.study import run_search
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.parametrize("space", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("space", sorted((ROOT / "search_spaces").glob("**/*.yaml")), ids=lambda p: p.name)
 def test_shipped_spaces_load(space):
     problem, run = mtlsearch.load(space)
     assert len(problem.tasks) >= 2 and run.n_trials >= 1

@@ -1,0 +1,241 @@
+"""Soft-sharing families: cross-stitch networks, MTAN, MMoE and PLE.
+
+Their candidates are not task paths (``Architecture.paths`` is ``None``): ``settings`` holds the
+structure as plain data (block names and counts), and ``build`` makes the network from it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError, show
+from ..models.backbones import Backbone
+from ..models.soft import CrossStitchNetwork, MMoENetwork, MTANNetwork, PLENetwork
+from .adashare import check_block_list
+from .base import FAMILIES, Architecture, Family, block_index
+
+# -- hyperparameter and settings helpers (shared with the adapters family) ----------------------
+
+
+def count_choices(raw: Any, field: str) -> list[int]:
+    """An integer >= 1 (fixed) or a non-empty list of distinct ones (choices)."""
+    values = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ConfigError(field, f"expected an integer >= 1 or a non-empty list of them, found {show(raw)}")
+    if len(set(values)) != len(values):
+        raise ConfigError(field, f"lists a value twice: {show(raw)}")
+    return values
+
+
+def candidate_blocks(blocks: list[str] | None, backbone: Backbone, field: str, default: Sequence[str]) -> list[str]:
+    """The listed blocks checked against the backbone, in backbone order; ``default`` when unset."""
+    if blocks is None:
+        return list(default)
+    indices = {block_index(b, backbone, f"{field}[{i}]") for i, b in enumerate(blocks)}
+    return [backbone.block_names[b] for b in sorted(indices)]
+
+
+def chosen_blocks(trial: Any, family: str, candidates: Sequence[str]) -> list[str]:
+    """The candidates switched on by the boolean trial parameters ``<family>.<block>``."""
+    return [b for b in candidates if trial.suggest_categorical(f"{family}.{b}", [True, False])]
+
+
+def setting_blocks(settings: Any, key: str, backbone: Backbone) -> list[str]:
+    """A list of block names from an architecture's settings, checked against the backbone."""
+    names = settings.get(key, [])
+    for i, name in enumerate(names):
+        block_index(name, backbone, f"settings.{key}[{i}]")
+    return list(names)
+
+
+def span(names: Sequence[str], first: int, last: int) -> str:
+    """``block1..block2``, or one name when the span has one block."""
+    return names[first] if first == last else f"{names[first]}..{names[last]}"
+
+
+def listed(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+class BlockSwitches(Family):
+    """A family that switches something on after each of its candidate ``blocks``."""
+
+    def __init__(self, blocks: list[str] | None = None):
+        self.blocks = check_block_list(blocks)
+
+    def hyperparameters(self):
+        return {"blocks": self.blocks}
+
+    def candidates(self, backbone: Backbone) -> list[str]:
+        return candidate_blocks(self.blocks, backbone, "blocks", backbone.block_names)
+
+    def check(self, backbone, tasks):
+        self.candidates(backbone)
+
+
+# -- the families --------------------------------------------------------------------------------
+
+
+@FAMILIES.register("cross_stitch")
+class CrossStitch(BlockSwitches):
+    """Cross-stitch networks (Misra, Shrivastava, Gupta and Hebert, CVPR 2016, arXiv:1604.03539).
+
+    One column (a full backbone copy) per task; a cross-stitch unit after a block mixes the
+    columns' outputs, ``x'_t = sum_s alpha[t, s] * x_s``, one trained alpha per channel
+    (initialised 0.9 for the own column, 0.1 / (T - 1) for the others). Whether a unit sits after
+    a candidate block (``blocks``, default every block) is the boolean trial parameter
+    ``cross_stitch.<block>``; settings: ``{"units": [block, ...]}``. No unit: independent columns.
+    """
+
+    name = "cross_stitch"
+    citation = "Misra et al., CVPR 2016"
+
+    def sample(self, trial, tasks, backbone):
+        return Architecture(self.name, settings={"units": chosen_blocks(trial, self.name, self.candidates(backbone))})
+
+    def build(self, architecture, backbone, tasks):
+        return CrossStitchNetwork(backbone, tasks, setting_blocks(architecture.settings, "units", backbone))
+
+    def describe(self, architecture, block_names):
+        units = architecture.settings.get("units", [])
+        if not units:
+            return ["one column per task; no cross-stitch unit (independent columns)"]
+        return ["one column per task", f"cross-stitch units after: {listed(units)}"]
+
+
+@FAMILIES.register("mtan")
+class MTAN(BlockSwitches):
+    """Multi-Task Attention Network (Liu, Johns and Davison, CVPR 2019, arXiv:1803.10704).
+
+    One shared trunk; at an attended block each task has an attention module,
+    ``feature_t = sigmoid(net([shared output, task's previous attended feature])) * shared output``.
+    The last block is always attended (the heads read it); whether an earlier candidate block
+    (``blocks``, default every block but the last) is attended is the boolean trial parameter
+    ``mtan.<block>``. Settings: ``{"attended": [block, ..., last block]}``.
+    """
+
+    name = "mtan"
+    citation = "Liu et al., CVPR 2019"
+
+    def candidates(self, backbone):
+        names = backbone.block_names
+        blocks = candidate_blocks(self.blocks, backbone, "blocks", names[:-1])
+        if names[-1] in blocks:
+            raise ConfigError("blocks", f"the last block `{names[-1]}` is always attended; list only earlier blocks, found {show(self.blocks)}")
+        return blocks
+
+    def sample(self, trial, tasks, backbone):
+        attended = chosen_blocks(trial, self.name, self.candidates(backbone)) + [backbone.block_names[-1]]
+        return Architecture(self.name, settings={"attended": attended})
+
+    def build(self, architecture, backbone, tasks):
+        attended = setting_blocks(architecture.settings, "attended", backbone)
+        if backbone.block_names[-1] not in attended:
+            raise ConfigError("settings.attended", f"the last block `{backbone.block_names[-1]}` must be attended (the heads read it), found {show(attended)}")
+        return MTANNetwork(backbone, tasks, attended)
+
+    def describe(self, architecture, block_names):
+        return [f"shared trunk {span(block_names, 0, len(block_names) - 1)}, run once",
+                f"per-task attention after: {listed(architecture.settings.get('attended', []))}"]
+
+
+class Experts(Family):
+    """Mixture-of-experts families: a ``split`` block (choices, default every block)."""
+
+    def candidate_splits(self, backbone: Backbone) -> list[str]:
+        return candidate_blocks(self.split, backbone, "split", backbone.block_names)
+
+    def check(self, backbone, tasks):
+        self.candidate_splits(backbone)
+
+    @staticmethod
+    def split_index(architecture: Architecture, backbone: Backbone) -> int:
+        return block_index(architecture.settings["split"], backbone, "settings.split")
+
+    @staticmethod
+    def bottom(split: int, block_names: Sequence[str]) -> str:
+        return f"shared bottom: {span(block_names, 0, split - 1)}, run once" if split else "shared bottom: none"
+
+
+@FAMILIES.register("mmoe")
+class MMoE(Experts):
+    """Multi-gate Mixture-of-Experts (Ma, Zhao, Yi, Chen, Hong and Chi, KDD 2018).
+
+    Blocks before the split block are a shared bottom (run once); ``K`` experts are independent
+    towers over the split block and all after it; per task a gate ``softmax(Linear(pool(h)))``
+    on the bottom's output ``h`` (the raw input when the split is the first block) weighs them:
+    ``feature_t = sum_k g_tk * expert_k(h)``. Trial parameters ``mmoe.experts`` (from
+    ``experts``: a fixed count or a list of choices, default [2, 3, 4]) and ``mmoe.split`` (from
+    ``split``, default every block). Settings: ``{"experts": K, "split": block}``.
+    """
+
+    name = "mmoe"
+    citation = "Ma et al., KDD 2018"
+
+    def __init__(self, experts: int | Sequence[int] = (2, 3, 4), split: list[str] | None = None):
+        self.experts = count_choices(experts, "experts")
+        self.split = check_block_list(split, "split")
+
+    def hyperparameters(self):
+        return {"experts": self.experts, "split": self.split}
+
+    def sample(self, trial, tasks, backbone):
+        return Architecture(self.name, settings={
+            "experts": trial.suggest_categorical("mmoe.experts", self.experts),
+            "split": trial.suggest_categorical("mmoe.split", self.candidate_splits(backbone)),
+        })
+
+    def build(self, architecture, backbone, tasks):
+        return MMoENetwork(backbone, tasks, int(architecture.settings["experts"]), self.split_index(architecture, backbone))
+
+    def describe(self, architecture, block_names):
+        split, k = block_names.index(architecture.settings["split"]), architecture.settings["experts"]
+        source = f"{block_names[split - 1]}'s output" if split else "the input"
+        return [self.bottom(split, block_names),
+                f"experts: {k} towers over {span(block_names, split, len(block_names) - 1)}, gated per task from {source}"]
+
+
+@FAMILIES.register("ple")
+class PLE(Experts):
+    """Progressive Layered Extraction (Tang, Liu, Zhao and Gong, RecSys 2020).
+
+    Blocks before the split block are a shared bottom; from the split block on, every block is a
+    CGC extraction layer with ``S`` shared experts and ``E`` experts per task, each a copy of the
+    block. Task t's gate (on task t's input) mixes its own experts and the shared ones into task
+    t's input of the next layer; a shared gate (on the shared input) mixes all experts into the
+    next layer's shared input (none at the last layer). Gates are ``softmax(Linear(pool(input)))``.
+    Trial parameters ``ple.shared_experts``, ``ple.task_experts`` (fixed counts or lists of
+    choices, default [1, 2]) and ``ple.split`` (default every block). Settings:
+    ``{"shared_experts": S, "task_experts": E, "split": block}``.
+    """
+
+    name = "ple"
+    citation = "Tang et al., RecSys 2020"
+
+    def __init__(self, shared_experts: int | Sequence[int] = (1, 2), task_experts: int | Sequence[int] = (1, 2),
+                 split: list[str] | None = None):
+        self.shared_experts = count_choices(shared_experts, "shared_experts")
+        self.task_experts = count_choices(task_experts, "task_experts")
+        self.split = check_block_list(split, "split")
+
+    def hyperparameters(self):
+        return {"shared_experts": self.shared_experts, "task_experts": self.task_experts, "split": self.split}
+
+    def sample(self, trial, tasks, backbone):
+        return Architecture(self.name, settings={
+            "shared_experts": trial.suggest_categorical("ple.shared_experts", self.shared_experts),
+            "task_experts": trial.suggest_categorical("ple.task_experts", self.task_experts),
+            "split": trial.suggest_categorical("ple.split", self.candidate_splits(backbone)),
+        })
+
+    def build(self, architecture, backbone, tasks):
+        s = architecture.settings
+        return PLENetwork(backbone, tasks, int(s["shared_experts"]), int(s["task_experts"]), self.split_index(architecture, backbone))
+
+    def describe(self, architecture, block_names):
+        s = architecture.settings
+        split = block_names.index(s["split"])
+        return [self.bottom(split, block_names),
+                f"extraction layers at {span(block_names, split, len(block_names) - 1)}: "
+                f"{s['shared_experts']} shared + {s['task_experts']} per-task experts each, gated per task"]
