@@ -38,3 +38,16 @@ def test_custom_factory_by_import_path(tmp_path, monkeypatch):
     study = run_search(space, run, problem=mtlsearch.Problem(space))
     assert len([t for t in study.trials if t.values]) == 2
     sys.modules.pop("custom_data", None)
+
+
+def test_mixed_family_example_runs_and_names_a_winner(tmp_path, monkeypatch, capsys):
+    from mtlsearch.families import FAMILIES
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import mixed_search
+
+    winner = mixed_search.main(["--n-trials", "3", "--epochs", "1", "--quiet", "--storage", f"sqlite:///{tmp_path}/m.db"])
+    assert winner in FAMILIES
+    out = capsys.readouterr().out
+    assert f"winner: {winner} (trial #" in out and "best trial of each family" in out
+    sys.modules.pop("mixed_search", None)
