@@ -5,7 +5,7 @@ cross-stitch, MTAN, MMoE, PLE, adapters) is one choice of the same study
 (``search_spaces/mixed.yaml``). The script runs the study, prints the Pareto front, the best
 trial of each family, and which family won (highest validation Delta-MTL on the front).
 
-    python examples/mixed_search.py                    # 40 trials, about 3 minutes on 2 CPU cores
+    python examples/mixed_search.py                    # 40 trials, about 4.5 minutes on 2 CPU cores
     python examples/mixed_search.py --n-trials 80 --storage sqlite:///mixed.db
 """
 

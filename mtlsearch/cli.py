@@ -42,7 +42,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="mtlsearch", description="Architecture search for multi-task learning: sharing trees, loss weighting, Optuna studies.",
+        prog="mtlsearch", description="Architecture search for multi-task learning: sharing trees, gating, routing, soft sharing, loss weighting; Optuna studies.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"mtlsearch {__version__}")
