@@ -198,3 +198,23 @@ def test_backbone_without_skippable_blocks_is_refused_for_gating():
         "has nothing to skip; block shapes: block0 (1, 8, 16)->(6, 4, 8), block1 (6, 4, 8)->(6, 2, 4); "
         "use more blocks (e.g. a deeper backbone)"
     )
+
+
+@pytest.mark.parametrize("method", ["pcgrad", "mgda_ub"])
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_family_trains_with_aggregators_and_feature_level_weightings(problem, family, method):
+    """The trainer's step works on every family's network: per-group gradient matrices for an
+    aggregator (from ``task_parameters()``), ``shared_feature`` for a feature-level weighting."""
+    from mtlsearch.training import make_optimizer, make_step
+    from mtlsearch.weighting import METHODS
+
+    _, _, candidate = sampled(problem, family, 1)
+    model = candidate.build_model(seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    weighting = METHODS.get(method).sample(optuna.trial.FixedTrial({}), {}, problem.task_names)
+    step = make_step(model, problem.tasks, weighting, make_optimizer("adam", list(model.parameters()), 1e-2, 0.0))
+    data = problem.data.train
+    losses = step(data.inputs[:32], {k: v[:32] for k, v in data.targets.items()})
+    assert torch.isfinite(losses).all() and losses.shape == (len(problem.tasks),)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(".weight" in k for k in changed)
