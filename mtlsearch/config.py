@@ -512,6 +512,7 @@ class SearchSpace:
 
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 SAMPLERS = ("tpe", "nsga2", "random")
+EARLY_STOPPING = ("none", "median")
 
 
 def check_storage_url(url: Any, path: str) -> str:
@@ -538,9 +539,17 @@ def check_device(v: Any, path: str) -> str:
 class RunConfig:
     """How to run a search: where it is stored, which sampler, budget, seed and device.
 
-    ``n_trials`` is the study-wide total: running again with the same study continues to it.
-    ``seed`` seeds the sampler (mixed with the number of finished trials, so a resumed study does
-    not repeat configurations), the single-task baselines and each trial (``seed + trial number``).
+    ``n_trials`` is the study-wide total over every worker: running again with the same study
+    continues to it. ``timeout`` (seconds) is a study-wide wall-clock limit from the start of the
+    run. ``seed`` seeds the sampler (mixed with the number of finished trials, so a resumed study
+    does not repeat configurations), the single-task baselines and each trial (``seed + trial
+    number``). ``workers``: local worker processes on the study. ``heartbeat_interval`` /
+    ``grace_period`` (seconds): a running trial records a heartbeat every interval; one silent for
+    the grace period belongs to a dead worker and is failed and re-queued with its parameters,
+    continuing from its last epoch checkpoint. ``early_stopping``: ``none`` or ``median`` (stop a
+    trial whose validation Delta-MTL after an epoch is below the median of the complete trials at
+    that epoch, once ``min_trials`` trials are complete and from epoch ``min_epochs`` on; recorded
+    as PRUNED).
     """
 
     study: str | None = None
@@ -552,8 +561,15 @@ class RunConfig:
     device: str = "auto"
     artifacts: str | None = None
     save_weights: bool = True
+    workers: int = 1
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    early_stopping: str = "none"
+    min_trials: int = 5
+    min_epochs: int = 1
 
-    KEYS = ["study", "storage", "sampler", "seed", "n_trials", "timeout", "device", "artifacts", "save_weights"]
+    KEYS = ["study", "storage", "sampler", "seed", "n_trials", "timeout", "device", "artifacts", "save_weights",
+            "workers", "heartbeat_interval", "grace_period", "early_stopping", "min_trials", "min_epochs"]
 
     def __post_init__(self) -> None:
         path = "run"
@@ -570,6 +586,15 @@ class RunConfig:
         if self.artifacts is not None:
             self.artifacts = as_str(self.artifacts, f"{path}.artifacts")
         self.save_weights = as_bool(self.save_weights, f"{path}.save_weights")
+        self.workers = as_int(self.workers, f"{path}.workers", 1)
+        self.heartbeat_interval = as_int(self.heartbeat_interval, f"{path}.heartbeat_interval", 1)
+        self.grace_period = as_int(self.grace_period, f"{path}.grace_period", 1)
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(f"{path}.grace_period", f"expected more than heartbeat_interval ({self.heartbeat_interval} s), found {self.grace_period}")
+        if self.early_stopping not in EARLY_STOPPING:
+            raise ConfigError(f"{path}.early_stopping", f"unknown rule {show(self.early_stopping)}; choose one of: {', '.join(EARLY_STOPPING)}")
+        self.min_trials = as_int(self.min_trials, f"{path}.min_trials", 1)
+        self.min_epochs = as_int(self.min_epochs, f"{path}.min_epochs", 1)
 
     @classmethod
     def parse(cls, raw: Any, path: str = "run") -> "RunConfig":

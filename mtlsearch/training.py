@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .checkpoints import CheckpointStore
 from .errors import ConfigError, NonFiniteLossError
 from .tasks import TaskSpec
 from .weighting import Aggregator, StepContext, Weighting
@@ -144,6 +145,7 @@ def make_step(model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | A
             optimizer.step()
             return losses.detach()
 
+        aggregated_step.aggregators = {"+".join(users): agg for users, agg in aggregators.items()}
         return aggregated_step
 
     context = StepContext(
@@ -182,6 +184,46 @@ class TrainResult:
     epochs: int
     train_loss: float
     history: list[EpochEnd] = field(default_factory=list)
+    resumed_from: int = 0  # the checkpointed epoch training continued from (0: from scratch)
+
+
+def training_state(epoch: int, model: nn.Module, weighting: Weighting | Aggregator, optimizer: torch.optim.Optimizer,
+                   step: Callable, generator: torch.Generator, history: list[EpochEnd]) -> dict[str, Any]:
+    """Everything needed to continue training after ``epoch`` exactly as if never stopped."""
+    rng = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "weighting": weighting.state_dict(),
+        "aggregators": {k: a.state_dict() for k, a in getattr(step, "aggregators", {}).items()},
+        "optimizer": optimizer.state_dict(),
+        "rng": rng,
+        "history": [vars(e) for e in history],
+    }
+
+
+def restore_training_state(state: dict[str, Any], model: nn.Module, weighting: Weighting | Aggregator,
+                           optimizer: torch.optim.Optimizer, step: Callable, generator: torch.Generator) -> str | None:
+    """Load a :func:`training_state`; returns why it does not fit this run (nothing loaded), or ``None``."""
+    own = model.state_dict()
+    saved = state.get("model", {})
+    if saved.keys() != own.keys() or any(saved[k].shape != own[k].shape for k in own):
+        return "its model does not match this candidate's"
+    aggregators = getattr(step, "aggregators", {})
+    if set(state.get("aggregators", {})) != set(aggregators):
+        return "its gradient groups do not match this candidate's"
+    model.load_state_dict(saved)
+    weighting.load_state_dict(state["weighting"])
+    for key, agg in aggregators.items():
+        agg.load_state_dict(state["aggregators"][key])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    generator.set_state(state["rng"]["shuffle"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return None
 
 
 def train(
@@ -193,12 +235,18 @@ def train(
     device: torch.device,
     seed: int,
     on_epoch: Callable[[EpochEnd], None] | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``training["epochs"]`` epochs; raise :class:`NonFiniteLossError` on NaN/inf.
 
     ``training`` holds ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``.
     Shuffling is seeded by ``seed``. The finiteness check runs once per epoch on the accumulated
     task losses (NaN and inf propagate through the sum), so the hot loop never waits on the device.
+
+    With ``checkpoints``, the state after every epoch is saved (:func:`training_state`), and
+    training starts from the newest readable checkpoint already there: a run killed after epoch
+    k and started again with the same store continues at epoch k + 1 with the same weights,
+    optimizer and weighting state and random streams, so it ends as the uninterrupted run would.
     """
     model.to(device).train()
     if isinstance(weighting, nn.Module):
@@ -209,7 +257,16 @@ def train(
     step = make_step(model, tasks, weighting, optimizer)
     generator = torch.Generator().manual_seed(seed)
     result = TrainResult(epochs=training["epochs"], train_loss=math.nan)
-    for epoch in range(1, training["epochs"] + 1):
+    state = checkpoints.load() if checkpoints is not None else None
+    if state is not None:
+        unfit = restore_training_state(state, model, weighting, optimizer, step, generator)
+        if unfit is None:
+            result.history = [EpochEnd(**h) for h in state["history"]]
+            result.train_loss = result.history[-1].train_loss if result.history else math.nan
+            result.resumed_from = state["epoch"]
+        else:
+            checkpoints.warn(f"checkpoint {state['path']} cannot continue this run ({unfit}); training from scratch")
+    for epoch in range(result.resumed_from + 1, training["epochs"] + 1):
         start = time.perf_counter()
         running = torch.zeros(len(tasks), device=device)
         steps = 0
@@ -226,6 +283,8 @@ def train(
         end = EpochEnd(epoch, training["epochs"], float(sum(mean)), dict(zip(names, mean)), time.perf_counter() - start)
         result.history.append(end)
         result.train_loss = end.train_loss
+        if checkpoints is not None:
+            checkpoints.save(training_state(epoch, model, weighting, optimizer, step, generator, result.history))
         if on_epoch is not None:
             on_epoch(end)
     return result

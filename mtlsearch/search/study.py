@@ -37,38 +37,13 @@ from ..problem import Problem
 from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
 from ..training import evaluate, resolve_device, train
 from .progress import QUIET, Progress
+from .storage import open_storage, retried_numbers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 ATTR = "mtlsearch."
 
 
 # -- storage and sampler ------------------------------------------------------------------------
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``: SQLAlchemy URLs (sqlite, postgresql, mysql) or
-    ``journal:///relative/file.log`` / ``journal:////absolute/file.log`` for a journal file."""
-    if url.startswith("journal://"):
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        path = url[len("journal:///"):] if url.startswith("journal:///") else url[len("journal://"):]
-        if not path:
-            raise ConfigError("run.storage", f"`{url}` names no file; e.g. journal:///study.log")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
-    if url.startswith("sqlite:///"):
-        db = url[len("sqlite:///"):]
-        if db and db != ":memory:":
-            parent = Path(db).parent
-            if not parent.exists():
-                raise ConfigError("run.storage", f"the folder of `{db}` does not exist")
-    try:
-        return optuna.storages.RDBStorage(url)
-    except ImportError as err:
-        raise ConfigError("run.storage", f"cannot open `{url}`: {err} (install its database driver, e.g. `pip install psycopg2-binary` for PostgreSQL)") from None
-    except Exception as err:  # SQLAlchemy raises many kinds; the URL is what the user can fix
-        raise ConfigError("run.storage", f"cannot open `{url}`: {type(err).__name__}: {err}") from None
 
 
 def artifacts_dir(run: RunConfig) -> Path:

@@ -101,6 +101,16 @@ class Aggregator(Searchable, ABC):
     def sample(cls, trial: Any, space: Mapping[str, ParamSpec], tasks: Sequence[str]) -> "Aggregator":
         return cls(**cls.suggest_hyperparameters(trial, space))
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state an aggregator carries between steps (GradVac's targets, Nash-MTL's warm
+        start...): every attribute that is not a hyperparameter. Values are tensors, numbers,
+        booleans or ``None``, so a checkpoint loads with ``torch.load(weights_only=True)``."""
+        hyper = self.hyperparameters()
+        return {k: v for k, v in vars(self).items() if k not in hyper}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        vars(self).update(state)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.hyperparameters().items())})"
 

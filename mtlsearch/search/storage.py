@@ -1,0 +1,126 @@
+"""Optuna storages for one or many workers, with heartbeats that let a dead worker's trial be
+retried.
+
+* ``sqlite:///file.db`` (one machine, few writers), ``postgresql://...`` / ``mysql://...``
+  (several machines): Optuna's ``RDBStorage``, with its own heartbeat;
+* ``journal:///file.log``: Optuna's journal file storage, the robust choice for several worker
+  processes on one machine (appends under a file lock; no "database is locked"). Optuna's journal
+  storage has no heartbeat, so :class:`HeartbeatJournalStorage` adds one with the same contract
+  as ``RDBStorage``'s: Optuna's own heartbeat thread, stale-trial check and
+  ``RetryHeartbeatStaleTrialCallback`` then work unchanged.
+
+With heartbeats on, a trial whose worker stopped beating for ``grace_period`` seconds is failed
+the next time any worker starts a trial (or :func:`recover` runs), and the retry callback queues
+a copy with the same parameters and user attributes; mtlsearch's ``run_id`` user attribute is
+how the copy finds the dead trial's epoch checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage implements
+from optuna.trial import TrialState
+
+from ..errors import ConfigError
+
+HEARTBEAT_ATTR = "mtlsearch:heartbeat"
+MAX_RETRY = 3  # a trial whose workers keep dying is retried at most this often
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """A journal file storage whose running trials record heartbeats (a system attribute with the
+    wall-clock time); a running trial silent for ``grace_period`` seconds is stale.
+
+    Clocks: the journal is a local file, so every writer shares the machine's clock.
+    """
+
+    def __init__(self, backend, heartbeat_interval: int, grace_period: int, callback=None):
+        super().__init__(backend)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.callback = callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+            if beat is None:  # never beat: count from the start
+                beat = trial.datetime_start.timestamp() if trial.datetime_start else now
+            if now - beat > self.grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self.callback
+
+
+def journal_path(url: str) -> str:
+    path = url[len("journal:///"):] if url.startswith("journal:///") else url[len("journal://"):]
+    if not path:
+        raise ConfigError("run.storage", f"`{url}` names no file; e.g. journal:///study.log")
+    return path
+
+
+def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``: SQLAlchemy URLs (sqlite, postgresql, mysql) or
+    ``journal:///relative/file.log`` / ``journal:////absolute/file.log`` for a journal file.
+
+    ``heartbeat=(interval, grace_period)`` turns on heartbeats and the retry of stale trials
+    (what workers need); reading a study (report, export) does not.
+    """
+    callback = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if heartbeat else None
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = journal_path(url)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(path)
+        if heartbeat:
+            return HeartbeatJournalStorage(backend, heartbeat[0], heartbeat[1], callback)
+        return JournalStorage(backend)
+    kwargs = {}
+    if url.startswith("sqlite:///"):
+        db = url[len("sqlite:///"):]
+        if db and db != ":memory:":
+            parent = Path(db).parent
+            if not parent.exists():
+                raise ConfigError("run.storage", f"the folder of `{db}` does not exist")
+        # several processes on one file: wait for the lock instead of failing at once
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if heartbeat:
+        kwargs.update(heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=callback)
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except ImportError as err:
+        raise ConfigError("run.storage", f"cannot open `{url}`: {err} (install its database driver, e.g. `pip install psycopg2-binary` for PostgreSQL)") from None
+    except Exception as err:  # SQLAlchemy raises many kinds; the URL is what the user can fix
+        raise ConfigError("run.storage", f"cannot open `{url}`: {type(err).__name__}: {err}") from None
+
+
+def recover(study: optuna.Study) -> list[int]:
+    """Fail the study's stale trials now and queue their retries; returns the failed numbers."""
+    from optuna.storages import fail_stale_trials
+
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(before - after)
+
+
+def retried_numbers(study: optuna.Study) -> set[int]:
+    """Numbers of failed trials that a later trial retries (they do not count toward the budget)."""
+    out: set[int] = set()
+    for t in study.get_trials(deepcopy=False):
+        out.update(t.system_attrs.get("retry_history", []))
+    return out
