@@ -1,4 +1,4 @@
-"""The ``mtlsearch`` command: run, resume, report, export and train."""
+"""The ``mtlsearch`` command: run, resume, worker, report, export and train."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ EPILOG = """examples:
   mtlsearch report demo --storage sqlite:///mtlsearch.db [--json]
   mtlsearch export demo --storage sqlite:///mtlsearch.db --pick delta -o best.yaml
   mtlsearch train best.yaml --seeds 3
+  mtlsearch run space.yaml --storage journal:///study.log --workers 2      # 2 local worker processes
+  mtlsearch worker demo --storage postgresql://user@host/db                # join from another machine
 """
 
 
@@ -38,6 +40,13 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-trials", type=int, metavar="N", help="study-wide number of finished trials to reach (counts earlier ones too)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting new trials after this many seconds")
     p.add_argument("--device", metavar="DEV", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (default: the space's run.device)")
+    p.add_argument("--workers", type=int, metavar="N", help="local worker processes sharing the study (default 1; use a journal:/// or "
+                   "postgresql:// storage for several)")
+    p.add_argument("--early-stopping", choices=["none", "median"], help="stop trials whose validation Delta-MTL after an epoch is "
+                   "below the median of complete trials at that epoch (recorded as PRUNED; default: none)")
+    p.add_argument("--heartbeat-interval", type=int, metavar="S", help="seconds between a running trial's heartbeats (default 10)")
+    p.add_argument("--grace-period", type=int, metavar="S", help="a trial without heartbeat for S seconds is failed and retried "
+                   "from its last epoch checkpoint (default 30)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +75,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("study", metavar="STUDY", help="name of the stored study to continue")
     _storage_flag(p)
     _run_flags(p)
+    _output_flags(p)
+
+    p = verbs.add_parser("worker", help="join a running study as one more worker (e.g. from another machine)",
+                         description="Work on STUDY until its study-wide budget is met; its space, seed, sampler, budget, "
+                         "early stopping and heartbeat settings are read from the storage.")
+    p.add_argument("study", metavar="STUDY", help="name of the stored study to work on")
+    _storage_flag(p)
+    p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads of this worker (default: torch's choice)")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     _output_flags(p)
 
     p = verbs.add_parser("report", help="print a study's Pareto front", description="Print the Pareto front of STUDY: per-task validation metrics, Delta-MTL and cost.")
@@ -130,6 +149,7 @@ def cmd_run(args) -> None:
     run = run.replace(
         study=args.study, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler,
         seed=args.seed, device=args.device, artifacts=args.artifacts, save_weights=False if args.no_save_weights else None,
+        **_engine_overrides(args),
     )
     args.study, args.storage = run.study or problem.space.name, run.storage  # for the resume hint on Ctrl-C
     study = run_search(problem.space, run, _progress(args), problem=problem)
@@ -139,18 +159,38 @@ def cmd_run(args) -> None:
 def cmd_resume(args) -> None:
     from .config import RunConfig
     from .search.results import load
-    from .search.study import ATTR, run_search, stored_space
+    from .search.study import ATTR, RUN_ATTR, run_search, stored_space
 
     _positive(args.n_trials, "--n-trials")
     study = load(args.study, args.storage)
     attrs = study.user_attrs
-    run = RunConfig(
-        study=args.study, storage=args.storage, sampler=attrs.get(ATTR + "sampler", "tpe"), seed=attrs.get(ATTR + "seed", 0),
-        n_trials=args.n_trials or attrs.get(ATTR + "n_trials", 20), timeout=args.timeout, device=args.device or "auto",
-        artifacts=attrs.get(ATTR + "artifacts"),
-    )
+    stored = {k: v for k, v in attrs.get(RUN_ATTR, {}).items() if k in RunConfig.KEYS and k != "n_trials"}
+    run = RunConfig(**{
+        **stored, "study": args.study, "storage": args.storage, "sampler": attrs.get(ATTR + "sampler", "tpe"),
+        "seed": attrs.get(ATTR + "seed", 0), "n_trials": args.n_trials or attrs.get(ATTR + "n_trials", 20),
+        "timeout": args.timeout, "device": args.device or "auto", "artifacts": attrs.get(ATTR + "artifacts"),
+    }).replace(**_engine_overrides(args))
     study = run_search(stored_space(study), run, _progress(args))
     _print_front(study, args)
+
+
+def _engine_overrides(args) -> dict:
+    _positive(args.workers, "--workers")
+    return {"workers": args.workers, "early_stopping": args.early_stopping,
+            "heartbeat_interval": args.heartbeat_interval, "grace_period": args.grace_period}
+
+
+def cmd_worker(args) -> None:
+    import torch
+
+    from .search.progress import Progress
+    from .search.study import join_study
+
+    _positive(args.threads, "--threads")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mode = "json" if args.json else "quiet" if args.quiet else "normal"
+    join_study(args.study, args.storage, Progress(mode, worker=args.worker_index or None), args.device, args.worker_index)
 
 
 def cmd_report(args) -> None:
@@ -186,7 +226,7 @@ def cmd_train(args) -> None:
         print(format_retrain(result))
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "report": cmd_report, "export": cmd_export, "train": cmd_train}
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "worker": cmd_worker, "report": cmd_report, "export": cmd_export, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mtlsearch {args.verb}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = f"; continue with `mtlsearch resume {args.study or '<study>'} --storage {args.storage or DEFAULT_STORAGE}`" if args.verb in ("run", "resume") else ""
+        hint = f"; continue with `mtlsearch resume {args.study or '<study>'} --storage {args.storage or DEFAULT_STORAGE}`" if args.verb in ("run", "resume", "worker") else ""
         print(f"\nmtlsearch {args.verb}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

@@ -14,11 +14,12 @@ from typing import Any, TextIO
 class Progress:
     MODES = ("normal", "quiet", "json")
 
-    def __init__(self, mode: str = "normal", stream: TextIO | None = None):
+    def __init__(self, mode: str = "normal", stream: TextIO | None = None, worker: int | None = None):
         if mode not in self.MODES:
             raise ValueError(f"progress mode must be one of {', '.join(self.MODES)}, found `{mode}`")
         self.mode = mode
         self.stream = stream
+        self.worker = worker  # several workers write to one terminal: their lines say whose they are
         self._pending_newline = False
 
     def _out(self) -> TextIO:
@@ -32,6 +33,9 @@ class Progress:
         if self.mode == "quiet":
             return
         out = self._out()
+        if self.worker is not None:
+            data = {"worker": self.worker, **data}
+            message = f"[worker {self.worker}] {message}" if message else message
         if self.mode == "json":
             out.write(json.dumps({"event": kind, **data}, default=str) + "\n")
             out.flush()

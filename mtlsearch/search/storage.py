@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from ..errors import ConfigError
 
 HEARTBEAT_ATTR = "mtlsearch:heartbeat"
+RETRY_OF = "retry_of"  # user attribute of a trial queued again after Ctrl-C: the interrupted number
 MAX_RETRY = 3  # a trial whose workers keep dying is retried at most this often
 
 
@@ -123,4 +124,6 @@ def retried_numbers(study: optuna.Study) -> set[int]:
     out: set[int] = set()
     for t in study.get_trials(deepcopy=False):
         out.update(t.system_attrs.get("retry_history", []))
+        if RETRY_OF in t.user_attrs:
+            out.add(t.user_attrs[RETRY_OF])
     return out
