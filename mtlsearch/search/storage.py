@@ -18,6 +18,7 @@ how the copy finds the dead trial's epoch checkpoints.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -80,7 +81,9 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     ``heartbeat=(interval, grace_period)`` turns on heartbeats and the retry of stale trials
     (what workers need); reading a study (report, export) does not.
     """
-    callback = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if heartbeat else None
+    with warnings.catch_warnings():  # Optuna marks its heartbeat API experimental since v2.8; it is what we rely on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if heartbeat else None
     if url.startswith("journal://"):
         from optuna.storages.journal import JournalFileBackend
 
@@ -114,7 +117,9 @@ def recover(study: optuna.Study) -> list[int]:
     from optuna.storages import fail_stale_trials
 
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
     after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     return sorted(before - after)
 
