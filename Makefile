@@ -29,9 +29,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py
 
-.PHONY: bench-families
+.PHONY: bench-families bench-engines
 bench-families: $(STAMP)
 	$(BIN)/python benchmarks/bench_families.py
+
+bench-engines: $(STAMP)
+	$(BIN)/python benchmarks/bench_engines.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -42,8 +42,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", metavar="DEV", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (default: the space's run.device)")
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes sharing the study (default 1; use a journal:/// or "
                    "postgresql:// storage for several)")
-    p.add_argument("--early-stopping", choices=["none", "median"], help="stop trials whose validation Delta-MTL after an epoch is "
-                   "below the median of complete trials at that epoch (recorded as PRUNED; default: none)")
+    p.add_argument("--early-stopping", choices=["none", "median", "asha"], help="stop trials on their validation Delta-MTL after an "
+                   "epoch: below the median of complete trials at that epoch (median), or outside the top third at epochs 1, 3, 9... "
+                   "(asha); recorded as PRUNED (default: none)")
     p.add_argument("--heartbeat-interval", type=int, metavar="S", help="seconds between a running trial's heartbeats (default 10)")
     p.add_argument("--grace-period", type=int, metavar="S", help="a trial without heartbeat for S seconds is failed and retried "
                    "from its last epoch checkpoint (default 30)")

@@ -512,7 +512,7 @@ class SearchSpace:
 
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 SAMPLERS = ("tpe", "nsga2", "random")
-EARLY_STOPPING = ("none", "median")
+EARLY_STOPPING = ("none", "median", "asha")
 
 
 def check_storage_url(url: Any, path: str) -> str:
@@ -546,10 +546,10 @@ class RunConfig:
     number``). ``workers``: local worker processes on the study. ``heartbeat_interval`` /
     ``grace_period`` (seconds): a running trial records a heartbeat every interval; one silent for
     the grace period belongs to a dead worker and is failed and re-queued with its parameters,
-    continuing from its last epoch checkpoint. ``early_stopping``: ``none`` or ``median`` (stop a
-    trial whose validation Delta-MTL after an epoch is below the median of the complete trials at
-    that epoch, once ``min_trials`` trials are complete and from epoch ``min_epochs`` on; recorded
-    as PRUNED).
+    continuing from its last epoch checkpoint. ``early_stopping``: ``none``, ``median`` or
+    ``asha`` (stop a trial on its validation Delta-MTL after an epoch against the other trials at
+    that epoch, once ``min_trials`` trials reached it and from epoch ``min_epochs`` on; recorded as
+    PRUNED; see :mod:`mtlsearch.search.early_stopping`).
     """
 
     study: str | None = None

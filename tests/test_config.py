@@ -316,8 +316,8 @@ CASES = [
      "(did you mean `n_trials`?)"),
     ("run-grace-too-short", [("run.heartbeat_interval", 10), ("run.grace_period", 5)],
      "run.grace_period: expected more than heartbeat_interval (10 s), found 5"),
-    ("run-early-stopping", [("run.early_stopping", "asha")],
-     "run.early_stopping: unknown rule `asha`; choose one of: none, median"),
+    ("run-early-stopping", [("run.early_stopping", "hyperband")],
+     "run.early_stopping: unknown rule `hyperband`; choose one of: none, median, asha"),
     ("run-workers-zero", [("run.workers", 0)], "run.workers: expected an integer >= 1, found 0"),
 ]
 

@@ -332,7 +332,7 @@ class Objective:
             last_metrics[:] = [metrics, e.epoch]
             proxies[e.epoch - 1:] = [delta_mtl(metrics, baselines, problem.metric_directions)]
             trial.set_user_attr(EPOCH_ATTR, proxies)
-            reason = self.early_stopping.check(study, e.epoch, e.epochs, proxies[-1])
+            reason = self.early_stopping.check(study, e.epoch, e.epochs, proxies[-1], trial.number)
             if reason:
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)

@@ -1,0 +1,565 @@
+"""Ray Tune as the search backend: ``mtlsearch run SPACE --backend ray [--address HOST:PORT]``.
+
+The Optuna study stays the single record. Each Tune trial is one Optuna trial of the same study
+(same name, storage, user attributes and objectives as the Optuna backend's), so ``report``,
+``export`` and ``optuna-dashboard`` read a Ray-run study unchanged. What Ray adds:
+
+* trials run as Ray actors on a local machine or a cluster (``--address``), with
+  ``--cpus-per-trial`` / ``--gpus-per-trial`` each, at most ``--max-concurrent`` at a time;
+* :class:`StudySearch`, a small :class:`~ray.tune.search.optuna.OptunaSearch` subclass, asks the
+  study for each trial and samples it through :meth:`Problem.sample` (define-by-run: the space's
+  own code, as in the Optuna backend); it tells the study the outcome: COMPLETE with the
+  objective values for a trial that trained all its epochs, PRUNED (``pruned_reason``) for one
+  the scheduler stopped early. Stock ``OptunaSearch`` tells a stopped trial COMPLETE with the
+  partial values of its last report, which would put half-trained candidates on the front;
+* ASHA (Li et al., 2020, arXiv:1810.05934) stops trials on the validation Delta-MTL after each
+  epoch (``delta_mtl_proxy``, the proxy of :mod:`mtlsearch.search.early_stopping`);
+* every epoch is a Tune checkpoint holding a :class:`~mtlsearch.checkpoints.CheckpointStore`
+  file: a failed trial is retried from it (``FailureConfig``), and ``mtlsearch resume --backend
+  ray`` restores a killed driver's experiment (``Tuner.restore``), its running trials continuing
+  from their last epoch.
+
+Why the study, not Tune, is the budget: ``n_trials`` counts finished trials of the study over
+every run and backend; a Tune experiment is started for what is missing. Trials a killed driver
+had asked for but Tune never recorded are failed and queued again with their parameters (the
+``retry_of`` mechanism of the Optuna backend), so they neither stay RUNNING nor count twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from ..checkpoints import CheckpointStore
+from ..config import CONSTRAINTS, SearchSpace
+from ..errors import ConfigError, MTLSearchError, NonFiniteLossError
+from ..problem import Problem
+from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
+from ..training import evaluate, resolve_device, train
+from .early_stopping import EPOCH_ATTR
+from .progress import QUIET, Progress
+from .storage import RETRY_OF, open_storage
+from .study import ATTR, RUN_ATTR, artifacts_dir, ensure_baselines, finished_trials, make_sampler, open_study, run_settings
+
+# Ray is optional: this module is imported only for ``--backend ray`` (lazily, by the CLI), and
+# without Ray :func:`run_ray` raises the install hint. The searcher must subclass OptunaSearch at
+# module level so that Tune can pickle it into the experiment state and restore it.
+try:
+    import ray
+    from ray import tune
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+except ImportError:  # pragma: no cover - exercised only without Ray
+    ray = tune = Searcher = None
+    OptunaSearch = object
+
+RAY_HINT = "the Ray backend needs Ray Tune: pip install 'mtlsearch[ray]' (or 'ray[tune]')"
+PROXY = "delta_mtl_proxy"  # what ASHA compares: validation Delta-MTL after each epoch (max)
+OBJECTIVE = "objective:"  # Tune result key prefix of objective values (final epoch only)
+RECORD = "mtlsearch_record"  # Tune result key: the trial's user attributes, as JSON text
+TRIAL_PATH = "mtlsearch_trial_path"  # Tune result key: where the trial's checkpoints are persisted
+CONFIG = "mtlsearch"  # Tune config key: what the searcher drew for the trial
+RAY_TRIAL_ATTR = "ray_trial_id"
+SIDE_FILE = "trial.json"  # beside the epoch file in a Tune checkpoint: proxies, seconds, learned
+
+log = logging.getLogger(__name__)
+
+
+def require_ray() -> None:
+    if ray is None:
+        raise MTLSearchError(RAY_HINT)
+
+
+# -- the search space, in Tune's driver and workers ---------------------------------------------
+
+_PROBLEMS: dict[str, Problem] = {}
+
+
+def problem_of(raw: Mapping[str, Any]) -> Problem:
+    """The :class:`Problem` of a raw space, built once per process (data loaded once)."""
+    key = json.dumps(raw, sort_keys=True, default=str)
+    if key not in _PROBLEMS:
+        _PROBLEMS[key] = Problem(SearchSpace.parse(dict(raw)))
+    return _PROBLEMS[key]
+
+
+class SampleSpace:
+    """The define-by-run search space given to OptunaSearch: draws a candidate's parameters
+    through :meth:`Problem.sample` (the same code as the Optuna backend). Picklable: it holds the
+    raw space and builds the problem lazily."""
+
+    def __init__(self, raw: Mapping[str, Any]):
+        self.raw = dict(raw)
+
+    def __call__(self, trial: Any) -> None:
+        problem_of(self.raw).sample(trial)
+        return None
+
+
+def max_epochs(space: SearchSpace) -> int:
+    """The most epochs a candidate of ``space`` can train (ASHA's ``max_t``)."""
+    spec = space.search_space.training.epochs
+    if spec.kind in ("fixed", "choice"):
+        return int(max(spec.choices))
+    return int(spec.high)
+
+
+# -- the trainable (runs in Ray workers) --------------------------------------------------------
+
+
+def objective_values(objectives: list[str], metrics: Mapping[str, Mapping[str, float]], delta: float, costs: Mapping[str, float]) -> dict[str, float]:
+    scores = {"delta_mtl": delta, **{k: float(v) for k, v in costs.items()}}
+    return {o: float(scores[o] if o in scores else metrics[o.split(".", 1)[0]][o.split(".", 1)[1]]) for o in objectives}
+
+
+def train_trial(config: Mapping[str, Any], space: Mapping[str, Any], baselines: Mapping[str, Any], cpus_per_trial: float = 1.0) -> None:
+    """One Tune trial: train the drawn candidate epoch by epoch, reporting the validation
+    Delta-MTL (``delta_mtl_proxy``) and a checkpoint after each epoch; the last epoch's report
+    carries the objective values. Continues from ``tune.get_checkpoint()`` when Tune restarts it."""
+    torch.set_num_threads(max(1, int(cpus_per_trial)))
+    drawn = config[CONFIG]
+    params, seed = dict(drawn["params"]), int(drawn["seed"])
+    problem = problem_of(space)
+    device = torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
+    trial_path = getattr(tune.get_context().get_storage(), "trial_fs_path", None)
+    work = Path(tempfile.mkdtemp(prefix="mtlsearch-ray-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        side: dict[str, Any] = {}
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                shutil.copytree(d, work, dirs_exist_ok=True)
+            if (work / SIDE_FILE).exists():
+                side = json.loads((work / SIDE_FILE).read_text())
+        _run_trial(problem, params, seed, drawn, baselines, device, work, side, trial_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_trial(problem: Problem, params: dict, seed: int, drawn: Mapping[str, Any], baselines: Mapping[str, Any],
+               device: torch.device, work: Path, side: dict, trial_path: str | None) -> None:
+    start = time.perf_counter()
+    before = float(side.get("seconds", 0.0))  # time spent by earlier attempts of this trial
+    learned = side.get("learned")
+    record: dict[str, Any] = {"seed": seed, "run_id": drawn["run_id"]}
+    family = problem.families[params["family"]]
+    if family.learned and learned is None:
+        from optuna.trial import FixedTrial
+
+        from ..learning import learn_architecture
+
+        candidate = problem.sample(FixedTrial(params))
+        candidate.params = params
+        try:
+            candidate.architecture = learn_architecture(candidate, device, seed)
+        except NonFiniteLossError as err:
+            _report_end(record, {"fail_reason": str(err)}, 0, candidate.training["epochs"], trial_path)
+            return
+        learned = dict(candidate.architecture.learned)
+    else:
+        candidate = problem.replay(params, learned)
+    if learned is not None:
+        record["learned"] = learned
+    record["architecture"] = candidate.summary()
+    model = candidate.build_model(seed).to(device)
+    costs = {
+        "params": count_params(model),
+        "macs": count_macs(model, problem.input_shape),
+        "latency_ms": round(measure_latency(model, problem.input_shape), 4),
+    }
+    record.update(costs)
+    epochs = int(candidate.training["epochs"])
+    if problem.constraints:
+        values = constraint_values(costs, problem.constraints)
+        record["constraints"] = values
+        over = [f"{CONSTRAINTS[n]} {costs[CONSTRAINTS[n]]:g} > {n} {problem.constraints[n]:g}" for n, v in values.items() if v > 0]
+        if over:  # costs are known before training: an infeasible candidate is not trained
+            _report_end(record, {"pruned_reason": "infeasible: " + ", ".join(over)}, 0, epochs, trial_path)
+            return
+
+    proxies: list[float] = list(side.get(EPOCH_ATTR, []))
+    reported = [False]
+    store = CheckpointStore(work / "state", keep=1, warn=lambda message: log.warning(message))
+    state = store.load()
+    if state is not None:
+        record["resumed_from_epoch"] = state["epoch"]
+
+    def report(epoch: int) -> None:
+        metrics = evaluate(model, problem.tasks, problem.data.val, device)
+        proxy = delta_mtl(metrics, baselines, problem.metric_directions)
+        proxies[epoch - 1:] = [proxy]
+        seconds = round(before + time.perf_counter() - start, 3)
+        record.update({EPOCH_ATTR: list(proxies), "train_seconds": seconds})
+        result: dict[str, Any] = {"epoch": epoch, "epochs": epochs, PROXY: proxy}
+        if epoch == epochs:
+            record.update(val_metrics=metrics, delta_mtl=proxy)
+            result.update({OBJECTIVE + k: v for k, v in objective_values(problem.objectives, metrics, proxy, costs).items()})
+        (work / SIDE_FILE).write_text(json.dumps({EPOCH_ATTR: proxies, "seconds": seconds, "learned": learned}))
+        result.update({RECORD: json.dumps(record, default=str), TRIAL_PATH: trial_path or ""})
+        reported[0] = True
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+    try:
+        outcome = train(model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training,
+                        device, seed, lambda e: report(e.epoch), store)
+    except NonFiniteLossError as err:
+        _report_end(record, {"fail_reason": str(err), EPOCH_ATTR: proxies}, len(proxies), epochs, trial_path)
+        return
+    if not reported[0]:  # restored from its last epoch's checkpoint: report that epoch again
+        report(outcome.resumed_from or epochs)
+
+
+def _report_end(record: dict, extra: Mapping[str, Any], epoch: int, epochs: int, trial_path: str | None) -> None:
+    """The one report of a trial that ends without training to its end (failed or infeasible)."""
+    tune.report({"epoch": epoch, "epochs": epochs, PROXY: math.nan, RECORD: json.dumps({**record, **extra}, default=str),
+                 TRIAL_PATH: trial_path or ""})
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune trial folders named after the Optuna trial number."""
+    return f"trial_{trial.config[CONFIG]['number']:05d}_{trial.trial_id}"
+
+
+# -- the searcher (runs in the driver) ----------------------------------------------------------
+
+# Per study: the driver's progress callback and current budget. Kept out of the searcher's
+# pickled state, so that a restored searcher reports to the driver that restored it.
+_DRIVER: dict[str, dict[str, Any]] = {}
+
+
+class StudySearch(OptunaSearch):
+    """OptunaSearch on an existing mtlsearch study, telling early-stopped trials PRUNED.
+
+    ``OptunaSearch`` creates its study with ``load_if_exists=True``: given the study's name and
+    storage object it attaches to the study mtlsearch opened (after :func:`open_study` checked
+    the space and objectives). Each suggested trial gets ``seed``, ``run_id`` and
+    ``ray_trial_id`` user attributes (a queued retry keeps its seed and run id); on completion
+    the trial's user attributes (from its last report) are set, then:
+
+    * FAIL when Tune gave up on it (``error``), or its loss became NaN/inf (``fail_reason``);
+    * PRUNED when infeasible (``pruned_reason`` from the trainable) or stopped by the scheduler
+      before its last epoch (``pruned_reason`` says at which epoch);
+    * COMPLETE with the objective values of its last epoch otherwise.
+    """
+
+    def __init__(self, raw_space: Mapping[str, Any], study: optuna.Study, storage: optuna.storages.BaseStorage,
+                 sampler: optuna.samplers.BaseSampler, seed: int, n_trials: int, artifacts: str | None, experiment: str):
+        objectives = list(study.user_attrs[ATTR + "objectives"])
+        modes = ["max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions]
+        super().__init__(SampleSpace(raw_space), metric=[OBJECTIVE + o for o in objectives], mode=modes,
+                         sampler=sampler, study_name=study.study_name, storage=storage)
+        self._base_seed = seed
+        self._n_trials = n_trials
+        self._artifacts = artifacts  # where weights go (None: not kept)
+        self._experiment = experiment
+
+    # -- budget and suggestions
+
+    def _budget(self) -> int:
+        return _DRIVER.get(self._study_name, {}).get("n_trials", self._n_trials)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if trial_id not in self._ot_trials:
+            live = sum(1 for t in self._ot_trials if t not in self._completed_trials)
+            if len(finished_trials(self._ot_study)) + live >= self._budget():
+                return Searcher.FINISHED
+        super().suggest(trial_id)  # asks the study (a queued retry first) and samples the space
+        trial = self._ot_trials[trial_id]
+        attrs = trial.user_attrs
+        seed = attrs.get("seed", self._base_seed + trial.number)
+        run_id = attrs.get("run_id") or uuid.uuid4().hex[:16]
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("run_id", run_id)
+        trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
+        return {CONFIG: {"params": dict(trial.params), "number": trial.number, "seed": seed, "run_id": run_id}}
+
+    # -- outcomes
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials:
+            return
+        trial = self._ot_trials.get(trial_id)
+        if trial is None:
+            log.warning("Tune trial %s is not a trial of study `%s`; ignored", trial_id, self._study_name)
+            return
+        self._completed_trials.add(trial_id)
+        result = result or {}
+        record = json.loads(result.get(RECORD) or "{}")
+        constraints = record.pop("constraints", None) or {}
+        state, values = self._outcome(trial_id, result, record, error)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                for key, value in record.items():
+                    trial.set_user_attr(key, value)
+                for name, value in constraints.items():
+                    trial.set_constraint(name, value)
+                if state == TrialState.COMPLETE and self._artifacts:
+                    self._save_weights(trial, result)
+                self._ot_study.tell(trial, values, state=state)
+            except Exception as err:  # e.g. already told before a driver restart
+                log.warning("could not record Tune trial %s as Optuna trial #%d: %s", trial_id, trial.number, err)
+                return
+        on_end = _DRIVER.get(self._study_name, {}).get("on_trial_end")
+        if on_end is not None:
+            on_end(self._ot_study.get_trials(deepcopy=False)[trial.number])
+
+    def _outcome(self, trial_id: str, result: Mapping[str, Any], record: dict, error: bool) -> tuple[TrialState, list[float] | None]:
+        if error:
+            record["fail_reason"] = (f"Ray Tune trial {trial_id} failed and its retries too; see error.txt in its folder under "
+                                     f"{self._experiment}")
+            return TrialState.FAIL, None
+        if "fail_reason" in record:
+            return TrialState.FAIL, None
+        if "pruned_reason" in record:
+            return TrialState.PRUNED, None
+        epoch, epochs = result.get("epoch"), result.get("epochs")
+        if not result or epoch is None or epochs is None:
+            record["pruned_reason"] = "stopped by Ray Tune before its first epoch ended"
+            return TrialState.PRUNED, None
+        if epoch < epochs:
+            proxy = result.get(PROXY)
+            shown = f" (validation Delta-MTL {proxy:+.2f}%)" if isinstance(proxy, float) and math.isfinite(proxy) else ""
+            deadline = _DRIVER.get(self._study_name, {}).get("deadline")
+            by = "the study's time limit" if deadline is not None and time.time() >= deadline else "ASHA"
+            record["pruned_reason"] = f"stopped by {by} after epoch {epoch}/{epochs}{shown}"
+            record["stopped_at_epoch"] = epoch
+            return TrialState.PRUNED, None
+        values = [result.get(m) for m in self.metric]
+        if any(v is None or not math.isfinite(v) for v in values):
+            record["fail_reason"] = f"its last report has no finite objective values ({dict(zip(self.metric, values))})"
+            return TrialState.FAIL, None
+        return TrialState.COMPLETE, [float(v) for v in values]
+
+    def _save_weights(self, trial: optuna.Trial, result: Mapping[str, Any]) -> None:
+        """Upload the final epoch's model weights (from the trial's last Tune checkpoint) as the
+        trial's Optuna artifact; skipped when the checkpoint is not on this machine's file system."""
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        folder = Path(result.get(TRIAL_PATH) or "/nonexistent") / str(result.get("checkpoint_dir_name") or "")
+        state = CheckpointStore(folder / "state", warn=lambda m: log.warning(m)).load() if folder.is_dir() else None
+        if state is None:
+            return
+        Path(self._artifacts).mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".pt")
+        os.close(fd)
+        try:
+            torch.save(state["model"], tmp)
+            artifact = upload_artifact(artifact_store=FileSystemArtifactStore(self._artifacts), file_path=tmp, study_or_trial=trial)
+            trial.set_user_attr("weights_artifact", artifact)
+        finally:
+            os.unlink(tmp)
+
+    # -- restoring a killed driver's experiment
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's restore of the saved searcher; then fail and queue again the study's RUNNING
+        trials that this searcher never handed to Tune (asked after the last experiment save)."""
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        requeue_stale(self._ot_study, [t.number for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                                       if t.number not in known])
+
+
+def requeue_stale(study: optuna.Study, numbers: list[int]) -> list[int]:
+    """Fail trials a stopped Ray driver left RUNNING and queue each again with its parameters and
+    user attributes (``retry_of``: the failed one then does not count toward the budget)."""
+    for number in numbers:
+        frozen = study.get_trials(deepcopy=False)[number]
+        live = optuna.Trial(study, frozen._trial_id)
+        live.set_user_attr("fail_reason", "its Ray driver stopped while it ran; queued again with its parameters")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study.tell(number, state=TrialState.FAIL)
+            attrs = {k: v for k, v in frozen.user_attrs.items() if k not in ("fail_reason", RAY_TRIAL_ATTR)}
+            study.enqueue_trial(dict(frozen.params), user_attrs={**attrs, RETRY_OF: number}, skip_if_exists=False)
+    return numbers
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+
+def check_request(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> None:
+    if not cpus_per_trial > 0:
+        raise ConfigError("--cpus-per-trial", f"expected a number > 0, found {cpus_per_trial:g}")
+    if not gpus_per_trial >= 0:
+        raise ConfigError("--gpus-per-trial", f"expected a number >= 0, found {gpus_per_trial:g}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise ConfigError("--max-concurrent", f"expected an integer >= 1, found {max_concurrent}")
+
+
+def check_resources(total: Mapping[str, float], largest: Mapping[str, float], cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """Refuse a per-trial request that no node of the cluster can meet: Tune would leave such
+    trials pending forever. ``total``: ``ray.cluster_resources()``; ``largest``: the most of each
+    resource on one alive node (a trial runs on one node)."""
+    shown = ", ".join(f"{k} {float(total[k])}" for k in ("CPU", "GPU") if k in total) or "none"
+    gpus, cpus = float(largest.get("GPU", 0.0)), float(largest.get("CPU", 0.0))
+    if gpus_per_trial > 0 and gpus < gpus_per_trial:
+        if not total.get("GPU"):
+            raise ConfigError("--gpus-per-trial", f"{gpus_per_trial:g} GPU per trial asked, but the Ray cluster has no GPU "
+                              f"(resources: {shown}); use --gpus-per-trial 0 or a cluster with GPUs")
+        raise ConfigError("--gpus-per-trial", f"{gpus_per_trial:g} GPU per trial asked, but no node of the Ray cluster has that many "
+                          f"(at most {gpus:g} on one node; resources: {shown}); use --gpus-per-trial {gpus:g} or less")
+    if cpus_per_trial > cpus:
+        raise ConfigError("--cpus-per-trial", f"{cpus_per_trial:g} CPU per trial asked, but no node of the Ray cluster has that many "
+                          f"(at most {cpus:g} on one node; resources: {shown}); use --cpus-per-trial {cpus:g} or less")
+
+
+def largest_node(nodes: list[Mapping[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for node in nodes:
+        if node.get("Alive", True):
+            for k, v in node.get("Resources", {}).items():
+                out[k] = max(out.get(k, 0.0), float(v))
+    return out
+
+
+def run_ray(
+    space: SearchSpace,
+    run,
+    progress: Progress = QUIET,
+    problem: Problem | None = None,
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    max_concurrent: int | None = None,
+    resume: bool = False,
+) -> optuna.Study:
+    """Run (or continue) the study of ``space`` with Ray Tune until it holds ``run.n_trials``
+    finished trials (see the module docstring). ``address``: a Ray cluster (``auto``,
+    ``HOST:PORT``), else a local Ray instance. ``resume``: restore the study's interrupted Tune
+    experiment when there is one (``mtlsearch resume --backend ray``)."""
+    require_ray()
+    check_request(cpus_per_trial, gpus_per_trial, max_concurrent)
+    started = not ray.is_initialized()
+    if started:
+        try:
+            if address:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ConfigError("--address", f"cannot connect to the Ray cluster at `{address or 'local'}`: {err}") from None
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        check_resources(ray.cluster_resources(), largest_node(ray.nodes()), cpus_per_trial, gpus_per_trial)
+        return _drive(space, run, progress, problem or Problem(space), address, cpus_per_trial, gpus_per_trial, max_concurrent, resume)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+        if started:
+            ray.shutdown()
+
+
+def _drive(space, run, progress, problem, address, cpus_per_trial, gpus_per_trial, max_concurrent, resume) -> optuna.Study:
+    storage = open_storage(run.storage)
+    study = open_study(space, run, problem.directions, storage)
+    deadline = time.time() + run.timeout if run.timeout else None
+    study.set_user_attr(ATTR + "n_trials", run.n_trials)
+    study.set_user_attr(RUN_ATTR, run_settings(run, deadline))
+    resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+    study.set_user_attr(ATTR + "ray", {"address": address, **resources, "max_concurrent": max_concurrent})
+    root = artifacts_dir(run)
+    experiment = root / "ray" / study.study_name
+    done = len(finished_trials(study))
+    cluster = ", ".join(f"{k} {v:g}" for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU"))
+    progress.event(
+        "study", f"study `{study.study_name}` ({run.storage}): {done} finished trials, target {run.n_trials}; Ray cluster "
+        f"{address or 'local'} ({cluster}), {cpus_per_trial:g} CPU + {gpus_per_trial:g} GPU per trial; data {problem.data.sizes()}",
+        study=study.study_name, finished=done, target=run.n_trials, backend="ray", address=address, resources=resources,
+        experiment=str(experiment), data=problem.data.sizes(),
+    )
+    baselines = ensure_baselines(study, problem, run.seed, resolve_device(run.device), progress)
+    raw = space.to_raw()
+    _PROBLEMS.setdefault(json.dumps(raw, sort_keys=True, default=str), problem)  # the driver samples with it
+    trainable = tune.with_resources(tune.with_parameters(train_trial, space=raw, baselines=baselines, cpus_per_trial=cpus_per_trial),
+                                    resources)
+    n_done = [len(finished_trials(study))]
+    best = [max((t.user_attrs.get("delta_mtl", float("-inf")) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+                default=float("-inf"))]
+
+    def on_trial_end(trial: optuna.trial.FrozenTrial) -> None:
+        n_done[0] += 1
+        a = trial.user_attrs
+        if trial.state == TrialState.COMPLETE:
+            best[0] = max(best[0], a.get("delta_mtl", float("-inf")))
+            arch = a.get("architecture", {})
+            message = (f"trial {n_done[0]}/{run.n_trials} #{trial.number} {arch.get('family', '?')}/{arch.get('weighting', {}).get('name', '?')}: "
+                       f"Delta-MTL {a.get('delta_mtl', float('nan')):+.2f}%  params {a.get('params', 0):,}  "
+                       f"({a.get('train_seconds', 0):.1f}s)  best Delta-MTL {best[0]:+.2f}%")
+        else:
+            message = f"trial {n_done[0]}/{run.n_trials} #{trial.number} {trial.state.name}: {a.get('fail_reason') or a.get('pruned_reason', '')}"
+        progress.event("trial", message, trial=trial.number, finished=n_done[0], target=run.n_trials, state=trial.state.name,
+                       values=trial.values, delta_mtl=a.get("delta_mtl"), pruned_reason=a.get("pruned_reason"), fail_reason=a.get("fail_reason"))
+
+    _DRIVER[study.study_name] = {"on_trial_end": on_trial_end, "n_trials": run.n_trials, "deadline": deadline}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if resume and tune.Tuner.can_restore(str(experiment)):
+                progress.event("resume", f"restoring the interrupted Ray Tune experiment {experiment}: its running trials continue "
+                               "from their last epoch checkpoint", experiment=str(experiment), restored=True)
+                tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
+                _check_finished(study, progress)
+            elif resume:
+                progress.event("resume", f"no Ray Tune experiment to restore at {experiment}; continuing the Optuna study with a new one",
+                               experiment=str(experiment), restored=False)
+            missing = run.n_trials - len(finished_trials(study))
+            stale = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+            if missing > 0 and stale:
+                requeue_stale(study, stale)
+                progress.event("recovered", f"trial(s) {', '.join(f'#{n}' for n in stale)} of a stopped Ray driver failed; queued again "
+                               "with their parameters", failed=stale)
+            missing = run.n_trials - len(finished_trials(study))
+            if missing > 0:
+                remaining = None if deadline is None else max(deadline - time.time(), 1.0)
+                _new_tuner(study, storage, run, raw, trainable, space, experiment, missing, max_concurrent, remaining, root).fit()
+            _check_finished(study, progress)
+    finally:
+        _DRIVER.pop(study.study_name, None)
+    done = len(finished_trials(study))
+    progress.event("done", f"the study has {done} finished trials (target {run.n_trials})", finished=done)
+    return study
+
+
+def _check_finished(study: optuna.Study, progress: Progress) -> None:
+    """A Tune run that returns with trials of the study still RUNNING was interrupted (Tune
+    catches Ctrl-C, saves its state and returns): stop here, as the Optuna backend does."""
+    left = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    if left:
+        progress.event("interrupted", f"the Ray Tune experiment was interrupted with trial(s) {', '.join(f'#{n}' for n in left)} "
+                       "running; `mtlsearch resume --backend ray` continues it", running=left)
+        raise KeyboardInterrupt
+
+
+def _new_tuner(study, storage, run, raw, trainable, space, experiment: Path, num_samples: int, max_concurrent, time_budget, root: Path):
+    from ray.tune.schedulers import ASHAScheduler
+
+    sampler = make_sampler(study.user_attrs.get(ATTR + "sampler", run.sampler), run.seed, len(finished_trials(study)))
+    searcher = StudySearch(raw, study, storage, sampler, run.seed, run.n_trials,
+                           str(root) if run.save_weights else None, str(experiment))
+    # TuneConfig's metric/mode stay unset: they take one metric, and the study has several
+    # objectives; ASHA gets its own (the scalar per-epoch proxy).
+    scheduler = ASHAScheduler(time_attr="epoch", metric=PROXY, mode="max", max_t=max_epochs(space), grace_period=1, reduction_factor=2)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples, max_concurrent_trials=max_concurrent,
+                                    reuse_actors=True, time_budget_s=time_budget, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=2),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+    )
