@@ -50,6 +50,17 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
                    "from its last epoch checkpoint (default 30)")
 
 
+def _backend_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["optuna", "ray"], default="optuna", help="run trials in this process and its --workers "
+                   "(optuna), or as Ray Tune trials on a local Ray instance or a cluster, stopped early by ASHA (ray; needs "
+                   "'mtlsearch[ray]') (default: optuna)")
+    p.add_argument("--address", metavar="ADDR", help="with --backend ray: the Ray cluster, auto or HOST:PORT (default: a local Ray instance)")
+    p.add_argument("--cpus-per-trial", type=float, metavar="N", help="with --backend ray: CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, metavar="F", help="with --backend ray: GPUs per trial, fractions allowed (default 0)")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="with --backend ray: at most N trials at a time (default: as many "
+                   "as the cluster's resources allow)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="mtlsearch", description="Architecture search for multi-task learning: sharing trees, gating, routing, soft sharing, loss weighting; Optuna studies.",
@@ -65,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--study", metavar="NAME", help="study name (default: run.study, else the space's name)")
     _storage_flag(p, default=None)
     _run_flags(p)
+    _backend_flags(p)
     p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], help="Optuna sampler (default: run.sampler, else tpe)")
     p.add_argument("--seed", type=int, help="seed of the sampler, the baselines and the trials (default: run.seed, else 0)")
     p.add_argument("--artifacts", metavar="DIR", help="where trial weights are stored (default: beside a file storage)")
@@ -76,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("study", metavar="STUDY", help="name of the stored study to continue")
     _storage_flag(p)
     _run_flags(p)
+    _backend_flags(p)
     _output_flags(p)
 
     p = verbs.add_parser("worker", help="join a running study as one more worker (e.g. from another machine)",
@@ -153,7 +166,11 @@ def cmd_run(args) -> None:
         **_engine_overrides(args),
     )
     args.study, args.storage = run.study or problem.space.name, run.storage  # for the resume hint on Ctrl-C
-    study = run_search(problem.space, run, _progress(args), problem=problem)
+    if args.backend == "ray":
+        study = _ray_search(problem.space, run, args, problem)
+    else:
+        _no_ray_flags(args)
+        study = run_search(problem.space, run, _progress(args), problem=problem)
     _print_front(study, args)
 
 
@@ -171,7 +188,11 @@ def cmd_resume(args) -> None:
         "seed": attrs.get(ATTR + "seed", 0), "n_trials": args.n_trials or attrs.get(ATTR + "n_trials", 20),
         "timeout": args.timeout, "device": args.device or "auto", "artifacts": attrs.get(ATTR + "artifacts"),
     }).replace(**_engine_overrides(args))
-    study = run_search(stored_space(study), run, _progress(args))
+    if args.backend == "ray":
+        study = _ray_search(stored_space(study), run, args, resume=True)
+    else:
+        _no_ray_flags(args)
+        study = run_search(stored_space(study), run, _progress(args))
     _print_front(study, args)
 
 
@@ -179,6 +200,29 @@ def _engine_overrides(args) -> dict:
     _positive(args.workers, "--workers")
     return {"workers": args.workers, "early_stopping": args.early_stopping,
             "heartbeat_interval": args.heartbeat_interval, "grace_period": args.grace_period}
+
+
+def _ray_search(space, run, args, problem=None, resume: bool = False):
+    """The study run by Ray Tune (``--backend ray``); Ray is imported only here."""
+    from .errors import ConfigError
+
+    for flag, value in (("--workers", args.workers), ("--early-stopping", args.early_stopping)):
+        if value is not None:
+            raise ConfigError(flag, "not used with --backend ray (Ray runs trials side by side up to --max-concurrent, and ASHA stops them early)")
+    _positive(args.max_concurrent, "--max-concurrent")
+    from .search.ray_backend import run_ray
+
+    return run_ray(space, run, _progress(args), problem=problem, address=args.address, resume=resume,
+                   cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+                   gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial, max_concurrent=args.max_concurrent)
+
+
+def _no_ray_flags(args) -> None:
+    from .errors import ConfigError
+
+    for flag in ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent"):
+        if getattr(args, flag) is not None:
+            raise ConfigError("--" + flag.replace("_", "-"), "only used with --backend ray")
 
 
 def cmd_worker(args) -> None:
