@@ -72,7 +72,7 @@ def test_four_local_workers_share_one_study_without_storage_errors(tmp_path):
 def test_killed_worker_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
     space = write_space(tmp_path, epochs=4, n_train=1024)
     storage = f"journal:///{tmp_path}/k.log"
-    proc = mtlsearch_process("run", space, "--storage", storage, "--n-trials", "3", "--heartbeat-interval", "1",
+    proc = mtlsearch_process("run", space, "--storage", storage, "--n-trials", "2", "--heartbeat-interval", "1",
                              "--grace-period", "3", "--quiet", cwd=tmp_path)
     pattern = str(tmp_path / "k_artifacts" / "checkpoints" / "*" / "epoch-0001.pt")
     deadline = time.monotonic() + 120
@@ -92,7 +92,7 @@ def test_killed_worker_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
     assert main(["resume", "w", "--storage", storage, "--quiet"]) == 0
 
     study = results.load("w", storage)
-    assert_settled(study, 3)
+    assert_settled(study, 2)
     dead = study.trials[killed[0].number]
     assert dead.state == TrialState.FAIL
     retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
@@ -162,3 +162,18 @@ def test_nan_loss_fails_one_trial_and_the_workers_go_on(tmp_path):
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) == 1 and failed[0].user_attrs["fail_reason"].startswith("loss of task `")
     assert_settled(study, 4)
+
+
+def test_study_wide_timeout_stops_every_worker_and_leaves_nothing_running(tmp_path):
+    space = write_space(tmp_path)
+    storage = f"journal:///{tmp_path}/to.log"
+    start = time.monotonic()
+    proc = mtlsearch_process("run", space, "--storage", storage, "--workers", "2", "--n-trials", "1000", "--timeout", "12",
+                             "--quiet", cwd=tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - start < 120
+    study = results.load("w", storage)
+    done = len(finished_trials(study))
+    assert 0 < done < 1000
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
