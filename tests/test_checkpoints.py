@@ -13,6 +13,11 @@ class Stop(Exception):
     """Stands in for a killed process: raised after an epoch's checkpoint is written."""
 
 
+def stop_after_two(e):
+    if e.epoch == 2:
+        raise Stop
+
+
 WEIGHTINGS = ["equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "gradvac", "nash_mtl", "rlw"]
 
 
@@ -43,11 +48,6 @@ def test_a_run_stopped_after_an_epoch_continues_to_the_same_weights(problem, tmp
 
     store = CheckpointStore(tmp_path / "run")
     first = candidate.build_model(seed=5)
-
-    def stop_after_two(e):
-        if e.epoch == 2:
-            raise Stop
-
     with pytest.raises(Stop):
         train(first, problem.tasks, candidate.new_weighting(), problem.data.train, training, device, seed=5, on_epoch=stop_after_two, checkpoints=store)
     assert [p.name for p in store.files()] == ["epoch-0002.pt", "epoch-0001.pt"]
@@ -65,11 +65,6 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one_with_a_warning(prob
     training = {**candidate.training, "epochs": 3}
     store = CheckpointStore(tmp_path / "run")
     model = candidate.build_model(seed=1)
-
-    def stop_after_two(e):
-        if e.epoch == 2:
-            raise Stop
-
     with pytest.raises(Stop):
         train(model, problem.tasks, candidate.new_weighting(), problem.data.train, training, torch.device("cpu"), 1, stop_after_two, store)
     newest = store.files()[0]

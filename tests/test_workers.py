@@ -69,12 +69,13 @@ def test_four_local_workers_share_one_study_without_storage_errors(tmp_path):
     assert len({t.user_attrs["run_id"] for t in trained}) == 40
 
 
-def test_killed_worker_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
+def kill_after_a_checkpoint(tmp_path, name: str, grace: int) -> str:
+    """Run a 2-trial study of 4-epoch trials, SIGKILL it once a trial has written an epoch
+    checkpoint, and return the glob pattern of that study's checkpoint files."""
     space = write_space(tmp_path, epochs=4, n_train=1024)
-    storage = f"journal:///{tmp_path}/k.log"
-    proc = mtlsearch_process("run", space, "--storage", storage, "--n-trials", "2", "--heartbeat-interval", "1",
-                             "--grace-period", "3", "--quiet", cwd=tmp_path)
-    pattern = str(tmp_path / "k_artifacts" / "checkpoints" / "*" / "epoch-0001.pt")
+    proc = mtlsearch_process("run", space, "--storage", f"journal:///{tmp_path}/{name}.log", "--n-trials", "2",
+                             "--heartbeat-interval", "1", "--grace-period", str(grace), "--quiet", cwd=tmp_path)
+    pattern = str(tmp_path / f"{name}_artifacts" / "checkpoints" / "*" / "epoch-*.pt")
     deadline = time.monotonic() + 120
     while not glob.glob(pattern):
         assert proc.poll() is None, proc.communicate()[1]
@@ -82,6 +83,12 @@ def test_killed_worker_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    return pattern
+
+
+def test_killed_worker_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
+    pattern = kill_after_a_checkpoint(tmp_path, "k", grace=3)
+    storage = f"journal:///{tmp_path}/k.log"
     run_dir = os.path.dirname(glob.glob(pattern)[0])
     saved = max(int(os.path.basename(p)[6:10]) for p in glob.glob(os.path.join(run_dir, "epoch-*.pt")))
 
@@ -104,17 +111,8 @@ def test_killed_worker_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
 
 
 def test_truncated_checkpoint_restarts_one_trial_with_a_warning(tmp_path):
-    space = write_space(tmp_path, epochs=4, n_train=1024)
+    pattern = kill_after_a_checkpoint(tmp_path, "t", grace=2)
     storage = f"journal:///{tmp_path}/t.log"
-    proc = mtlsearch_process("run", space, "--storage", storage, "--n-trials", "2", "--heartbeat-interval", "1",
-                             "--grace-period", "2", "--quiet", cwd=tmp_path)
-    pattern = str(tmp_path / "t_artifacts" / "checkpoints" / "*" / "epoch-*.pt")
-    deadline = time.monotonic() + 120
-    while len(glob.glob(pattern)) < 1:
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
     for path in glob.glob(pattern):  # every checkpoint damaged: the retry starts from scratch
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 3)
