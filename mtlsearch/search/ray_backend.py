@@ -127,9 +127,11 @@ def objective_values(objectives: list[str], metrics: Mapping[str, Mapping[str, f
 
 
 def train_trial(config: Mapping[str, Any], space: Mapping[str, Any], baselines: Mapping[str, Any], cpus_per_trial: float = 1.0) -> None:
-    """One Tune trial: train the drawn candidate epoch by epoch, reporting the validation
-    Delta-MTL (``delta_mtl_proxy``) and a checkpoint after each epoch; the last epoch's report
-    carries the objective values. Continues from ``tune.get_checkpoint()`` when Tune restarts it."""
+    """One Tune trial: train the drawn candidate epoch by epoch, reporting after each epoch the
+    validation Delta-MTL (``delta_mtl_proxy``, for ASHA), the objective values, the trial's user
+    attributes and a checkpoint (the epoch's :class:`CheckpointStore` file and a side file).
+    Continues from ``tune.get_checkpoint()`` when Tune restarts it; runs on ``cuda`` when Ray
+    assigned it a GPU, else on the CPU."""
     torch.set_num_threads(max(1, int(cpus_per_trial)))
     drawn = config[CONFIG]
     params, seed = dict(drawn["params"]), int(drawn["seed"])
@@ -167,7 +169,7 @@ def _run_trial(problem: Problem, params: dict, seed: int, drawn: Mapping[str, An
         try:
             candidate.architecture = learn_architecture(candidate, device, seed)
         except NonFiniteLossError as err:
-            _report_end(record, {"fail_reason": str(err)}, 0, candidate.training["epochs"], trial_path)
+            _report_end(problem, record, {"fail_reason": str(err)}, 0, candidate.training["epochs"], trial_path)
             return
         learned = dict(candidate.architecture.learned)
     else:
@@ -188,7 +190,7 @@ def _run_trial(problem: Problem, params: dict, seed: int, drawn: Mapping[str, An
         record["constraints"] = values
         over = [f"{CONSTRAINTS[n]} {costs[CONSTRAINTS[n]]:g} > {n} {problem.constraints[n]:g}" for n, v in values.items() if v > 0]
         if over:  # costs are known before training: an infeasible candidate is not trained
-            _report_end(record, {"pruned_reason": "infeasible: " + ", ".join(over)}, 0, epochs, trial_path)
+            _report_end(problem, record, {"pruned_reason": "infeasible: " + ", ".join(over)}, 0, epochs, trial_path)
             return
 
     proxies: list[float] = list(side.get(EPOCH_ATTR, []))
@@ -204,10 +206,12 @@ def _run_trial(problem: Problem, params: dict, seed: int, drawn: Mapping[str, An
         proxies[epoch - 1:] = [proxy]
         seconds = round(before + time.perf_counter() - start, 3)
         record.update({EPOCH_ATTR: list(proxies), "train_seconds": seconds})
-        result: dict[str, Any] = {"epoch": epoch, "epochs": epochs, PROXY: proxy}
+        # Tune wants every metric of the searcher in every report; the searcher tells the study
+        # these values only for a trial that trained all its epochs
+        result: dict[str, Any] = {"epoch": epoch, "epochs": epochs, PROXY: proxy,
+                                  **{OBJECTIVE + k: v for k, v in objective_values(problem.objectives, metrics, proxy, costs).items()}}
         if epoch == epochs:
             record.update(val_metrics=metrics, delta_mtl=proxy)
-            result.update({OBJECTIVE + k: v for k, v in objective_values(problem.objectives, metrics, proxy, costs).items()})
         (work / SIDE_FILE).write_text(json.dumps({EPOCH_ATTR: proxies, "seconds": seconds, "learned": learned}))
         result.update({RECORD: json.dumps(record, default=str), TRIAL_PATH: trial_path or ""})
         reported[0] = True
@@ -217,16 +221,16 @@ def _run_trial(problem: Problem, params: dict, seed: int, drawn: Mapping[str, An
         outcome = train(model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training,
                         device, seed, lambda e: report(e.epoch), store)
     except NonFiniteLossError as err:
-        _report_end(record, {"fail_reason": str(err), EPOCH_ATTR: proxies}, len(proxies), epochs, trial_path)
+        _report_end(problem, record, {"fail_reason": str(err), EPOCH_ATTR: proxies}, len(proxies), epochs, trial_path)
         return
     if not reported[0]:  # restored from its last epoch's checkpoint: report that epoch again
         report(outcome.resumed_from or epochs)
 
 
-def _report_end(record: dict, extra: Mapping[str, Any], epoch: int, epochs: int, trial_path: str | None) -> None:
+def _report_end(problem: Problem, record: dict, extra: Mapping[str, Any], epoch: int, epochs: int, trial_path: str | None) -> None:
     """The one report of a trial that ends without training to its end (failed or infeasible)."""
-    tune.report({"epoch": epoch, "epochs": epochs, PROXY: math.nan, RECORD: json.dumps({**record, **extra}, default=str),
-                 TRIAL_PATH: trial_path or ""})
+    tune.report({"epoch": epoch, "epochs": epochs, PROXY: math.nan, **{OBJECTIVE + o: math.nan for o in problem.objectives},
+                 RECORD: json.dumps({**record, **extra}, default=str), TRIAL_PATH: trial_path or ""})
 
 
 def trial_dirname(trial: Any) -> str:
@@ -273,9 +277,10 @@ class StudySearch(OptunaSearch):
         return _DRIVER.get(self._study_name, {}).get("n_trials", self._n_trials)
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if trial_id not in self._ot_trials:
-            live = sum(1 for t in self._ot_trials if t not in self._completed_trials)
-            if len(finished_trials(self._ot_study)) + live >= self._budget():
+        if trial_id not in self._ot_trials:  # the study-wide budget, as the Optuna backend keeps it
+            ours = {t.number for t in self._ot_trials.values()}
+            live = [t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number in ours]
+            if len(finished_trials(self._ot_study)) + len(live) >= self._budget():
                 return Searcher.FINISHED
         super().suggest(trial_id)  # asks the study (a queued retry first) and samples the space
         trial = self._ot_trials[trial_id]
@@ -297,6 +302,8 @@ class StudySearch(OptunaSearch):
             log.warning("Tune trial %s is not a trial of study `%s`; ignored", trial_id, self._study_name)
             return
         self._completed_trials.add(trial_id)
+        if self._ot_study.get_trials(deepcopy=False)[trial.number].state.is_finished():
+            return  # told before the driver was killed, run again by the restored experiment
         result = result or {}
         record = json.loads(result.get(RECORD) or "{}")
         constraints = record.pop("constraints", None) or {}
@@ -371,8 +378,11 @@ class StudySearch(OptunaSearch):
         trials that this searcher never handed to Tune (asked after the last experiment save)."""
         super().restore(checkpoint_path)
         known = {t.number for t in self._ot_trials.values()}
-        requeue_stale(self._ot_study, [t.number for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                                       if t.number not in known])
+        stale = requeue_stale(self._ot_study, [t.number for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                                               if t.number not in known])
+        on_recovered = _DRIVER.get(self._study_name, {}).get("on_recovered")
+        if stale and on_recovered is not None:
+            on_recovered(stale)
 
 
 def requeue_stale(study: optuna.Study, numbers: list[int]) -> list[int]:
@@ -450,17 +460,21 @@ def run_ray(
         try:
             if address:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-            else:
-                ray.init(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+            else:  # "local": a new instance, even where `ray start` left an address file behind
+                ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ConfigError("--address", f"cannot connect to the Ray cluster at `{address or 'local'}`: {err}") from None
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tune_logger = logging.getLogger("ray.tune")
+    tune_level = tune_logger.level
+    tune_logger.setLevel(logging.ERROR)  # its warnings are about Tune's bookkeeping; trial errors stay
     try:
         check_resources(ray.cluster_resources(), largest_node(ray.nodes()), cpus_per_trial, gpus_per_trial)
         return _drive(space, run, progress, problem or Problem(space), address, cpus_per_trial, gpus_per_trial, max_concurrent, resume)
     finally:
         optuna.logging.set_verbosity(verbosity)
+        tune_logger.setLevel(tune_level)
         if started:
             ray.shutdown()
 
@@ -506,24 +520,33 @@ def _drive(space, run, progress, problem, address, cpus_per_trial, gpus_per_tria
         progress.event("trial", message, trial=trial.number, finished=n_done[0], target=run.n_trials, state=trial.state.name,
                        values=trial.values, delta_mtl=a.get("delta_mtl"), pruned_reason=a.get("pruned_reason"), fail_reason=a.get("fail_reason"))
 
-    _DRIVER[study.study_name] = {"on_trial_end": on_trial_end, "n_trials": run.n_trials, "deadline": deadline}
+    # Tune's own terminal output (tables, per-trial boxes) would mix with ours, and with --json
+    # break the JSON lines on stdout: its older reporter is silent at verbose=0
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+    def recovered(numbers: list[int]) -> None:
+        progress.event("recovered", f"trial(s) {', '.join(f'#{n}' for n in numbers)} of a stopped Ray driver failed; queued again "
+                       "with their parameters", failed=numbers)
+
+    _DRIVER[study.study_name] = {"on_trial_end": on_trial_end, "on_recovered": recovered, "n_trials": run.n_trials, "deadline": deadline}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            if resume and tune.Tuner.can_restore(str(experiment)):
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            unfinished = bool(running) or len(finished_trials(study)) < run.n_trials  # else nothing to restore
+            if resume and unfinished and tune.Tuner.can_restore(str(experiment)):
                 progress.event("resume", f"restoring the interrupted Ray Tune experiment {experiment}: its running trials continue "
                                "from their last epoch checkpoint", experiment=str(experiment), restored=True)
                 tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
                 _check_finished(study, progress)
-            elif resume:
+            elif resume and unfinished:
                 progress.event("resume", f"no Ray Tune experiment to restore at {experiment}; continuing the Optuna study with a new one",
                                experiment=str(experiment), restored=False)
-            missing = run.n_trials - len(finished_trials(study))
+            # without a restored experiment, a RUNNING trial is a stopped driver's (a retry of it
+            # does not count, so the budget below makes room for it)
             stale = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-            if missing > 0 and stale:
-                requeue_stale(study, stale)
-                progress.event("recovered", f"trial(s) {', '.join(f'#{n}' for n in stale)} of a stopped Ray driver failed; queued again "
-                               "with their parameters", failed=stale)
+            if stale:
+                recovered(requeue_stale(study, stale))
             missing = run.n_trials - len(finished_trials(study))
             if missing > 0:
                 remaining = None if deadline is None else max(deadline - time.time(), 1.0)
@@ -560,6 +583,5 @@ def _new_tuner(study, storage, run, raw, trainable, space, experiment: Path, num
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples, max_concurrent_trials=max_concurrent,
                                     reuse_actors=True, time_budget_s=time_budget, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=2),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+                                  failure_config=tune.FailureConfig(max_failures=2)),
     )
