@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import ParamSpec, SearchSpace, TrainingSpace
 from .data import BENCHMARKS, MTLData, TensorMTLDataset
-from .errors import ConfigError, did_you_mean, show
+from .errors import ConfigError, did_you_mean
 from .families import FAMILIES, Architecture, Family
 from .models import BACKBONES, Backbone
 from .tasks import TaskSpec

@@ -45,15 +45,18 @@ import torch
 from optuna.trial import TrialState
 
 from ..checkpoints import CheckpointStore
-from ..config import CONSTRAINTS, SearchSpace
+from ..config import SearchSpace
 from ..errors import ConfigError, MTLSearchError, NonFiniteLossError
 from ..problem import Problem
-from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
+from ..scoring import delta_mtl
 from ..training import evaluate, resolve_device, train
 from .early_stopping import EPOCH_ATTR
 from .progress import QUIET, Progress
 from .storage import RETRY_OF, open_storage
-from .study import ATTR, RUN_ATTR, artifacts_dir, ensure_baselines, finished_trials, make_sampler, open_study, run_settings
+from .study import (
+    ATTR, RUN_ATTR, artifacts_dir, ensure_baselines, finished_trials, infeasibility, make_sampler, measure_costs,
+    objective_values, open_study, run_settings,
+)
 
 # Ray is optional: this module is imported only for ``--backend ray`` (lazily, by the CLI), and
 # without Ray :func:`run_ray` raises the install hint. The searcher must subclass OptunaSearch at
@@ -121,11 +124,6 @@ def max_epochs(space: SearchSpace) -> int:
 # -- the trainable (runs in Ray workers) --------------------------------------------------------
 
 
-def objective_values(objectives: list[str], metrics: Mapping[str, Mapping[str, float]], delta: float, costs: Mapping[str, float]) -> dict[str, float]:
-    scores = {"delta_mtl": delta, **{k: float(v) for k, v in costs.items()}}
-    return {o: float(scores[o] if o in scores else metrics[o.split(".", 1)[0]][o.split(".", 1)[1]]) for o in objectives}
-
-
 def train_trial(config: Mapping[str, Any], space: Mapping[str, Any], baselines: Mapping[str, Any], cpus_per_trial: float = 1.0) -> None:
     """One Tune trial: train the drawn candidate epoch by epoch, reporting after each epoch the
     validation Delta-MTL (``delta_mtl_proxy``, for ASHA), the objective values, the trial's user
@@ -178,19 +176,13 @@ def _run_trial(problem: Problem, params: dict, seed: int, drawn: Mapping[str, An
         record["learned"] = learned
     record["architecture"] = candidate.summary()
     model = candidate.build_model(seed).to(device)
-    costs = {
-        "params": count_params(model),
-        "macs": count_macs(model, problem.input_shape),
-        "latency_ms": round(measure_latency(model, problem.input_shape), 4),
-    }
+    costs = measure_costs(model, problem.input_shape)
     record.update(costs)
     epochs = int(candidate.training["epochs"])
     if problem.constraints:
-        values = constraint_values(costs, problem.constraints)
-        record["constraints"] = values
-        over = [f"{CONSTRAINTS[n]} {costs[CONSTRAINTS[n]]:g} > {n} {problem.constraints[n]:g}" for n, v in values.items() if v > 0]
-        if over:  # costs are known before training: an infeasible candidate is not trained
-            _report_end(problem, record, {"pruned_reason": "infeasible: " + ", ".join(over)}, 0, epochs, trial_path)
+        record["constraints"], reason = infeasibility(costs, problem.constraints)
+        if reason:  # costs are known before training: an infeasible candidate is not trained
+            _report_end(problem, record, {"pruned_reason": reason}, 0, epochs, trial_path)
             return
 
     proxies: list[float] = list(side.get(EPOCH_ATTR, []))

@@ -19,6 +19,7 @@ What a study stores (readable with plain ``optuna.load_study`` and ``optuna-dash
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -90,6 +91,7 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     ]
 
 
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (user attribute `worker`)
 SURPLUS = "surplus"  # user attribute of a trial started after other workers had met the budget
 
 
@@ -219,6 +221,29 @@ def train_baselines(problem: Problem, seed: int, device: torch.device, progress:
 # -- the objective ----------------------------------------------------------------------------
 
 
+def measure_costs(model: torch.nn.Module, input_shape) -> dict[str, float]:
+    """What a candidate costs: parameters, MACs of one forward for all tasks, median latency (ms)."""
+    return {
+        "params": count_params(model),
+        "macs": count_macs(model, input_shape),
+        "latency_ms": round(measure_latency(model, input_shape), 4),
+    }
+
+
+def infeasibility(costs: Mapping[str, float], bounds: Mapping[str, float]) -> tuple[dict[str, float], str | None]:
+    """Optuna constraint values of ``costs`` against the space's ``max_*`` bounds, and why the
+    candidate is infeasible (``None`` when it is not)."""
+    values = constraint_values(costs, bounds)
+    over = [f"{CONSTRAINTS[n]} {costs[CONSTRAINTS[n]]:g} > {n} {bounds[n]:g}" for n, v in values.items() if v > 0]
+    return values, ("infeasible: " + ", ".join(over) if over else None)
+
+
+def objective_values(objectives: list[str], metrics: Mapping[str, Mapping[str, float]], delta: float, costs: Mapping[str, float]) -> dict[str, float]:
+    """The value of each objective: ``delta_mtl``, a cost, or ``TASK.METRIC``."""
+    scores = {"delta_mtl": delta, **{k: float(v) for k, v in costs.items()}}
+    return {o: float(scores[o] if o in scores else metrics[o.split(".", 1)[0]][o.split(".", 1)[1]]) for o in objectives}
+
+
 class Objective:
     """An Optuna objective for a space: ``study.optimize(Objective(problem), ...)``.
 
@@ -284,6 +309,7 @@ class Objective:
         seed = stored.get("seed", self.seed + trial.number)
         trial.set_user_attr("run_id", run_id)
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("worker", WORKER)
         candidate = problem.sample(trial)
         label = f"trial {trial.number + 1}" + (f"/{self.total}" if self.total else "")
 
@@ -307,11 +333,7 @@ class Objective:
             trial.set_user_attr("learned", dict(candidate.architecture.learned))
         trial.set_user_attr("architecture", candidate.summary())
         model = candidate.build_model(seed).to(self.device)
-        costs = {
-            "params": count_params(model),
-            "macs": count_macs(model, problem.input_shape),
-            "latency_ms": round(measure_latency(model, problem.input_shape), 4),
-        }
+        costs = measure_costs(model, problem.input_shape)
         for k, v in costs.items():
             trial.set_user_attr(k, v)
         if problem.constraints:
@@ -362,10 +384,7 @@ class Objective:
         if self.artifacts is not None and isinstance(trial, optuna.Trial):
             trial.set_user_attr("weights_artifact", self._save_weights(trial, model))
         self._finish(checkpoints)
-        scores = {"delta_mtl": delta, **{k: float(v) for k, v in costs.items()}}
-        return tuple(
-            scores[o] if o in scores else metrics[o.split(".", 1)[0]][o.split(".", 1)[1]] for o in problem.objectives
-        )
+        return tuple(objective_values(problem.objectives, metrics, delta, costs).values())
 
     @staticmethod
     def _finish(checkpoints: CheckpointStore | None) -> None:
@@ -389,13 +408,11 @@ class Objective:
         PRUNED with its constraint values set, which samplers that read constraints (TPE, NSGA-II)
         treat as infeasible, and it is never on the front.
         """
-        bounds = self.problem.constraints
-        values = constraint_values(costs, bounds)
+        values, reason = infeasibility(costs, self.problem.constraints)
         if hasattr(trial, "set_constraint"):
             for name, value in values.items():
                 trial.set_constraint(name, value)
-        over = [f"{CONSTRAINTS[n]} {costs[CONSTRAINTS[n]]:g} > {n} {bounds[n]:g}" for n, v in values.items() if v > 0]
-        return "infeasible: " + ", ".join(over) if over else None
+        return reason
 
     def _save_weights(self, trial: optuna.Trial, model: torch.nn.Module) -> str:
         from optuna.artifacts import FileSystemArtifactStore, upload_artifact
