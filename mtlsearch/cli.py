@@ -284,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mtlsearch {args.verb}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = f"; continue with `mtlsearch resume {args.study or '<study>'} --storage {args.storage or DEFAULT_STORAGE}`" if args.verb in ("run", "resume", "worker") else ""
+        backend = " --backend ray" if getattr(args, "backend", "optuna") == "ray" else ""
+        hint = f"; continue with `mtlsearch resume {args.study or '<study>'} --storage {args.storage or DEFAULT_STORAGE}{backend}`" if args.verb in ("run", "resume", "worker") else ""
         print(f"\nmtlsearch {args.verb}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
