@@ -21,6 +21,29 @@ TINY_SPACE = {
 }
 
 
+def write_process_space(tmp_path, name: str, epochs: int = 1, n_train: int = 256, **run) -> str:
+    """A YAML space file for tests that run mtlsearch in separate processes: the tiny data with
+    ``n_train`` samples, a 3-block MLP, hard sharing or a tree, ``epochs`` per trial, batches of
+    32; the study is ``name``; ``run`` adds to the space's run section."""
+    import yaml
+
+    space = {
+        "name": name,
+        "data": {**TINY_SPACE["data"], "n_train": n_train},
+        "backbone": {"name": "mlp", "width": 16, "depth": 3},
+        "search_space": {
+            "families": ["hard_sharing", "tree"],
+            "weightings": ["equal"],
+            "training": {"epochs": epochs, "batch_size": 32, "optimizer": "adam", "lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
+        },
+        "objectives": ["delta_mtl", "params"],
+        "run": {"study": name, "device": "cpu", **run},
+    }
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return str(path)
+
+
 @pytest.fixture
 def tiny_space() -> dict:
     """A deep copy of :data:`TINY_SPACE` to mutate freely."""

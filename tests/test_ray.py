@@ -22,7 +22,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 import ray  # noqa: F401  (the dev extra installs it; a missing Ray fails here)
@@ -31,7 +30,7 @@ from mtlsearch.errors import MTLSearchError
 from mtlsearch.search import ray_backend, results
 from mtlsearch.search.study import finished_trials
 
-from conftest import TINY_SPACE
+from conftest import write_process_space
 
 EPOCHS = 4
 
@@ -85,21 +84,7 @@ def ray_address():
 
 
 def write_space(tmp_path) -> str:
-    space = {
-        "name": "r",
-        "data": {**TINY_SPACE["data"], "n_train": 512},
-        "backbone": {"name": "mlp", "width": 16, "depth": 3},
-        "search_space": {
-            "families": ["hard_sharing", "tree"],
-            "weightings": ["equal"],
-            "training": {"epochs": EPOCHS, "batch_size": 32, "optimizer": "adam", "lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
-        },
-        "objectives": ["delta_mtl", "params"],
-        "run": {"study": "r", "device": "cpu"},
-    }
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return str(path)
+    return write_process_space(tmp_path, "r", epochs=EPOCHS, n_train=512)
 
 
 def saved_trial_checkpoint(experiment: Path) -> bool:

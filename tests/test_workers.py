@@ -12,7 +12,6 @@ import time
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 import mtlsearch
@@ -20,25 +19,11 @@ from mtlsearch.cli import main
 from mtlsearch.search import results
 from mtlsearch.search.study import finished_trials
 
-from conftest import TINY_SPACE
+from conftest import write_process_space
 
 
 def write_space(tmp_path, epochs: int = 1, n_train: int = 256, **run) -> str:
-    space = {
-        "name": "w",
-        "data": {**TINY_SPACE["data"], "n_train": n_train},
-        "backbone": {"name": "mlp", "width": 16, "depth": 3},
-        "search_space": {
-            "families": ["hard_sharing", "tree"],
-            "weightings": ["equal"],
-            "training": {"epochs": epochs, "batch_size": 32, "optimizer": "adam", "lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
-        },
-        "objectives": ["delta_mtl", "params"],
-        "run": {"study": "w", "device": "cpu", **run},
-    }
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return str(path)
+    return write_process_space(tmp_path, "w", epochs, n_train, **run)
 
 
 def mtlsearch_process(*args: str, cwd) -> subprocess.Popen:
