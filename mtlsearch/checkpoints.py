@@ -9,15 +9,21 @@ aggregator state, random-number-generator states, epoch, history) in a folder, o
 * read with ``torch.load(weights_only=True)``: plain tensors and containers only, no code runs;
 * a file that cannot be read (truncated, corrupt, or not a checkpoint) is reported through
   ``warn`` and the next older one is tried; with none readable, training starts from scratch;
-* the newest ``keep`` files are kept (two: a crash while writing the newest leaves the previous).
+* the newest ``keep`` files are kept (two: a crash while writing the newest leaves the previous);
+* :meth:`CheckpointStore.clear` removes only the store's own files, never a folder's other content.
+
+A run's folder is named by its run id, which a study stores as a trial attribute. Anyone who can
+write to a shared storage can write that attribute, so an id read back is untrusted input: only
+:func:`new_run_id`'s format is accepted (:func:`check_run_id`), and a store under a ``root``
+refuses a folder that resolves outside it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,15 +33,49 @@ import torch
 
 FORMAT = 1
 _NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
+_TMP = re.compile(r"^\.tmp-.*\.pt$")
+RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+def new_run_id() -> str:
+    """A fresh run id: 16 lower-case hex digits."""
+    return uuid.uuid4().hex[:16]
+
+
+def check_run_id(value: object) -> str | None:
+    """``value`` when it is a run id in :func:`new_run_id`'s format, else ``None``."""
+    return value if isinstance(value, str) and RUN_ID.fullmatch(value) else None
+
+
+def run_id_from(attrs: dict[str, Any], warn: Callable[[str], None]) -> str:
+    """The run id a trial continues (``attrs["run_id"]``, copied into a retry), or a new one.
+    A stored value in another format is refused, reported through ``warn`` and never used as a
+    path: the trial then starts from scratch."""
+    stored = attrs.get("run_id")
+    if stored is None or check_run_id(stored):
+        return stored or new_run_id()
+    fresh = new_run_id()
+    warn(f"stored run_id {describe_value(stored)} is not a run id (16 hex digits); refused: the trial starts "
+         f"from scratch as run {fresh}")
+    return fresh
+
+
+def describe_value(value: object, limit: int = 60) -> str:
+    """A stored value shown in a message: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CheckpointStore:
     """Checkpoints of one training run in ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: str | Path, keep: int = 2, warn: Callable[[str], None] | None = None):
+    def __init__(self, directory: str | Path, keep: int = 2, warn: Callable[[str], None] | None = None,
+                 root: str | Path | None = None):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, found {keep}")
         self.directory = Path(directory)
+        if root is not None and not self.directory.resolve().is_relative_to(Path(root).resolve()):
+            raise ValueError(f"checkpoint folder {str(directory)!r} resolves outside {str(root)!r}; refused")
         self.keep = keep
         self.warn = warn or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
 
@@ -83,5 +123,14 @@ class CheckpointStore:
         return None
 
     def clear(self) -> None:
-        """Remove the run's checkpoints (after the run finished)."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Remove the run's checkpoint files (after the run finished), then the folder if that
+        left it empty. Anything else in the folder is left alone."""
+        if not self.directory.is_dir() or self.directory.is_symlink():
+            return
+        for path in self.directory.iterdir():
+            if (_NAME.match(path.name) or _TMP.match(path.name)) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+        try:
+            self.directory.rmdir()
+        except OSError:  # not empty: files that are not ours stay
+            pass

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .storage_url import ENV, redact, resolve, scrub
 
 DEFAULT_STORAGE = "sqlite:///mtlsearch.db"
 
@@ -18,7 +20,11 @@ EPILOG = """examples:
   mtlsearch export demo --storage sqlite:///mtlsearch.db --pick delta -o best.yaml
   mtlsearch train best.yaml --seeds 3
   mtlsearch run space.yaml --storage journal:///study.log --workers 2      # 2 local worker processes
-  mtlsearch worker demo --storage postgresql://user@host/db                # join from another machine
+  MTLSEARCH_STORAGE=postgresql://user:pw@host/db mtlsearch worker demo     # join from another machine
+
+The storage URL comes from --storage, else $MTLSEARCH_STORAGE, else the space's run.storage, else
+sqlite:///mtlsearch.db. Put a password in $MTLSEARCH_STORAGE, not on the command line (ps shows
+it); mtlsearch prints it as *** and never writes it into an export.
 """
 
 
@@ -28,11 +34,11 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print progress events and the result as JSON lines on stdout")
 
 
-def _storage_flag(p: argparse.ArgumentParser, default: str | None = DEFAULT_STORAGE) -> None:
+def _storage_flag(p: argparse.ArgumentParser, from_space: bool = False) -> None:
     p.add_argument(
-        "--storage", default=default, metavar="URL",
+        "--storage", metavar="URL",
         help="Optuna storage: sqlite:///file.db, journal:///file.log, postgresql://user@host/db, mysql://... "
-        + (f"(default: {default})" if default else "(default: the space's run.storage, else sqlite:///mtlsearch.db)"),
+        + f"(default: ${ENV}, else " + ("the space's run.storage, else " if from_space else "") + f"{DEFAULT_STORAGE})",
     )
 
 
@@ -74,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
                          description="Run a multi-objective search of SPACE; flags override the space's `run` section.")
     p.add_argument("space", metavar="SPACE", help="YAML file describing tasks, data, backbone and search space")
     p.add_argument("--study", metavar="NAME", help="study name (default: run.study, else the space's name)")
-    _storage_flag(p, default=None)
+    _storage_flag(p, from_space=True)
     _run_flags(p)
     _backend_flags(p)
     p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], help="Optuna sampler (default: run.sampler, else tpe)")
@@ -161,7 +167,7 @@ def cmd_run(args) -> None:
     _positive(args.n_trials, "--n-trials")
     problem, run = load(args.space)
     run = run.replace(
-        study=args.study, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler,
+        study=args.study, storage=args.storage or os.environ.get(ENV), n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler,
         seed=args.seed, device=args.device, artifacts=args.artifacts, save_weights=False if args.no_save_weights else None,
         **_engine_overrides(args),
     )
@@ -278,17 +284,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import MTLSearchError
 
     args = parser().parse_args(argv)
+    from_env = getattr(args, "storage", None) is None and bool(os.environ.get(ENV))
+    if hasattr(args, "storage") and args.verb != "run":  # run: the space's run.storage comes before the default
+        args.storage = resolve(args.storage, None, DEFAULT_STORAGE)
     try:
         COMMANDS[args.verb](args)
     except MTLSearchError as err:
-        print(f"mtlsearch {args.verb}: error: {err}", file=sys.stderr)
+        print(f"mtlsearch {args.verb}: error: {scrub(str(err), getattr(args, 'storage', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        backend = " --backend ray" if getattr(args, "backend", "optuna") == "ray" else ""
-        hint = f"; continue with `mtlsearch resume {args.study or '<study>'} --storage {args.storage or DEFAULT_STORAGE}{backend}`" if args.verb in ("run", "resume", "worker") else ""
-        print(f"\nmtlsearch {args.verb}: interrupted{hint}", file=sys.stderr)
+        print(f"\nmtlsearch {args.verb}: interrupted{_resume_hint(args, from_env)}", file=sys.stderr)
         return 130
     return 0
+
+
+def _resume_hint(args, from_env: bool) -> str:
+    """How to continue after Ctrl-C; the storage URL without its password (``$MTLSEARCH_STORAGE``
+    still names it when it came from there)."""
+    if args.verb not in ("run", "resume", "worker"):
+        return ""
+    url = args.storage or DEFAULT_STORAGE
+    storage = "" if from_env else f" --storage {redact(url)}"
+    backend = " --backend ray" if getattr(args, "backend", "optuna") == "ray" else ""
+    secret = f" (with the password in place of ***, or the URL in ${ENV})" if redact(url) != url and not from_env else ""
+    return f"; continue with `mtlsearch resume {args.study or '<study>'}{storage}{backend}`{secret}"
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from .storage_url import redact
 from .errors import ConfigError, did_you_mean, show
 from .tasks import TaskSpec
 
@@ -522,7 +523,7 @@ def check_storage_url(url: Any, path: str) -> str:
     if scheme not in STORAGE_SCHEMES or "://" not in url:
         raise ConfigError(
             path,
-            f"unknown storage scheme in {show(url)}; choose one of: "
+            f"unknown storage scheme in {show(redact(url))}; choose one of: "
             + ", ".join(f"{s}://..." for s in STORAGE_SCHEMES)
             + " (e.g. sqlite:///mtlsearch.db)",
         )

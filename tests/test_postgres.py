@@ -12,12 +12,9 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,6 +23,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from pgserver import postgres_server
 
 STUDY = "pgfault"
 TARGET = 5  # study-wide finished trials: 1 from `mtlsearch run`, the rest from the two workers
@@ -33,73 +31,11 @@ GRACE = 3  # seconds without heartbeat before a trial is stale
 SURVIVOR_TIMEOUT = 180
 
 
-# -- a throw-away PostgreSQL server -------------------------------------------------------------
-
-
-def _pg_bindir() -> Path | None:
-    """The folder holding ``initdb`` and ``pg_ctl``: from PATH, else ``pg_config --bindir``."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb and pg_ctl and Path(initdb).parent == Path(pg_ctl).parent:
-        return Path(initdb).parent
-    if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        if out.returncode == 0:
-            bindir = Path(out.stdout.strip())
-            if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
-                return bindir
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_server_user(cmd: list[str]) -> list[str]:
-    """The server refuses to run as root: run its programs as `postgres` when we are root."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def _run_pg(cmd: list[str], cwd: Path, what: str, log: Path | None = None) -> None:
-    out = subprocess.run(_as_server_user(cmd), cwd=cwd, capture_output=True, text=True, timeout=120)
-    if out.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
-        raise RuntimeError(f"{what} failed (exit {out.returncode}): {' '.join(cmd)}\n"
-                           f"stdout: {out.stdout}\nstderr: {out.stderr}\nserver log:\n{tail}")
-
-
 @pytest.fixture(scope="module")
 def postgres_url():
-    """Start a PostgreSQL server on 127.0.0.1 (free port, trust auth) and yield its Optuna URL;
-    the server is stopped and its folder removed afterwards, also when a test failed."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server programs (initdb, pg_ctl) are not installed on this machine")
-    base = Path(tempfile.mkdtemp(prefix="mtlsearch-pg-"))  # short path: the socket lives here too
-    data, log = base / "data", base / "server.log"
-    started = False
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(base, user="postgres", group="postgres")
-        _run_pg([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"], base, "initdb")
-        for attempt in range(3):  # the free port may be taken between the probe and the start
-            port = _free_port()
-            opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-            try:
-                _run_pg([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
-                        base, "pg_ctl start", log)
-                started = True
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        if started:
-            subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                           cwd=base, capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+    """A throw-away PostgreSQL server on 127.0.0.1 (trust auth), stopped afterwards."""
+    with postgres_server() as url:
+        yield url
 
 
 # -- the test -----------------------------------------------------------------------------------

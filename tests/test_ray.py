@@ -28,6 +28,7 @@ import ray  # noqa: F401  (the dev extra installs it; a missing Ray fails here)
 from mtlsearch.cli import main
 from mtlsearch.errors import MTLSearchError
 from mtlsearch.search import ray_backend, results
+from mtlsearch.search import storage as storage_module
 from mtlsearch.search.study import finished_trials
 
 from conftest import write_process_space
@@ -160,7 +161,7 @@ def test_gpu_request_on_a_gpu_less_cluster_fails_before_any_trial(ray_address, t
         "mtlsearch run: error: --gpus-per-trial: 0.5 GPU per trial asked, but the Ray cluster has no GPU (resources: CPU 2.0); "
         "use --gpus-per-trial 0 or a cluster with GPUs"
     )
-    summaries = optuna.get_all_study_summaries(results.open_storage(storage), include_best_trial=False)
+    summaries = optuna.get_all_study_summaries(storage_module.open_storage(storage), include_best_trial=False)
     assert sum(s.n_trials for s in summaries) == 0
 
 

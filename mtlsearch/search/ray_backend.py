@@ -34,7 +34,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,10 +43,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..checkpoints import CheckpointStore
+from ..checkpoints import CheckpointStore, run_id_from
 from ..config import SearchSpace
 from ..errors import ConfigError, MTLSearchError, NonFiniteLossError
 from ..problem import Problem
+from ..storage_url import redact
 from ..scoring import delta_mtl
 from ..training import evaluate, resolve_device, train
 from .early_stopping import EPOCH_ATTR
@@ -278,7 +278,7 @@ class StudySearch(OptunaSearch):
         trial = self._ot_trials[trial_id]
         attrs = trial.user_attrs
         seed = attrs.get("seed", self._base_seed + trial.number)
-        run_id = attrs.get("run_id") or uuid.uuid4().hex[:16]
+        run_id = run_id_from(attrs, lambda m: log.warning("trial #%d: %s", trial.number, m))
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("run_id", run_id)
         trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
@@ -484,7 +484,7 @@ def _drive(space, run, progress, problem, address, cpus_per_trial, gpus_per_tria
     done = len(finished_trials(study))
     cluster = ", ".join(f"{k} {v:g}" for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU"))
     progress.event(
-        "study", f"study `{study.study_name}` ({run.storage}): {done} finished trials, target {run.n_trials}; Ray cluster "
+        "study", f"study `{study.study_name}` ({redact(run.storage)}): {done} finished trials, target {run.n_trials}; Ray cluster "
         f"{address or 'local'} ({cluster}), {cpus_per_trial:g} CPU + {gpus_per_trial:g} GPU per trial; data {problem.data.sizes()}",
         study=study.study_name, finished=done, target=run.n_trials, backend="ray", address=address, resources=resources,
         experiment=str(experiment), data=problem.data.sizes(),

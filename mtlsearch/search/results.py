@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,24 +20,24 @@ import yaml
 from optuna.trial import TrialState
 
 from .. import __version__
+from ..checkpoints import describe_value
 from ..config import SearchSpace, read_yaml
 from ..errors import ConfigError, MTLSearchError
 from ..problem import Problem
+from ..storage_url import redact
 from ..scoring import count_params, delta_mtl, knee_point, pareto_front
 from ..training import evaluate, resolve_device, train
 from .progress import QUIET, Progress
-from .study import ATTR, open_storage, stored_space, train_single_task
+from .storage import load_study
+from .study import ATTR, stored_space, train_single_task
 
 EXPORT_FORMAT = "mtlsearch-export/1"
+ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # what Optuna's upload_artifact makes
 PICKS = ("delta", "knee", "min-cost")
 
 
 def load(study_name: str, storage_url: str) -> optuna.Study:
-    storage = open_storage(storage_url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if study_name not in names:
-        raise ConfigError("study", f"no study `{study_name}` in {storage_url}; it has: {', '.join(names) or 'no studies'}")
-    return optuna.load_study(study_name=study_name, storage=storage)
+    return load_study(study_name, storage_url)
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -199,7 +200,7 @@ def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_
         "architecture": candidate.summary(),
         "provenance": {
             "study": study.study_name,
-            "storage": storage_url,
+            "storage": redact(storage_url),
             "trial": trial.number,
             "values": dict(zip(study.user_attrs.get(ATTR + "objectives", []), trial.values)),
             "delta_mtl": a.get("delta_mtl"),
@@ -225,6 +226,9 @@ def save_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
     artifact = trial.user_attrs.get("weights_artifact")
     if artifact is None:
         raise MTLSearchError(f"trial #{trial.number} has no saved weights (the study ran with save_weights: false)")
+    if not isinstance(artifact, str) or not ARTIFACT_ID.fullmatch(artifact):  # stored values are untrusted
+        raise MTLSearchError(f"trial #{trial.number}: stored weights_artifact {describe_value(artifact)} is not an artifact "
+                             "id (a UUID); refused")
     store = FileSystemArtifactStore(study.user_attrs[ATTR + "artifacts"])
     if Path(path).exists():
         Path(path).unlink()

@@ -27,6 +27,7 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage
 from optuna.trial import TrialState
 
 from ..errors import ConfigError
+from ..storage_url import driver_hint, redact, scrub, with_installed_driver
 
 HEARTBEAT_ATTR = "mtlsearch:heartbeat"
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after Ctrl-C: the interrupted number
@@ -93,7 +94,9 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
         if heartbeat:
             return HeartbeatJournalStorage(backend, heartbeat[0], heartbeat[1], callback)
         return JournalStorage(backend)
-    kwargs = {}
+    kwargs: dict = {}
+    shown = redact(url)
+    url = with_installed_driver(url)
     if url.startswith("sqlite:///"):
         db = url[len("sqlite:///"):]
         if db and db != ":memory:":
@@ -107,9 +110,20 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     try:
         return optuna.storages.RDBStorage(url, **kwargs)
     except ImportError as err:
-        raise ConfigError("run.storage", f"cannot open `{url}`: {err} (install its database driver, e.g. `pip install psycopg2-binary` for PostgreSQL)") from None
+        raise ConfigError("run.storage", scrub(f"cannot open `{shown}`: {err}; {driver_hint(url)}", url)) from None
     except Exception as err:  # SQLAlchemy raises many kinds; the URL is what the user can fix
-        raise ConfigError("run.storage", f"cannot open `{url}`: {type(err).__name__}: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError("run.storage", scrub(f"cannot open `{shown}`: {type(err).__name__}: {first}", url)) from None
+
+
+def load_study(study_name: str, url: str, heartbeat: tuple[int, int] | None = None) -> optuna.Study:
+    """The stored study ``study_name``; a clear error naming the studies there when it is not."""
+    storage = open_storage(url, heartbeat)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name not in names:
+        shown = ", ".join(f"`{n}`" for n in names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        raise ConfigError("study", f"no study `{study_name}` in {redact(url)}; it has: {shown or 'no studies'}")
+    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def recover(study: optuna.Study) -> list[int]:

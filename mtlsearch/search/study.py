@@ -22,7 +22,6 @@ import os
 import socket
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,12 +35,13 @@ from .. import __version__
 from ..config import CONSTRAINTS, RunConfig, SearchSpace
 from ..errors import ConfigError, NonFiniteLossError, StudyMismatchError
 from ..problem import Problem
+from ..storage_url import redact
 from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
 from ..training import evaluate, resolve_device, train
-from ..checkpoints import CheckpointStore
+from ..checkpoints import CheckpointStore, run_id_from
 from .early_stopping import EPOCH_ATTR, EarlyStopping
 from .progress import QUIET, Progress
-from .storage import RETRY_OF, open_storage, recover, retried_numbers
+from .storage import RETRY_OF, load_study, open_storage, recover, retried_numbers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 ATTR = "mtlsearch."
@@ -137,7 +137,7 @@ def open_study(space: SearchSpace, run: RunConfig, directions: list[str], storag
 
 def check_compatible(study: optuna.Study, space: SearchSpace, directions: list[str], run: RunConfig) -> None:
     attrs = study.user_attrs
-    where = f"study `{study.study_name}` in {run.storage}"
+    where = f"study `{study.study_name}` in {redact(run.storage)}"
     if ATTR + "fingerprint" not in attrs:
         raise StudyMismatchError(f"{where} was not created by mtlsearch; choose another --study name")
     stored = [d.name.lower() for d in study.directions]
@@ -292,7 +292,11 @@ class Objective:
         if self.checkpoint_root is None:
             return None
         warn = lambda message: self.progress.event("warning", f"warning: {message}", run_id=run_id)  # noqa: E731
-        return CheckpointStore(self.checkpoint_root / run_id, warn=warn)
+        try:
+            return CheckpointStore(self.checkpoint_root / run_id, warn=warn, root=self.checkpoint_root)
+        except ValueError as err:  # e.g. a link planted under the root: train without checkpoints
+            warn(f"{err}; the trial runs without epoch checkpoints")
+            return None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         problem = self.problem
@@ -305,7 +309,7 @@ class Objective:
                 raise optuna.TrialPruned(reason)
         baselines = self.baselines(study)
         stored = dict(getattr(trial, "user_attrs", {}) or {})  # a retry carries the dead trial's
-        run_id = stored.get("run_id") or uuid.uuid4().hex[:16]
+        run_id = run_id_from(stored, lambda m: self.progress.event("warning", f"warning: trial #{trial.number}: {m}", trial=trial.number))
         seed = stored.get("seed", self.seed + trial.number)
         trial.set_user_attr("run_id", run_id)
         trial.set_user_attr("seed", seed)
@@ -468,7 +472,7 @@ def run_search(space: SearchSpace, run: RunConfig, progress: Progress = QUIET, p
     extra = f", measured label correlation {info['label_correlation']}" if "label_correlation" in info else ""
     done = len(finished_trials(study))
     progress.event(
-        "study", f"study `{study.study_name}` ({run.storage}): {done} finished trials, target {run.n_trials}; "
+        "study", f"study `{study.study_name}` ({redact(run.storage)}): {done} finished trials, target {run.n_trials}; "
         f"device {device}; data {problem.data.sizes()}{extra}" + (f"; {run.workers} workers" if run.workers > 1 else ""),
         study=study.study_name, finished=done, target=run.n_trials, device=str(device), data=problem.data.sizes(), workers=run.workers,
     )
@@ -562,15 +566,15 @@ def report_recovered(study: optuna.Study, progress: Progress) -> list[int]:
 def join_study(study_name: str, storage_url: str, progress: Progress = QUIET, device: str = "auto", worker: int = 0) -> optuna.Study:
     """Work on a stored study as one more worker (``mtlsearch worker``): its space, seed, sampler,
     budget, early stopping and heartbeat settings are read from the storage."""
-    probe = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    probe = load_study(study_name, storage_url)
     settings = probe.user_attrs.get(RUN_ATTR)
     if settings is None:
-        raise StudyMismatchError(f"study `{study_name}` in {storage_url} was not started by `mtlsearch run` (it has no run settings to join)")
+        raise StudyMismatchError(f"study `{study_name}` in {redact(storage_url)} was not started by `mtlsearch run` (it has no run settings to join)")
     storage = open_storage(storage_url, heartbeat=(settings["heartbeat_interval"], settings["grace_period"]))
     study = optuna.load_study(study_name=study_name, storage=storage)
     problem = Problem(stored_space(study))
     dev = resolve_device(device)
-    progress.event("worker", f"worker {worker or os.getpid()} joined study `{study_name}` ({storage_url}) on {dev}", study=study_name, worker=worker, device=str(dev))
+    progress.event("worker", f"worker {worker or os.getpid()} joined study `{study_name}` ({redact(storage_url)}) on {dev}", study=study_name, worker=worker, device=str(dev))
     objective = make_objective(problem, settings, dev, study.user_attrs.get(ATTR + "artifacts"), progress)
     objective.baselines(study)
     optimize(study, objective, settings, progress, worker=worker or os.getpid())

@@ -1,6 +1,7 @@
 """Local worker processes on one study (``mtlsearch run SPACE --workers N``).
 
-Each worker is ``python -m mtlsearch worker STUDY --storage URL``: a separate process (its own
+Each worker is ``python -m mtlsearch worker STUDY``, given the storage URL in its environment
+(``MTLSEARCH_STORAGE``, never on its command line, where ``ps`` shows a password): a separate process (its own
 Python interpreter and torch threads) that joins the stored study like a worker on another
 machine would. They coordinate through the storage only: the study-wide budget, heartbeats and
 retries are the storage's. Each gets ``cpu_count // N`` torch threads, so N single-threaded
@@ -16,11 +17,12 @@ import sys
 
 from ..config import RunConfig
 from ..errors import MTLSearchError
+from ..storage_url import ENV, redact
 from .progress import Progress
 
 
 def worker_command(study: str, run: RunConfig, index: int, threads: int, mode: str) -> list[str]:
-    cmd = [sys.executable, "-m", "mtlsearch", "worker", study, "--storage", run.storage, "--device", run.device,
+    cmd = [sys.executable, "-m", "mtlsearch", "worker", study, "--device", run.device,
            "--worker-index", str(index), "--threads", str(threads)]
     if mode in ("quiet", "json"):
         cmd.append(f"--{mode}")
@@ -32,7 +34,8 @@ def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
     each (they re-queue their running trials and stop); a worker that fails is reported."""
     threads = max(1, (os.cpu_count() or 1) // run.workers)
     progress.event("workers", f"starting {run.workers} worker processes ({threads} torch thread(s) each)", workers=run.workers, threads=threads)
-    procs = [subprocess.Popen(worker_command(study, run, i, threads, progress.mode)) for i in range(1, run.workers + 1)]
+    env = {**os.environ, ENV: run.storage}
+    procs = [subprocess.Popen(worker_command(study, run, i, threads, progress.mode), env=env) for i in range(1, run.workers + 1)]
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
@@ -45,4 +48,4 @@ def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
     failed = [(i, c) for i, c in enumerate(codes, 1) if c != 0]
     if failed:
         raise MTLSearchError("worker(s) " + ", ".join(f"{i} (exit code {c})" for i, c in failed) + " failed; see their messages above. "
-                             f"Finished trials are kept: `mtlsearch resume {study} --storage {run.storage}` continues")
+                             f"Finished trials are kept: `mtlsearch resume {study} --storage {redact(run.storage)}` continues")
