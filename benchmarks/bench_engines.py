@@ -40,7 +40,10 @@ import yaml
 from optuna.trial import TrialState
 
 import mtlsearch
-from mtlsearch.search.study import RUN_ATTR, ensure_baselines, finished_trials, open_study, run_settings
+from mtlsearch.search.baselines import ensure_baselines
+from mtlsearch.search.budget import finished_trials
+from mtlsearch.search.records import write_study
+from mtlsearch.search.study import open_study, run_settings
 from mtlsearch.search.storage import open_storage
 from mtlsearch.training import resolve_device
 
@@ -67,7 +70,7 @@ def prepare(folder: Path, raw: dict, n_trials: int, **run) -> tuple[str, mtlsear
     cfg = cfg.replace(storage=storage, n_trials=n_trials, artifacts=str(folder / "artifacts"), **run)
     study = open_study(problem.space, cfg, problem.directions, open_storage(storage))
     ensure_baselines(study, problem, cfg.seed, resolve_device("cpu"))
-    study.set_user_attr(RUN_ATTR, run_settings(cfg, None))
+    write_study(study, run=run_settings(cfg, None))
     study.set_user_attr("mtlsearch.n_trials", n_trials)
     return storage, problem
 

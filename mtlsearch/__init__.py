@@ -15,7 +15,7 @@ The Python API in a few lines::
     model = mtlsearch.build_model("best.yaml")                           # an exported config's model
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ def build_model(source: Any, params: Any = None, seed: "int | None" = None):
 from .search import Objective, Progress, retrain, run_search  # noqa: E402  (search imports this package)
 
 __all__ = [
-    "Candidate", "ConfigError", "MTLSearchError", "NonFiniteLossError", "Objective", "Problem",
+    "__version__", "Candidate", "ConfigError", "MTLSearchError", "NonFiniteLossError", "Objective", "Problem",
     "Progress", "RunConfig", "SearchSpace", "StudyMismatchError", "build_model", "load", "retrain",
     "run_search",
 ]

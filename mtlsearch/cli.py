@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from .version import __version__
 from .storage_url import ENV, redact, resolve, scrub
 
 DEFAULT_STORAGE = "sqlite:///mtlsearch.db"
@@ -162,7 +162,7 @@ def _print_front(study, args) -> None:
 
 def cmd_run(args) -> None:
     from . import load
-    from .search.study import run_search
+    from .search.optuna_backend import run_search
 
     _positive(args.n_trials, "--n-trials")
     problem, run = load(args.space)
@@ -183,16 +183,18 @@ def cmd_run(args) -> None:
 def cmd_resume(args) -> None:
     from .config import RunConfig
     from .search.results import load
-    from .search.study import ATTR, RUN_ATTR, run_search, stored_space
+    from .search.optuna_backend import run_search
+    from .search.records import study_record
+    from .search.study import stored_space
 
     _positive(args.n_trials, "--n-trials")
     study = load(args.study, args.storage)
-    attrs = study.user_attrs
-    stored = {k: v for k, v in attrs.get(RUN_ATTR, {}).items() if k in RunConfig.KEYS and k != "n_trials"}
+    record = study_record(study)
+    stored = {k: v for k, v in (record.run or {}).items() if k in RunConfig.KEYS and k != "n_trials"}
     run = RunConfig(**{
-        **stored, "study": args.study, "storage": args.storage, "sampler": attrs.get(ATTR + "sampler", "tpe"),
-        "seed": attrs.get(ATTR + "seed", 0), "n_trials": args.n_trials or attrs.get(ATTR + "n_trials", 20),
-        "timeout": args.timeout, "device": args.device or "auto", "artifacts": attrs.get(ATTR + "artifacts"),
+        **stored, "study": args.study, "storage": args.storage, "sampler": record.sampler or "tpe",
+        "seed": record.seed or 0, "n_trials": args.n_trials or record.n_trials or 20,
+        "timeout": args.timeout, "device": args.device or "auto", "artifacts": record.artifacts,
     }).replace(**_engine_overrides(args))
     if args.backend == "ray":
         study = _ray_search(stored_space(study), run, args, resume=True)
@@ -235,7 +237,7 @@ def cmd_worker(args) -> None:
     import torch
 
     from .search.progress import Progress
-    from .search.study import join_study
+    from .search.optuna_backend import join_study
 
     _positive(args.threads, "--threads")
     if args.threads:

@@ -122,12 +122,13 @@ class Problem:
         params = dict(getattr(trial, "params", {}))
         return Candidate(params, family, arch, weighting, training, self)
 
-    def replay(self, params: Mapping[str, Any], learned: Mapping[str, Any] | None = None) -> Candidate:
+    def replay(self, params: Mapping[str, Any], learned: Mapping[str, Any] | None = None, partial: bool = False) -> Candidate:
         """The candidate of stored trial parameters (export is replay, not a second code path).
 
         For a family that learns its architecture inside a trial, ``learned`` is the stored
         outcome of that learning (trial user attr ``learned``); the candidate then has the final,
-        learned architecture.
+        learned architecture. With ``partial``, a learned family's candidate may come without it
+        (``needs_learning``: a trial learns it next).
         """
         from optuna.trial import FixedTrial
 
@@ -136,7 +137,7 @@ class Problem:
         except ValueError as err:  # FixedTrial: a parameter this space needs is not in params
             raise ConfigError("params", f"{err}; the parameters do not fit this search space") from None
         candidate.params = dict(params)
-        if candidate.family.learned:
+        if candidate.family.learned and (learned is not None or not partial):
             if learned is None:
                 raise ConfigError("learned", f"family `{candidate.family.name}` learns its architecture inside a trial; the learned record is missing")
             candidate.architecture = candidate.family.with_learned(candidate.architecture, learned)

@@ -177,6 +177,7 @@ class EpochEnd:
     train_loss: float
     task_losses: dict[str, float]
     seconds: float
+    resumed_from: int = 0  # the checkpointed epoch this run continued from (0: from scratch)
 
 
 @dataclass
@@ -280,7 +281,8 @@ def train(
                 f"loss of task `{bad[0][0]}` became {bad[0][1]} in epoch {epoch} "
                 f"(lr = {training['lr']:g}, optimizer = {training['optimizer']})"
             )
-        end = EpochEnd(epoch, training["epochs"], float(sum(mean)), dict(zip(names, mean)), time.perf_counter() - start)
+        end = EpochEnd(epoch, training["epochs"], float(sum(mean)), dict(zip(names, mean)), time.perf_counter() - start,
+                       result.resumed_from)
         result.history.append(end)
         result.train_loss = end.train_loss
         if checkpoints is not None:

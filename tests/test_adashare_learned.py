@@ -11,7 +11,7 @@ from optuna.trial import FixedTrial
 
 import mtlsearch
 from mtlsearch.errors import ConfigError, NonFiniteLossError
-from mtlsearch.learning import learn_architecture
+from mtlsearch.families.adashare_learning import learn_architecture
 from mtlsearch.models import MLP
 from mtlsearch.models.gated import GatedSupernet, sharing_loss, sparsity_loss
 from mtlsearch.models.heads import pool
@@ -239,7 +239,7 @@ def test_bad_learned_records_are_named(problem, change, message):
 
 def test_study_learns_each_trials_policy_and_stores_it(space, tmp_path):
     from mtlsearch.config import RunConfig
-    from mtlsearch.search.study import run_search
+    from mtlsearch.search.optuna_backend import run_search
 
     del space["search_space"]["adashare_learned"]["sparsity_weight"]  # searched by default
     problem = mtlsearch.load(space)[0]

@@ -56,7 +56,7 @@ def sampled(problem, family: str, index: int):
     candidate = problem.sample(trial)
     learned = None
     if candidate.needs_learning:
-        from mtlsearch.learning import learn_architecture
+        from mtlsearch.families.adashare_learning import learn_architecture
 
         candidate.architecture = learn_architecture(candidate, torch.device("cpu"), seed=index)
         learned = dict(candidate.architecture.learned)

@@ -73,7 +73,8 @@ def _read_events(proc: subprocess.Popen, index: int, events: queue.Queue) -> Non
 
 def test_worker_killed_mid_trial_on_postgres(postgres_url, tmp_path):
     from mtlsearch.search.storage import open_storage
-    from mtlsearch.search.study import ATTR, RUN_ATTR, finished_trials
+    from mtlsearch.search.budget import finished_trials
+    from mtlsearch.search.records import StudyRecord, write_study
 
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
@@ -91,10 +92,9 @@ def test_worker_killed_mid_trial_on_postgres(postgres_url, tmp_path):
 
     # 2. raise the study-wide budget that joining workers read
     study = optuna.load_study(study_name=STUDY, storage=open_storage(postgres_url))
-    settings = study.user_attrs[RUN_ATTR]
+    settings = StudyRecord.from_attrs(study.user_attrs).run
     assert settings["heartbeat_interval"] == 1 and settings["grace_period"] == GRACE
-    study.set_user_attr(RUN_ATTR, {**settings, "n_trials": TARGET})
-    study.set_user_attr(ATTR + "n_trials", TARGET)
+    write_study(study, run={**settings, "n_trials": TARGET}, n_trials=TARGET)
     assert len(finished_trials(study)) == 1
 
     # 3. two workers; kill the first one that reports the end of a trial's first epoch (its

@@ -29,7 +29,7 @@ from mtlsearch.cli import main
 from mtlsearch.errors import MTLSearchError
 from mtlsearch.search import ray_backend, results
 from mtlsearch.search import storage as storage_module
-from mtlsearch.search.study import finished_trials
+from mtlsearch.search.budget import finished_trials
 
 from conftest import write_process_space
 

@@ -13,7 +13,8 @@ import mtlsearch
 from mtlsearch.cli import main
 from mtlsearch.config import RunConfig
 from mtlsearch.search import results
-from mtlsearch.search.study import ATTR, run_search
+from mtlsearch.search.optuna_backend import run_search
+from mtlsearch.search.records import STUDY_PREFIX as ATTR
 
 
 def run_config(tmp_path, **kw) -> RunConfig:

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 import mtlsearch
 from mtlsearch.cli import main
 from mtlsearch.search import results
-from mtlsearch.search.study import finished_trials
+from mtlsearch.search.budget import finished_trials
 
 from conftest import write_process_space
 

@@ -31,7 +31,7 @@ class AdaShareLearned(Family):
 
     The candidate is one trunk whose gateable ``blocks`` (default: every block whose input and
     output shapes match) each task runs or skips, as in ``adashare``; here the policy is not a
-    trial parameter but learned by :func:`mtlsearch.learning.learn_architecture`: warm-up of the
+    trial parameter but learned by :meth:`learn` (:mod:`mtlsearch.families.adashare_learning`): warm-up of the
     shared weights, then ``policy_epochs`` epochs alternating weight and policy updates through
     straight-through Gumbel-softmax (initial ``temperature``, decayed by 0.965 per epoch) with the
     sparsity (``sparsity_weight``) and sharing (``sharing_weight``) regularisers and the paper's
@@ -85,11 +85,16 @@ class AdaShareLearned(Family):
         runs = {t: [v == RUN for v in policy[t]] for t in settings["tasks"]}
         return Architecture(self.name, gating_paths(runs, settings["blocks"]), settings, dict(learned))
 
+    def learn(self, candidate, device, seed, on_epoch=None):
+        from .adashare_learning import learn_architecture  # it trains: imported only when learning
+
+        return learn_architecture(candidate, device, seed, on_epoch)
+
     def build(self, architecture, backbone, tasks):
         if architecture.learned is None:
             raise ValueError(
                 f"family `{self.name}`: the architecture's policy has not been learned yet; learn it with "
-                "mtlsearch.learning.learn_architecture(candidate, ...) or rebuild it from its record with with_learned()"
+                "family.learn(candidate, ...) or rebuild it from its record with with_learned()"
             )
         return super().build(architecture, backbone, tasks)
 

@@ -29,7 +29,7 @@ Contract of :class:`Family`:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -128,6 +128,13 @@ class Family(ABC):
 
     def with_learned(self, architecture: Architecture, learned: Mapping[str, Any]) -> Architecture:
         """The final architecture of a learned family from its stored record (see the module doc)."""
+        raise ValueError(f"family `{self.name}` does not learn its architecture inside a trial")
+
+    def learn(self, candidate: Any, device: Any, seed: int, on_epoch: Callable[[Any], None] | None = None) -> Architecture:
+        """Learn the final architecture of ``candidate`` (a :class:`~mtlsearch.problem.Candidate`
+        of this family) on its train split only, seeded by ``seed``; ``on_epoch`` gets each
+        learning epoch's :class:`~mtlsearch.training.EpochEnd`. Returns
+        ``self.with_learned(candidate.architecture, learned)``. Learned families override it."""
         raise ValueError(f"family `{self.name}` does not learn its architecture inside a trial")
 
     def hyperparameters(self) -> dict[str, Any]:

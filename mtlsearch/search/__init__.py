@@ -2,7 +2,10 @@
 
 from .progress import Progress
 from .results import build_model, export_config, front, pick, report, retrain
-from .study import Objective, ensure_baselines, open_storage, open_study, run_search
+from .baselines import ensure_baselines
+from .optuna_backend import Objective, run_search
+from .storage import open_storage
+from .study import open_study
 
 __all__ = [
     "Objective", "Progress", "build_model", "ensure_baselines", "export_config", "front",

@@ -43,20 +43,19 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..checkpoints import CheckpointStore, run_id_from
+from ..checkpoints import CheckpointStore
 from ..config import SearchSpace
-from ..errors import ConfigError, MTLSearchError, NonFiniteLossError
+from ..errors import ConfigError, MTLSearchError
 from ..problem import Problem
-from ..storage_url import redact
-from ..scoring import delta_mtl
-from ..training import evaluate, resolve_device, train
-from .early_stopping import EPOCH_ATTR
+from ..training import resolve_device
+from .baselines import ensure_baselines
+from .budget import TrialEnd, finished_trials, requeue
 from .progress import QUIET, Progress
-from .storage import RETRY_OF, open_storage
-from .study import (
-    ATTR, RUN_ATTR, artifacts_dir, ensure_baselines, finished_trials, infeasibility, make_sampler, measure_costs,
-    objective_values, open_study, run_settings,
-)
+from .records import TrialRecord, study_record, write_study, write_trial
+from .sampler import make_sampler
+from .storage import open_storage
+from .study import artifacts_dir, start_run
+from .trial import EpochReport, TrialHooks, run_trial, trial_identity, upload_weights
 
 # Ray is optional: this module is imported only for ``--backend ray`` (lazily, by the CLI), and
 # without Ray :func:`run_ray` raises the install hint. The searcher must subclass OptunaSearch at
@@ -76,8 +75,7 @@ OBJECTIVE = "objective:"  # Tune result key prefix of objective values (final ep
 RECORD = "mtlsearch_record"  # Tune result key: the trial's user attributes, as JSON text
 TRIAL_PATH = "mtlsearch_trial_path"  # Tune result key: where the trial's checkpoints are persisted
 CONFIG = "mtlsearch"  # Tune config key: what the searcher drew for the trial
-RAY_TRIAL_ATTR = "ray_trial_id"
-SIDE_FILE = "trial.json"  # beside the epoch file in a Tune checkpoint: proxies, seconds, learned
+SIDE_FILE = "trial.json"  # beside the epoch file in a Tune checkpoint: the trial record so far
 
 log = logging.getLogger(__name__)
 
@@ -145,84 +143,47 @@ def train_trial(config: Mapping[str, Any], space: Mapping[str, Any], baselines: 
                 shutil.copytree(d, work, dirs_exist_ok=True)
             if (work / SIDE_FILE).exists():
                 side = json.loads((work / SIDE_FILE).read_text())
-        _run_trial(problem, params, seed, drawn, baselines, device, work, side, trial_path)
+        store = CheckpointStore(work / "state", keep=1, warn=lambda message: log.warning(message))
+        hooks = _RayHooks(problem, {"seed": seed, "run_id": drawn["run_id"]}, work, trial_path)
+        outcome = run_trial(problem, params, seed=seed, device=device, baselines=baselines, hooks=hooks, checkpoints=store,
+                            previous=TrialRecord.from_attrs(side))
+        if outcome.state != TrialState.COMPLETE:  # failed or infeasible: the one report of a trial that did not finish
+            hooks.report_end(len(outcome.record.epoch_delta_mtl or []))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_trial(problem: Problem, params: dict, seed: int, drawn: Mapping[str, Any], baselines: Mapping[str, Any],
-               device: torch.device, work: Path, side: dict, trial_path: str | None) -> None:
-    start = time.perf_counter()
-    before = float(side.get("seconds", 0.0))  # time spent by earlier attempts of this trial
-    learned = side.get("learned")
-    record: dict[str, Any] = {"seed": seed, "run_id": drawn["run_id"]}
-    family = problem.families[params["family"]]
-    if family.learned and learned is None:
-        from optuna.trial import FixedTrial
+class _RayHooks(TrialHooks):
+    """Record fields are collected and sent with every Tune report, which holds the epoch's
+    checkpoint and a side file with the record (what a restarted trial continues from); the
+    searcher in the driver stores them on the Optuna trial."""
 
-        from ..learning import learn_architecture
+    evaluate_each_epoch = True  # ASHA compares the validation Delta-MTL after every epoch
 
-        candidate = problem.sample(FixedTrial(params))
-        candidate.params = params
-        try:
-            candidate.architecture = learn_architecture(candidate, device, seed)
-        except NonFiniteLossError as err:
-            _report_end(problem, record, {"fail_reason": str(err)}, 0, candidate.training["epochs"], trial_path)
-            return
-        learned = dict(candidate.architecture.learned)
-    else:
-        candidate = problem.replay(params, learned)
-    if learned is not None:
-        record["learned"] = learned
-    record["architecture"] = candidate.summary()
-    model = candidate.build_model(seed).to(device)
-    costs = measure_costs(model, problem.input_shape)
-    record.update(costs)
-    epochs = int(candidate.training["epochs"])
-    if problem.constraints:
-        record["constraints"], reason = infeasibility(costs, problem.constraints)
-        if reason:  # costs are known before training: an infeasible candidate is not trained
-            _report_end(problem, record, {"pruned_reason": reason}, 0, epochs, trial_path)
-            return
+    def __init__(self, problem: Problem, record: dict[str, Any], work: Path, trial_path: str | None):
+        self.problem, self.record, self.work, self.trial_path = problem, dict(record), work, trial_path
+        self.constraints: dict[str, float] = {}
 
-    proxies: list[float] = list(side.get(EPOCH_ATTR, []))
-    reported = [False]
-    store = CheckpointStore(work / "state", keep=1, warn=lambda message: log.warning(message))
-    state = store.load()
-    if state is not None:
-        record["resumed_from_epoch"] = state["epoch"]
+    def write(self, **fields: Any) -> None:
+        self.record.update(TrialRecord(**fields).to_attrs())
 
-    def report(epoch: int) -> None:
-        metrics = evaluate(model, problem.tasks, problem.data.val, device)
-        proxy = delta_mtl(metrics, baselines, problem.metric_directions)
-        proxies[epoch - 1:] = [proxy]
-        seconds = round(before + time.perf_counter() - start, 3)
-        record.update({EPOCH_ATTR: list(proxies), "train_seconds": seconds})
+    def constrain(self, values: Mapping[str, float]) -> None:
+        self.constraints = dict(values)
+
+    def _payload(self) -> dict[str, Any]:
+        return {RECORD: json.dumps({**self.record, "constraints": self.constraints}, default=str), TRIAL_PATH: self.trial_path or ""}
+
+    def epoch(self, report: EpochReport) -> None:
         # Tune wants every metric of the searcher in every report; the searcher tells the study
         # these values only for a trial that trained all its epochs
-        result: dict[str, Any] = {"epoch": epoch, "epochs": epochs, PROXY: proxy,
-                                  **{OBJECTIVE + k: v for k, v in objective_values(problem.objectives, metrics, proxy, costs).items()}}
-        if epoch == epochs:
-            record.update(val_metrics=metrics, delta_mtl=proxy)
-        (work / SIDE_FILE).write_text(json.dumps({EPOCH_ATTR: proxies, "seconds": seconds, "learned": learned}))
-        result.update({RECORD: json.dumps(record, default=str), TRIAL_PATH: trial_path or ""})
-        reported[0] = True
-        tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(work)))
+        (self.work / SIDE_FILE).write_text(json.dumps(self.record, default=str))
+        values = {OBJECTIVE + k: v for k, v in (report.values or {}).items()}
+        tune.report({"epoch": report.epoch, "epochs": report.epochs, PROXY: report.proxy, **values, **self._payload()},
+                    checkpoint=tune.Checkpoint.from_directory(str(self.work)))
 
-    try:
-        outcome = train(model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training,
-                        device, seed, lambda e: report(e.epoch), store)
-    except NonFiniteLossError as err:
-        _report_end(problem, record, {"fail_reason": str(err), EPOCH_ATTR: proxies}, len(proxies), epochs, trial_path)
-        return
-    if not reported[0]:  # restored from its last epoch's checkpoint: report that epoch again
-        report(outcome.resumed_from or epochs)
-
-
-def _report_end(problem: Problem, record: dict, extra: Mapping[str, Any], epoch: int, epochs: int, trial_path: str | None) -> None:
-    """The one report of a trial that ends without training to its end (failed or infeasible)."""
-    tune.report({"epoch": epoch, "epochs": epochs, PROXY: math.nan, **{OBJECTIVE + o: math.nan for o in problem.objectives},
-                 RECORD: json.dumps({**record, **extra}, default=str), TRIAL_PATH: trial_path or ""})
+    def report_end(self, epoch: int) -> None:
+        tune.report({"epoch": epoch, "epochs": epoch, PROXY: math.nan, **{OBJECTIVE + o: math.nan for o in self.problem.objectives},
+                     **self._payload()})
 
 
 def trial_dirname(trial: Any) -> str:
@@ -254,7 +215,7 @@ class StudySearch(OptunaSearch):
 
     def __init__(self, raw_space: Mapping[str, Any], study: optuna.Study, storage: optuna.storages.BaseStorage,
                  sampler: optuna.samplers.BaseSampler, seed: int, n_trials: int, artifacts: str | None, experiment: str):
-        objectives = list(study.user_attrs[ATTR + "objectives"])
+        objectives = list(study_record(study).objectives or [])
         modes = ["max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions]
         super().__init__(SampleSpace(raw_space), metric=[OBJECTIVE + o for o in objectives], mode=modes,
                          sampler=sampler, study_name=study.study_name, storage=storage)
@@ -276,12 +237,9 @@ class StudySearch(OptunaSearch):
                 return Searcher.FINISHED
         super().suggest(trial_id)  # asks the study (a queued retry first) and samples the space
         trial = self._ot_trials[trial_id]
-        attrs = trial.user_attrs
-        seed = attrs.get("seed", self._base_seed + trial.number)
-        run_id = run_id_from(attrs, lambda m: log.warning("trial #%d: %s", trial.number, m))
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("run_id", run_id)
-        trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
+        run_id, seed = trial_identity(trial.user_attrs, self._base_seed + trial.number,
+                                      lambda m: log.warning("trial #%d: %s", trial.number, m))
+        write_trial(trial, seed=seed, run_id=run_id, ray_trial_id=trial_id)
         return {CONFIG: {"params": dict(trial.params), "number": trial.number, "seed": seed, "run_id": run_id}}
 
     # -- outcomes
@@ -303,8 +261,7 @@ class StudySearch(OptunaSearch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                for key, value in record.items():
-                    trial.set_user_attr(key, value)
+                write_trial(trial, **record)
                 for name, value in constraints.items():
                     trial.set_constraint(name, value)
                 if state == TrialState.COMPLETE and self._artifacts:
@@ -347,21 +304,10 @@ class StudySearch(OptunaSearch):
     def _save_weights(self, trial: optuna.Trial, result: Mapping[str, Any]) -> None:
         """Upload the final epoch's model weights (from the trial's last Tune checkpoint) as the
         trial's Optuna artifact; skipped when the checkpoint is not on this machine's file system."""
-        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
         folder = Path(result.get(TRIAL_PATH) or "/nonexistent") / str(result.get("checkpoint_dir_name") or "")
         state = CheckpointStore(folder / "state", warn=lambda m: log.warning(m)).load() if folder.is_dir() else None
-        if state is None:
-            return
-        Path(self._artifacts).mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".pt")
-        os.close(fd)
-        try:
-            torch.save(state["model"], tmp)
-            artifact = upload_artifact(artifact_store=FileSystemArtifactStore(self._artifacts), file_path=tmp, study_or_trial=trial)
-            trial.set_user_attr("weights_artifact", artifact)
-        finally:
-            os.unlink(tmp)
+        if state is not None:
+            write_trial(trial, weights_artifact=upload_weights(trial, state["model"], self._artifacts))
 
     # -- restoring a killed driver's experiment
 
@@ -382,13 +328,11 @@ def requeue_stale(study: optuna.Study, numbers: list[int]) -> list[int]:
     user attributes (``retry_of``: the failed one then does not count toward the budget)."""
     for number in numbers:
         frozen = study.get_trials(deepcopy=False)[number]
-        live = optuna.Trial(study, frozen._trial_id)
-        live.set_user_attr("fail_reason", "its Ray driver stopped while it ran; queued again with its parameters")
+        write_trial(optuna.Trial(study, frozen._trial_id), fail_reason="its Ray driver stopped while it ran; queued again with its parameters")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study.tell(number, state=TrialState.FAIL)
-            attrs = {k: v for k, v in frozen.user_attrs.items() if k not in ("fail_reason", RAY_TRIAL_ATTR)}
-            study.enqueue_trial(dict(frozen.params), user_attrs={**attrs, RETRY_OF: number}, skip_if_exists=False)
+        requeue(study, frozen, drop=("fail_reason", "ray_trial_id"))
     return numbers
 
 
@@ -473,44 +417,23 @@ def run_ray(
 
 def _drive(space, run, progress, problem, address, cpus_per_trial, gpus_per_trial, max_concurrent, resume) -> optuna.Study:
     storage = open_storage(run.storage)
-    study = open_study(space, run, problem.directions, storage)
-    deadline = time.time() + run.timeout if run.timeout else None
-    study.set_user_attr(ATTR + "n_trials", run.n_trials)
-    study.set_user_attr(RUN_ATTR, run_settings(run, deadline))
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
-    study.set_user_attr(ATTR + "ray", {"address": address, **resources, "max_concurrent": max_concurrent})
+    cluster = ", ".join(f"{k} {v:g}" for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU"))
+    where = f"Ray cluster {address or 'local'} ({cluster}), {cpus_per_trial:g} CPU + {gpus_per_trial:g} GPU per trial"
+    study, settings = start_run(space, run, problem, storage, progress, where, backend="ray", address=address, resources=resources)
+    deadline = settings["deadline"]
+    write_study(study, ray={"address": address, **resources, "max_concurrent": max_concurrent})
     root = artifacts_dir(run)
     experiment = root / "ray" / study.study_name
-    done = len(finished_trials(study))
-    cluster = ", ".join(f"{k} {v:g}" for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU"))
-    progress.event(
-        "study", f"study `{study.study_name}` ({redact(run.storage)}): {done} finished trials, target {run.n_trials}; Ray cluster "
-        f"{address or 'local'} ({cluster}), {cpus_per_trial:g} CPU + {gpus_per_trial:g} GPU per trial; data {problem.data.sizes()}",
-        study=study.study_name, finished=done, target=run.n_trials, backend="ray", address=address, resources=resources,
-        experiment=str(experiment), data=problem.data.sizes(),
-    )
     baselines = ensure_baselines(study, problem, run.seed, resolve_device(run.device), progress)
     raw = space.to_raw()
     _PROBLEMS.setdefault(json.dumps(raw, sort_keys=True, default=str), problem)  # the driver samples with it
     trainable = tune.with_resources(tune.with_parameters(train_trial, space=raw, baselines=baselines, cpus_per_trial=cpus_per_trial),
                                     resources)
-    n_done = [len(finished_trials(study))]
-    best = [max((t.user_attrs.get("delta_mtl", float("-inf")) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
-                default=float("-inf"))]
+    trial_end = TrialEnd(study, run.n_trials, progress)
 
     def on_trial_end(trial: optuna.trial.FrozenTrial) -> None:
-        n_done[0] += 1
-        a = trial.user_attrs
-        if trial.state == TrialState.COMPLETE:
-            best[0] = max(best[0], a.get("delta_mtl", float("-inf")))
-            arch = a.get("architecture", {})
-            message = (f"trial {n_done[0]}/{run.n_trials} #{trial.number} {arch.get('family', '?')}/{arch.get('weighting', {}).get('name', '?')}: "
-                       f"Delta-MTL {a.get('delta_mtl', float('nan')):+.2f}%  params {a.get('params', 0):,}  "
-                       f"({a.get('train_seconds', 0):.1f}s)  best Delta-MTL {best[0]:+.2f}%")
-        else:
-            message = f"trial {n_done[0]}/{run.n_trials} #{trial.number} {trial.state.name}: {a.get('fail_reason') or a.get('pruned_reason', '')}"
-        progress.event("trial", message, trial=trial.number, finished=n_done[0], target=run.n_trials, state=trial.state.name,
-                       values=trial.values, delta_mtl=a.get("delta_mtl"), pruned_reason=a.get("pruned_reason"), fail_reason=a.get("fail_reason"))
+        trial_end(trial, len(finished_trials(study)))
 
     # Tune's own terminal output (tables, per-trial boxes) would mix with ours, and with --json
     # break the JSON lines on stdout: its older reporter is silent at verbose=0
@@ -564,7 +487,7 @@ def _check_finished(study: optuna.Study, progress: Progress) -> None:
 def _new_tuner(study, storage, run, raw, trainable, space, experiment: Path, num_samples: int, max_concurrent, time_budget, root: Path):
     from ray.tune.schedulers import ASHAScheduler
 
-    sampler = make_sampler(study.user_attrs.get(ATTR + "sampler", run.sampler), run.seed, len(finished_trials(study)))
+    sampler = make_sampler(study_record(study).sampler or run.sampler, run.seed, len(finished_trials(study)))
     searcher = StudySearch(raw, study, storage, sampler, run.seed, run.n_trials,
                            str(root) if run.save_weights else None, str(experiment))
     # TuneConfig's metric/mode stay unset: they take one metric, and the study has several

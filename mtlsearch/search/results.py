@@ -19,7 +19,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from .. import __version__
+from ..version import __version__
 from ..checkpoints import describe_value
 from ..config import SearchSpace, read_yaml
 from ..errors import ConfigError, MTLSearchError
@@ -29,7 +29,9 @@ from ..scoring import count_params, delta_mtl, knee_point, pareto_front
 from ..training import evaluate, resolve_device, train
 from .progress import QUIET, Progress
 from .storage import load_study
-from .study import ATTR, stored_space, train_single_task
+from .baselines import train_single_task
+from .records import StudyRecord
+from .study import stored_space
 
 EXPORT_FORMAT = "mtlsearch-export/1"
 ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # what Optuna's upload_artifact makes
@@ -63,7 +65,7 @@ def front(study: optuna.Study, family: str | None = None) -> list[optuna.trial.F
 
 
 def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    objectives = study.user_attrs.get(ATTR + "objectives", [f"objective{i}" for i in range(len(trial.values))])
+    objectives = study.user_attrs.get(StudyRecord.key("objectives"), [f"objective{i}" for i in range(len(trial.values))])
     a = trial.user_attrs
     return {
         "trial": trial.number,
@@ -88,11 +90,11 @@ def report(study: optuna.Study) -> dict[str, Any]:
     records = sorted((trial_record(study, t) for t in front(study)), key=lambda r: -(r["delta_mtl"] or -math.inf))
     return {
         "study": study.study_name,
-        "objectives": study.user_attrs.get(ATTR + "objectives"),
+        "objectives": study.user_attrs.get(StudyRecord.key("objectives")),
         "directions": [d.name.lower() for d in study.directions],
         "trials": counts,
-        "baselines": study.user_attrs.get(ATTR + "baselines"),
-        "data": study.user_attrs.get(ATTR + "data"),
+        "baselines": study.user_attrs.get(StudyRecord.key("baselines")),
+        "data": study.user_attrs.get(StudyRecord.key("data")),
         "front": records,
     }
 
@@ -202,16 +204,16 @@ def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_
             "study": study.study_name,
             "storage": redact(storage_url),
             "trial": trial.number,
-            "values": dict(zip(study.user_attrs.get(ATTR + "objectives", []), trial.values)),
+            "values": dict(zip(study.user_attrs.get(StudyRecord.key("objectives"), []), trial.values)),
             "delta_mtl": a.get("delta_mtl"),
             "val_metrics": a.get("val_metrics"),
             "params": a.get("params"),
             "macs": a.get("macs"),
             "latency_ms": a.get("latency_ms"),
-            "baselines": study.user_attrs.get(ATTR + "baselines"),
-            "data": study.user_attrs.get(ATTR + "data"),
-            "sampler": study.user_attrs.get(ATTR + "sampler"),
-            "study_seed": study.user_attrs.get(ATTR + "seed"),
+            "baselines": study.user_attrs.get(StudyRecord.key("baselines")),
+            "data": study.user_attrs.get(StudyRecord.key("data")),
+            "sampler": study.user_attrs.get(StudyRecord.key("sampler")),
+            "study_seed": study.user_attrs.get(StudyRecord.key("seed")),
             "weights_artifact": a.get("weights_artifact"),
             "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "mtlsearch_version": __version__,
@@ -229,7 +231,7 @@ def save_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
     if not isinstance(artifact, str) or not ARTIFACT_ID.fullmatch(artifact):  # stored values are untrusted
         raise MTLSearchError(f"trial #{trial.number}: stored weights_artifact {describe_value(artifact)} is not an artifact "
                              "id (a UUID); refused")
-    store = FileSystemArtifactStore(study.user_attrs[ATTR + "artifacts"])
+    store = FileSystemArtifactStore(study.user_attrs[StudyRecord.key("artifacts")])
     if Path(path).exists():
         Path(path).unlink()
     download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact)

@@ -15,12 +15,12 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .data import TensorMTLDataset
-from .errors import NonFiniteLossError
-from .families import Architecture
-from .families.adashare import RUN, SKIP
-from .models.gated import GatedSupernet, sharing_loss, sparsity_loss
-from .training import EpochEnd, batches, make_optimizer
+from ..data import TensorMTLDataset
+from ..errors import NonFiniteLossError
+from .base import Architecture
+from .adashare import RUN, SKIP
+from ..models.gated import GatedSupernet, sharing_loss, sparsity_loss
+from ..training import EpochEnd, batches, make_optimizer
 
 POLICY_LR = 0.01  # Adam on the policy logits, as in the paper's code
 TEMPERATURE_DECAY = 0.965  # per policy epoch, as in the paper

@@ -1,0 +1,59 @@
+"""Single-task baselines: given by the space, or trained once per study on the train split,
+scored on the validation split and stored with the study (Delta-MTL divides by them)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+import torch
+
+from ..problem import Problem
+from ..tasks import TaskSpec
+from ..training import evaluate, train
+from .progress import QUIET, Progress
+from .records import study_record, write_study
+
+
+def ensure_baselines(study: optuna.Study | None, problem: Problem, seed: int, device: torch.device,
+                     progress: Progress = QUIET) -> dict[str, dict[str, float]]:
+    """The single-task baselines of the study: given by the space, already stored, or trained now
+    (once per study, on the validation split) and stored."""
+    if problem.given_baselines is not None:
+        record: dict[str, Any] = {"source": "given", "values": problem.given_baselines}
+    elif study is not None and study_record(study).baselines is not None:
+        return study_record(study).baselines["values"]
+    else:
+        record = train_baselines(problem, seed, device, progress)
+    if study is not None:
+        data = {"seed": problem.space.data.seed, "sizes": problem.data.sizes(), **problem.data.info}
+        write_study(study, baselines=record, data=data)
+    return record["values"]
+
+
+def train_single_task(problem: Problem, task: TaskSpec, seed: int, device: torch.device) -> torch.nn.Module:
+    """The single-task baseline network of ``task``, trained on the train split with the
+    baseline settings (:meth:`Problem.baseline_training`) and equal weighting."""
+    from ..weighting import WEIGHTINGS
+
+    model = problem.single_task_model(task, seed)
+    train(model, [task], WEIGHTINGS.get("equal")([task.name]), problem.data.train, problem.baseline_training(), device, seed)
+    return model
+
+
+def train_baselines(problem: Problem, seed: int, device: torch.device, progress: Progress = QUIET) -> dict[str, Any]:
+    """One single-task network per task, same backbone and budget (each training parameter at
+    its default), scored on the validation split."""
+    settings = problem.baseline_training()
+    values = {}
+    start = time.perf_counter()
+    for i, task in enumerate(problem.tasks, 1):
+        progress.event("baseline", f"baseline {i}/{len(problem.tasks)}: single-task `{task.name}` ...", task=task.name)
+        model = train_single_task(problem, task, seed, device)
+        values[task.name] = evaluate(model, [task], problem.data.val, device)[task.name]
+        shown = ", ".join(f"{m} {v:.4g}" for m, v in values[task.name].items())
+        progress.event("baseline_done", f"baseline {i}/{len(problem.tasks)}: `{task.name}` val {shown}", task=task.name,
+                       metrics=values[task.name])
+    return {"source": "trained", "values": values, "training": settings, "seed": seed,
+            "seconds": round(time.perf_counter() - start, 2)}

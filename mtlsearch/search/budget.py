@@ -1,0 +1,105 @@
+"""The study-wide budget, shared by every worker and backend: which trials count, when a trial
+must not start, how an interrupted trial is queued again, and the line that ends a trial.
+
+``n_trials`` counts finished trials (complete, pruned, and failed ones that no later trial
+retries) over every run, worker and backend; a trial started after the budget was met elsewhere
+is marked ``surplus`` and does not count.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .progress import Progress
+from .records import TrialRecord, trial_record
+from .storage import retried_numbers
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (trial record `worker`)
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count toward the budget: complete, pruned, and failed ones that no later trial
+    retries (a dead worker's or an interrupted trial is replaced by its retry)."""
+    retried = retried_numbers(study)
+    return [
+        t for t in study.get_trials(deepcopy=False, states=FINISHED)
+        if (t.state != TrialState.FAIL or t.number not in retried) and "surplus" not in t.user_attrs
+    ]
+
+
+def counts(study: optuna.Study) -> tuple[int, int, int]:
+    """Finished (counted) trials, running trials, and trials queued to run."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return len(finished_trials(study)), running, len(trials) - running
+
+
+def budget_met(finished: int, running: int, waiting: int, n_trials: int) -> bool:
+    """No new trial may start: finished and running trials make up the budget, and no retry waits."""
+    return finished + running >= n_trials and waiting == 0
+
+
+def surplus_reason(study: optuna.Study, number: int, n_trials: int) -> str | None:
+    """Why trial ``number`` must not run: the trials before it already make up the budget (two
+    workers can each start a last trial at the same moment; trial numbers are unique, so the
+    later one yields). Failed trials that were retried and earlier surplus trials do not count."""
+    retried = retried_numbers(study)
+    before = [
+        t for t in study.get_trials(deepcopy=False)
+        if t.number < number and "surplus" not in t.user_attrs and not (t.state == TrialState.FAIL and t.number in retried)
+    ]
+    if len(before) >= n_trials:
+        return f"not run: the study-wide budget of {n_trials} trials was met by other workers"
+    return None
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, drop: tuple[str, ...] = ()) -> None:
+    """Queue ``trial`` again with its parameters and user attributes (its run id and seed, so the
+    retry continues from its checkpoints), marked ``retry_of`` so that the old one does not count."""
+    attrs = {k: v for k, v in trial.user_attrs.items() if k not in drop}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.enqueue_trial(dict(trial.params), user_attrs={**attrs, "retry_of": trial.number}, skip_if_exists=False)
+
+
+def best_delta(study: optuna.Study) -> float:
+    """The best Delta-MTL of the study's complete trials (``-inf`` with none)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max((t.user_attrs.get("delta_mtl", float("-inf")) for t in complete), default=float("-inf"))
+
+
+class TrialEnd:
+    """The line that ends each trial (``trial k/N #number family/weighting: Delta-MTL ...``), with
+    the best Delta-MTL so far; one per run, for either backend."""
+
+    def __init__(self, study: optuna.Study, n_trials: int, progress: Progress):
+        self.n_trials = n_trials
+        self.progress = progress
+        self.best = best_delta(study)
+
+    def __call__(self, trial: FrozenTrial, finished: int) -> None:
+        record: TrialRecord = trial_record(trial)
+        if trial.state == TrialState.COMPLETE and record.delta_mtl is not None:
+            self.best = max(self.best, record.delta_mtl)
+            arch: Mapping[str, Any] = record.architecture or {}
+            message = (
+                f"trial {finished}/{self.n_trials} #{trial.number} {arch.get('family', '?')}/{arch.get('weighting', {}).get('name', '?')}: "
+                f"Delta-MTL {record.delta_mtl:+.2f}%  params {record.params or 0:,}  ({record.train_seconds or 0:.1f}s)  "
+                f"best Delta-MTL {self.best:+.2f}%"
+            )
+        else:
+            reason = record.fail_reason or record.pruned_reason or "see the log above"
+            message = f"trial {finished}/{self.n_trials} #{trial.number} {trial.state.name}: {reason}"
+        self.progress.event(
+            "trial", message, trial=trial.number, finished=finished, target=self.n_trials, state=trial.state.name,
+            values=trial.values, delta_mtl=record.delta_mtl, best_delta_mtl=self.best if self.best > float("-inf") else None,
+            fail_reason=record.fail_reason, pruned_reason=record.pruned_reason,
+        )

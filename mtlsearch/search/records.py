@@ -1,0 +1,142 @@
+"""What a study stores, typed: every trial and study user attribute mtlsearch writes.
+
+:class:`TrialRecord` and :class:`StudyRecord` are frozen dataclasses whose fields are the stored
+attributes; :meth:`TrialRecord.to_attrs` / :meth:`TrialRecord.from_attrs` (and the same on
+:class:`StudyRecord`) convert to and from Optuna's user attributes. Values read back are
+untrusted (anyone who can write to a shared storage can write them): the code that turns one into
+a path or a seed checks it (:func:`mtlsearch.checkpoints.run_id_from`).
+
+The README's "What a study stores" lists exactly these fields (a test checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+STUDY_PREFIX = "mtlsearch."  # study attribute names are "mtlsearch.<field>"
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """The user attributes of one trial. ``None`` fields are not stored."""
+
+    run_id: str | None = field(default=None, metadata=_doc(
+        "16 hex digits: the trial's checkpoint folder, what a retry continues; a stored value in any other form is "
+        "refused and the trial starts over"))
+    seed: int | None = field(default=None, metadata=_doc("the seed the trial's model and training use"))
+    worker: str | None = field(default=None, metadata=_doc("`host:pid` of the process that ran it (Optuna backend)"))
+    architecture: dict | None = field(default=None, metadata=_doc(
+        "family, per-task paths and sharing per block or the family's settings, a readable description, "
+        "weighting, training hyperparameters"))
+    learned: dict | None = field(default=None, metadata=_doc(
+        "what a family that learns its architecture inside the trial learned (the policy of `adashare_learned`)"))
+    val_metrics: dict | None = field(default=None, metadata=_doc("`{task: {metric: value}}` on the validation split"))
+    delta_mtl: float | None = field(default=None, metadata=_doc("validation Delta-MTL against the baselines, in %"))
+    params: int | None = field(default=None, metadata=_doc("parameters of the model"))
+    macs: int | None = field(default=None, metadata=_doc("multiply-accumulates of one forward for all tasks"))
+    latency_ms: float | None = field(default=None, metadata=_doc("median forward latency on the trial's device"))
+    train_seconds: float | None = field(default=None, metadata=_doc("wall-clock seconds of learning and training"))
+    weights_artifact: str | None = field(default=None, metadata=_doc("the Optuna artifact id of the trained weights"))
+    epoch_delta_mtl: list | None = field(default=None, metadata=_doc(
+        "validation Delta-MTL after each epoch (with early stopping, and on the Ray backend)"))
+    resumed_from_epoch: int | None = field(default=None, metadata=_doc(
+        "on a retry that continued from a checkpoint: that checkpoint's epoch"))
+    fail_reason: str | None = field(default=None, metadata=_doc("why a FAIL trial failed"))
+    pruned_reason: str | None = field(default=None, metadata=_doc("why a PRUNED trial was pruned (infeasible, stopped early)"))
+    stopped_at_epoch: int | None = field(default=None, metadata=_doc("the epoch after which Ray's scheduler stopped it"))
+    retry_of: int | None = field(default=None, metadata=_doc(
+        "the number of the interrupted trial this one retries (that one then does not count toward the budget)"))
+    surplus: bool | None = field(default=None, metadata=_doc(
+        "true for a trial started after other workers had met the budget; not run, not counted"))
+    ray_trial_id: str | None = field(default=None, metadata=_doc("the Ray Tune trial id (Ray backend)"))
+
+    KEYS: ClassVar[tuple[str, ...]]
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The stored attributes: every field that is not ``None``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> "TrialRecord":
+        """A record of stored attributes; attributes that are not fields are ignored."""
+        return cls(**{k: attrs[k] for k in cls.KEYS if k in attrs})
+
+    def replace(self, **changes: Any) -> "TrialRecord":
+        return dataclasses.replace(self, **changes)
+
+
+TrialRecord.KEYS = tuple(f.name for f in fields(TrialRecord))
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """The study user attributes, each stored as ``mtlsearch.<field>``."""
+
+    version: str | None = field(default=None, metadata=_doc("the mtlsearch version that created the study"))
+    space: dict | None = field(default=None, metadata=_doc("the space, without its `run` section"))
+    fingerprint: str | None = field(default=None, metadata=_doc("a hash of the space: a different space is refused"))
+    objectives: list | None = field(default=None, metadata=_doc("the objectives, in the order of the trial values"))
+    seed: int | None = field(default=None, metadata=_doc("the run seed"))
+    sampler: str | None = field(default=None, metadata=_doc("the sampler's name"))
+    artifacts: str | None = field(default=None, metadata=_doc("the folder of trial weights and checkpoints"))
+    n_trials: int | None = field(default=None, metadata=_doc("the study-wide budget of the latest run"))
+    run: dict | None = field(default=None, metadata=_doc(
+        "the run settings that joining workers use (budget, seed, sampler, heartbeats, early stopping, deadline)"))
+    data: dict | None = field(default=None, metadata=_doc("split seed and sizes, facts of the benchmark"))
+    baselines: dict | None = field(default=None, metadata=_doc("the single-task baselines' validation values and how they were obtained"))
+    ray: dict | None = field(default=None, metadata=_doc("the Ray cluster address and per-trial resources (Ray backend)"))
+
+    KEYS: ClassVar[tuple[str, ...]]
+
+    @staticmethod
+    def key(name: str) -> str:
+        """The stored attribute name of field ``name``."""
+        if name not in StudyRecord.KEYS:
+            raise KeyError(f"unknown study record field `{name}`; choose one of: {', '.join(StudyRecord.KEYS)}")
+        return STUDY_PREFIX + name
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {STUDY_PREFIX + f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> "StudyRecord":
+        return cls(**{k: attrs[STUDY_PREFIX + k] for k in cls.KEYS if STUDY_PREFIX + k in attrs})
+
+
+StudyRecord.KEYS = tuple(f.name for f in fields(StudyRecord))
+
+
+def write_trial(trial: Any, **values: Any) -> None:
+    """Store trial record fields on an Optuna trial (names checked against :class:`TrialRecord`;
+    ``None`` values are skipped)."""
+    for key, value in TrialRecord(**values).to_attrs().items():
+        trial.set_user_attr(key, value)
+
+
+def write_study(study: Any, **values: Any) -> None:
+    """Store study record fields on an Optuna study (names checked against :class:`StudyRecord`)."""
+    for key, value in StudyRecord(**values).to_attrs().items():
+        study.set_user_attr(key, value)
+
+
+def study_record(study: Any) -> StudyRecord:
+    return StudyRecord.from_attrs(study.user_attrs)
+
+
+def trial_record(trial: Any) -> TrialRecord:
+    return TrialRecord.from_attrs(trial.user_attrs)
+
+
+def documented_fields() -> dict[str, dict[str, str]]:
+    """Each record's fields and their one-line meaning (what the README lists)."""
+    return {
+        "trial": {f.name: f.metadata["doc"] for f in fields(TrialRecord)},
+        "study": {STUDY_PREFIX + f.name: f.metadata["doc"] for f in fields(StudyRecord)},
+    }

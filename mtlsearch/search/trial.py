@@ -1,0 +1,242 @@
+"""One trial, written once for every backend: :func:`run_trial`.
+
+Given a candidate's parameters, it replays the candidate, learns its architecture when the family
+learns one inside the trial, measures costs and checks the space's constraints (an infeasible
+candidate is not trained), trains with per-epoch checkpoints, and scores on the validation split.
+An engine adapts it through :class:`TrialHooks`: where record fields go (an Optuna trial, a Ray
+report), what happens after each epoch (progress, early stopping, a Tune report), and how the
+constraint values are stored. The Optuna objective and the Ray trainable are such adapters.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from ..checkpoints import CheckpointStore, describe_value, run_id_from
+from ..config import CONSTRAINTS
+from ..errors import NonFiniteLossError
+from ..problem import Problem
+from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
+from ..training import EpochEnd, evaluate, train
+from .records import TrialRecord
+
+
+@dataclass
+class EpochReport:
+    """What a trial knows after an epoch. ``metrics``, ``proxy`` (validation Delta-MTL) and
+    ``values`` (the objective values at this epoch) are set when the hooks ask for an evaluation
+    after every epoch (:attr:`TrialHooks.evaluate_each_epoch`)."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    metrics: dict[str, dict[str, float]] | None = None
+    proxy: float | None = None
+    values: dict[str, float] | None = None
+
+
+@dataclass
+class TrialOutcome:
+    """How a trial ended: ``state`` COMPLETE (with ``values`` in the order of the objectives),
+    PRUNED (``record.pruned_reason``) or FAIL (``record.fail_reason``); ``record`` holds every
+    field the trial wrote, ``model`` the trained network (complete trials)."""
+
+    state: TrialState
+    record: TrialRecord
+    values: list[float] | None = None
+    constraints: dict[str, float] = field(default_factory=dict)
+    model: torch.nn.Module | None = None
+
+
+class TrialHooks:
+    """What an engine adds to :func:`run_trial`. Every method may be left as it is.
+
+    * :meth:`write` stores record fields as soon as they are known (a retry copies them);
+    * :meth:`constrain` stores the constraint values (``<= 0``: feasible);
+    * :meth:`phase_epoch` shows progress of learning (``phase=" policy"``) and training epochs;
+    * :meth:`epoch` runs after each training epoch and may stop the trial by raising
+      ``optuna.TrialPruned(reason)``; it is also called once for a trial restored from its last
+      epoch's checkpoint, which trains no epoch.
+    """
+
+    evaluate_each_epoch: bool = False
+
+    def write(self, **fields: Any) -> None:
+        pass
+
+    def constrain(self, values: Mapping[str, float]) -> None:
+        pass
+
+    def phase_epoch(self, end: EpochEnd, phase: str = "") -> None:
+        pass
+
+    def epoch(self, report: EpochReport) -> None:
+        pass
+
+
+class _Recorder:
+    """Collects what a trial writes and passes it on to the hooks."""
+
+    def __init__(self, hooks: TrialHooks, previous: TrialRecord):
+        self.hooks = hooks
+        self.record = previous
+
+    def __call__(self, **fields: Any) -> None:
+        self.record = self.record.replace(**fields)
+        self.hooks.write(**fields)
+
+
+def run_trial(problem: Problem, params: Mapping[str, Any], *, seed: int, device: torch.device,
+              baselines: Mapping[str, Mapping[str, float]], hooks: TrialHooks | None = None,
+              checkpoints: CheckpointStore | None = None, previous: TrialRecord | None = None) -> TrialOutcome:
+    """Run the trial of ``params`` (see the module docstring).
+
+    Args:
+        seed: seeds the model's initialisation, the architecture learning and the training.
+        baselines: single-task validation metrics, the denominators of Delta-MTL.
+        checkpoints: where the training state goes after every epoch; training continues from the
+            newest readable checkpoint there.
+        previous: the record of an earlier attempt at this trial (a retry, a restored Tune trial):
+            its learned architecture, per-epoch validation Delta-MTL and seconds are kept.
+    """
+    hooks = hooks or TrialHooks()
+    previous = previous or TrialRecord()
+    write = _Recorder(hooks, previous)
+    start = time.perf_counter()
+    before = float(previous.train_seconds or 0.0)  # earlier attempts of this trial
+
+    def seconds() -> float:
+        return round(before + time.perf_counter() - start, 3)
+
+    constraints: dict[str, float] = {}
+
+    def ended(state: TrialState, **fields: Any) -> TrialOutcome:
+        write(**fields)
+        return TrialOutcome(state, write.record, constraints=constraints)
+
+    candidate = problem.replay(params, previous.learned, partial=True)
+    if candidate.needs_learning:
+        try:
+            candidate.architecture = candidate.family.learn(candidate, device, seed, lambda e: hooks.phase_epoch(e, " policy"))
+        except NonFiniteLossError as err:
+            return ended(TrialState.FAIL, fail_reason=str(err))
+        write(learned=dict(candidate.architecture.learned))
+    write(architecture=candidate.summary())
+    model = candidate.build_model(seed).to(device)
+    costs = measure_costs(model, problem.input_shape)
+    write(**costs)
+    if problem.constraints:
+        constraints, reason = infeasibility(costs, problem.constraints)
+        hooks.constrain(constraints)
+        if reason:  # costs are known before training: an infeasible candidate is not trained
+            return ended(TrialState.PRUNED, pruned_reason=reason)
+
+    proxies = list(previous.epoch_delta_mtl or [])
+    last: dict[str, Any] = {}
+
+    def report(epoch: int, epochs: int, train_loss: float) -> None:
+        out = EpochReport(epoch, epochs, train_loss)
+        if hooks.evaluate_each_epoch:
+            out.metrics = evaluate(model, problem.tasks, problem.data.val, device)
+            out.proxy = delta_mtl(out.metrics, baselines, problem.metric_directions)
+            out.values = objective_values(problem.objectives, out.metrics, out.proxy, costs)
+            proxies[epoch - 1:] = [out.proxy]
+            last.update(epoch=epoch, metrics=out.metrics)
+            write(epoch_delta_mtl=list(proxies), train_seconds=seconds())
+            if epoch == epochs:  # an engine that reports from here (Ray) has the final scores now
+                write(val_metrics=out.metrics, delta_mtl=out.proxy)
+        hooks.epoch(out)
+
+    def on_epoch(end: EpochEnd) -> None:
+        if end.resumed_from and write.record.resumed_from_epoch != end.resumed_from:
+            write(resumed_from_epoch=end.resumed_from)
+        hooks.phase_epoch(end)
+        report(end.epoch, end.epochs, end.train_loss)
+
+    try:
+        result = train(model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training,
+                       device, seed, on_epoch, checkpoints)
+        if result.resumed_from and result.resumed_from >= result.epochs:  # restored after its last epoch
+            write(resumed_from_epoch=result.resumed_from)
+            report(result.epochs, result.epochs, result.train_loss)
+    except NonFiniteLossError as err:
+        return ended(TrialState.FAIL, fail_reason=str(err))
+    except optuna.TrialPruned as err:
+        return ended(TrialState.PRUNED, pruned_reason=str(err))
+    metrics = last["metrics"] if last.get("epoch") == result.epochs else evaluate(model, problem.tasks, problem.data.val, device)
+    delta = delta_mtl(metrics, baselines, problem.metric_directions)
+    write(train_seconds=seconds(), val_metrics=metrics, delta_mtl=delta)
+    values = list(objective_values(problem.objectives, metrics, delta, costs).values())
+    return TrialOutcome(TrialState.COMPLETE, write.record, values, constraints, model)
+
+
+def trial_identity(attrs: Mapping[str, Any], default_seed: int, warn: Callable[[str], None]) -> tuple[str, int]:
+    """The run id and seed of a trial: the stored ones (a retry carries its dead trial's), else a
+    fresh run id and ``default_seed``. Stored values are untrusted: one in the wrong form is
+    refused with a warning (:func:`~mtlsearch.checkpoints.run_id_from`)."""
+    run_id = run_id_from(attrs, warn)
+    seed = attrs.get("seed", default_seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        warn(f"stored seed {describe_value(seed)} is not an integer in [0, 2**63); refused: the trial uses seed {default_seed}")
+        seed = default_seed
+    return run_id, seed
+
+
+# -- costs, constraints and objective values ----------------------------------------------------
+
+
+def measure_costs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a candidate costs: parameters, MACs of one forward for all tasks, median latency (ms)."""
+    return {
+        "params": count_params(model),
+        "macs": count_macs(model, input_shape),
+        "latency_ms": round(measure_latency(model, input_shape), 4),
+    }
+
+
+def infeasibility(costs: Mapping[str, float], bounds: Mapping[str, float]) -> tuple[dict[str, float], str | None]:
+    """Optuna constraint values of ``costs`` against the space's ``max_*`` bounds, and why the
+    candidate is infeasible (``None`` when it is not)."""
+    values = constraint_values(costs, bounds)
+    over = [f"{CONSTRAINTS[n]} {costs[CONSTRAINTS[n]]:g} > {n} {bounds[n]:g}" for n, v in values.items() if v > 0]
+    return values, ("infeasible: " + ", ".join(over) if over else None)
+
+
+def objective_values(objectives: list[str], metrics: Mapping[str, Mapping[str, float]], delta: float,
+                     costs: Mapping[str, float]) -> dict[str, float]:
+    """The value of each objective: ``delta_mtl``, a cost, or ``TASK.METRIC``."""
+    scores = {"delta_mtl": delta, **{k: float(v) for k, v in costs.items()}}
+    return {o: float(scores[o] if o in scores else metrics[o.split(".", 1)[0]][o.split(".", 1)[1]]) for o in objectives}
+
+
+def nan_values(n: int) -> tuple[float, ...]:
+    """Objective values of a failed trial: Optuna marks a trial FAIL when its objective returns NaN."""
+    return (math.nan,) * n
+
+
+# -- weights ------------------------------------------------------------------------------------
+
+
+def upload_weights(trial: optuna.Trial, state_dict: Mapping[str, torch.Tensor], artifacts: str | Path) -> str:
+    """Keep a trained model's weights as the trial's Optuna artifact; returns the artifact id."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    Path(artifacts).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+        return upload_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)), file_path=tmp, study_or_trial=trial)
+    finally:
+        os.unlink(tmp)
