@@ -15,14 +15,13 @@ The Python API in a few lines::
     model = mtlsearch.build_model("best.yaml")                           # an exported config's model
 """
 
-from .version import __version__
-
 from pathlib import Path
 from typing import Any
 
 from .config import RunConfig, SearchSpace, parse_document, read_yaml
 from .errors import ConfigError, MTLSearchError, NonFiniteLossError, StudyMismatchError
 from .problem import Candidate, Problem
+from .version import __version__
 
 
 def load(source: "str | Path | dict") -> "tuple[Problem, RunConfig]":
@@ -54,7 +53,9 @@ def build_model(source: Any, params: Any = None, seed: "int | None" = None):
     from optuna.trial import FrozenTrial
 
     if isinstance(params, dict):
-        candidate = problem.replay(params["params"], params.get("learned")) if "params" in params else problem.replay(params)
+        candidate = (
+            problem.replay(params["params"], params.get("learned")) if "params" in params else problem.replay(params)
+        )
     elif isinstance(params, FrozenTrial):  # a finished trial: replay it (FrozenTrial can suggest too)
         candidate = problem.replay(params.params, params.user_attrs.get("learned"))
     else:  # a live trial: sample through it
@@ -65,7 +66,19 @@ def build_model(source: Any, params: Any = None, seed: "int | None" = None):
 from .search import Objective, Progress, retrain, run_search  # noqa: E402  (search imports this package)
 
 __all__ = [
-    "__version__", "Candidate", "ConfigError", "MTLSearchError", "NonFiniteLossError", "Objective", "Problem",
-    "Progress", "RunConfig", "SearchSpace", "StudyMismatchError", "build_model", "load", "retrain",
+    "__version__",
+    "Candidate",
+    "ConfigError",
+    "MTLSearchError",
+    "NonFiniteLossError",
+    "Objective",
+    "Problem",
+    "Progress",
+    "RunConfig",
+    "SearchSpace",
+    "StudyMismatchError",
+    "build_model",
+    "load",
+    "retrain",
     "run_search",
 ]

@@ -55,8 +55,10 @@ def run_id_from(attrs: dict[str, Any], warn: Callable[[str], None]) -> str:
     if stored is None or check_run_id(stored):
         return stored or new_run_id()
     fresh = new_run_id()
-    warn(f"stored run_id {describe_value(stored)} is not a run id (16 hex digits); refused: the trial starts "
-         f"from scratch as run {fresh}")
+    warn(
+        f"stored run_id {describe_value(stored)} is not a run id (16 hex digits); refused: the trial starts "
+        f"from scratch as run {fresh}"
+    )
     return fresh
 
 
@@ -69,8 +71,13 @@ def describe_value(value: object, limit: int = 60) -> str:
 class CheckpointStore:
     """Checkpoints of one training run in ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: str | Path, keep: int = 2, warn: Callable[[str], None] | None = None,
-                 root: str | Path | None = None):
+    def __init__(
+        self,
+        directory: str | Path,
+        keep: int = 2,
+        warn: Callable[[str], None] | None = None,
+        root: str | Path | None = None,
+    ):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, found {keep}")
         self.directory = Path(directory)
@@ -103,7 +110,7 @@ class CheckpointStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        for old in self.files()[self.keep:]:
+        for old in self.files()[self.keep :]:
             old.unlink(missing_ok=True)
         return final
 
@@ -112,7 +119,11 @@ class CheckpointStore:
         for path in self.files():
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
-                if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("epoch"), int):
+                if (
+                    not isinstance(state, dict)
+                    or state.get("format") != FORMAT
+                    or not isinstance(state.get("epoch"), int)
+                ):
                     raise ValueError("not an mtlsearch checkpoint")
             except Exception as err:  # truncated files raise several kinds (EOFError, RuntimeError...)
                 older = "the previous one" if path != self.files()[-1] else "scratch"

@@ -8,8 +8,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .version import __version__
+from .config import EARLY_STOPPING, SAMPLERS
 from .storage_url import ENV, redact, resolve, scrub
+from .version import __version__
 
 DEFAULT_STORAGE = "sqlite:///mtlsearch.db"
 
@@ -36,70 +37,129 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
 
 def _storage_flag(p: argparse.ArgumentParser, from_space: bool = False) -> None:
     p.add_argument(
-        "--storage", metavar="URL",
+        "--storage",
+        metavar="URL",
         help="Optuna storage: sqlite:///file.db, journal:///file.log, postgresql://user@host/db, mysql://... "
-        + f"(default: ${ENV}, else " + ("the space's run.storage, else " if from_space else "") + f"{DEFAULT_STORAGE})",
+        + f"(default: ${ENV}, else "
+        + ("the space's run.storage, else " if from_space else "")
+        + f"{DEFAULT_STORAGE})",
     )
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-trials", type=int, metavar="N", help="study-wide number of finished trials to reach (counts earlier ones too)")
+    p.add_argument(
+        "--n-trials",
+        type=int,
+        metavar="N",
+        help="study-wide number of finished trials to reach (counts earlier ones too)",
+    )
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting new trials after this many seconds")
-    p.add_argument("--device", metavar="DEV", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (default: the space's run.device)")
-    p.add_argument("--workers", type=int, metavar="N", help="local worker processes sharing the study (default 1; use a journal:/// or "
-                   "postgresql:// storage for several)")
-    p.add_argument("--early-stopping", choices=["none", "median", "asha"], help="stop trials on their validation Delta-MTL after an "
-                   "epoch: below the median of complete trials at that epoch (median), or outside the top third at epochs 1, 3, 9... "
-                   "(asha); recorded as PRUNED (default: none)")
-    p.add_argument("--heartbeat-interval", type=int, metavar="S", help="seconds between a running trial's heartbeats (default 10)")
-    p.add_argument("--grace-period", type=int, metavar="S", help="a trial without heartbeat for S seconds is failed and retried "
-                   "from its last epoch checkpoint (default 30)")
+    p.add_argument(
+        "--device",
+        metavar="DEV",
+        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (default: the space's run.device)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local worker processes sharing the study (default 1; use a journal:/// or "
+        "postgresql:// storage for several)",
+    )
+    p.add_argument(
+        "--early-stopping",
+        choices=EARLY_STOPPING,
+        help="stop trials on their validation Delta-MTL after an "
+        "epoch: below the median of complete trials at that epoch (median), or outside the top third at epochs 1, 3, 9... "
+        "(asha); recorded as PRUNED (default: none)",
+    )
+    p.add_argument(
+        "--heartbeat-interval", type=int, metavar="S", help="seconds between a running trial's heartbeats (default 10)"
+    )
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        metavar="S",
+        help="a trial without heartbeat for S seconds is failed and retried "
+        "from its last epoch checkpoint (default 30)",
+    )
 
 
 def _backend_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["optuna", "ray"], default="optuna", help="run trials in this process and its --workers "
-                   "(optuna), or as Ray Tune trials on a local Ray instance or a cluster, stopped early by ASHA (ray; needs "
-                   "'mtlsearch[ray]') (default: optuna)")
-    p.add_argument("--address", metavar="ADDR", help="with --backend ray: the Ray cluster, auto or HOST:PORT (default: a local Ray instance)")
+    p.add_argument(
+        "--backend",
+        choices=["optuna", "ray"],
+        default="optuna",
+        help="run trials in this process and its --workers "
+        "(optuna), or as Ray Tune trials on a local Ray instance or a cluster, stopped early by ASHA (ray; needs "
+        "'mtlsearch[ray]') (default: optuna)",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --backend ray: the Ray cluster, auto or HOST:PORT (default: a local Ray instance)",
+    )
     p.add_argument("--cpus-per-trial", type=float, metavar="N", help="with --backend ray: CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, metavar="F", help="with --backend ray: GPUs per trial, fractions allowed (default 0)")
-    p.add_argument("--max-concurrent", type=int, metavar="N", help="with --backend ray: at most N trials at a time (default: as many "
-                   "as the cluster's resources allow)")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        metavar="F",
+        help="with --backend ray: GPUs per trial, fractions allowed (default 0)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="with --backend ray: at most N trials at a time (default: as many as the cluster's resources allow)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="mtlsearch", description="Architecture search for multi-task learning: sharing trees, gating, routing, soft sharing, loss weighting; Optuna studies.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="mtlsearch",
+        description="Architecture search for multi-task learning: sharing trees, gating, routing, soft sharing, loss weighting; Optuna studies.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"mtlsearch {__version__}")
     verbs = top.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
-    p = verbs.add_parser("run", help="run a search study of a YAML space (continues it if it exists)",
-                         description="Run a multi-objective search of SPACE; flags override the space's `run` section.")
+    p = verbs.add_parser(
+        "run",
+        help="run a search study of a YAML space (continues it if it exists)",
+        description="Run a multi-objective search of SPACE; flags override the space's `run` section.",
+    )
     p.add_argument("space", metavar="SPACE", help="YAML file describing tasks, data, backbone and search space")
     p.add_argument("--study", metavar="NAME", help="study name (default: run.study, else the space's name)")
     _storage_flag(p, from_space=True)
     _run_flags(p)
     _backend_flags(p)
-    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], help="Optuna sampler (default: run.sampler, else tpe)")
-    p.add_argument("--seed", type=int, help="seed of the sampler, the baselines and the trials (default: run.seed, else 0)")
+    p.add_argument("--sampler", choices=SAMPLERS, help="Optuna sampler (default: run.sampler, else tpe)")
+    p.add_argument(
+        "--seed", type=int, help="seed of the sampler, the baselines and the trials (default: run.seed, else 0)"
+    )
     p.add_argument("--artifacts", metavar="DIR", help="where trial weights are stored (default: beside a file storage)")
     p.add_argument("--no-save-weights", action="store_true", help="do not keep each trial's trained weights")
     _output_flags(p)
 
-    p = verbs.add_parser("resume", help="continue a stored study (its space, seed and sampler are read from storage)",
-                         description="Continue STUDY to a study-wide number of finished trials, with the space it was created with.")
+    p = verbs.add_parser(
+        "resume",
+        help="continue a stored study (its space, seed and sampler are read from storage)",
+        description="Continue STUDY to a study-wide number of finished trials, with the space it was created with.",
+    )
     p.add_argument("study", metavar="STUDY", help="name of the stored study to continue")
     _storage_flag(p)
     _run_flags(p)
     _backend_flags(p)
     _output_flags(p)
 
-    p = verbs.add_parser("worker", help="join a running study as one more worker (e.g. from another machine)",
-                         description="Work on STUDY until its study-wide budget is met; its space, seed, sampler, budget, "
-                         "early stopping and heartbeat settings are read from the storage.")
+    p = verbs.add_parser(
+        "worker",
+        help="join a running study as one more worker (e.g. from another machine)",
+        description="Work on STUDY until its study-wide budget is met; its space, seed, sampler, budget, "
+        "early stopping and heartbeat settings are read from the storage.",
+    )
     p.add_argument("study", metavar="STUDY", help="name of the stored study to work on")
     _storage_flag(p)
     p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N (default: auto)")
@@ -107,32 +167,58 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     _output_flags(p)
 
-    p = verbs.add_parser("report", help="print a study's Pareto front", description="Print the Pareto front of STUDY: per-task validation metrics, Delta-MTL and cost.")
+    p = verbs.add_parser(
+        "report",
+        help="print a study's Pareto front",
+        description="Print the Pareto front of STUDY: per-task validation metrics, Delta-MTL and cost.",
+    )
     p.add_argument("study", metavar="STUDY", help="name of the stored study")
     _storage_flag(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    p = verbs.add_parser("export", help="write one trial of the front as a config that rebuilds the model",
-                         description="Pick a trial of STUDY's Pareto front and write a YAML config that rebuilds and retrains it.")
+    p = verbs.add_parser(
+        "export",
+        help="write one trial of the front as a config that rebuilds the model",
+        description="Pick a trial of STUDY's Pareto front and write a YAML config that rebuilds and retrains it.",
+    )
     p.add_argument("study", metavar="STUDY", help="name of the stored study")
     _storage_flag(p)
-    p.add_argument("--pick", choices=["delta", "knee", "min-cost"], default="delta",
-                   help="delta: highest Delta-MTL; knee: the front's knee point; min-cost: fewest parameters with Delta-MTL >= --min-delta (default: delta)")
+    p.add_argument(
+        "--pick",
+        choices=["delta", "knee", "min-cost"],
+        default="delta",
+        help="delta: highest Delta-MTL; knee: the front's knee point; min-cost: fewest parameters with Delta-MTL >= --min-delta (default: delta)",
+    )
     p.add_argument("--trial", type=int, metavar="N", help="export trial number N instead of picking")
     p.add_argument("--family", metavar="NAME", help="pick from the front of this family's trials alone (its winner)")
     p.add_argument("--max-params", type=int, metavar="N", help="consider only trials with at most N parameters")
     p.add_argument("--max-macs", type=int, metavar="N", help="consider only trials with at most N MACs per sample")
-    p.add_argument("--min-delta", type=float, default=0.0, metavar="PCT", help="with --pick min-cost: the lowest acceptable Delta-MTL in %% (default: 0)")
-    p.add_argument("-o", "--output", default="best.yaml", metavar="FILE", help="where to write the config (default: best.yaml)")
-    p.add_argument("--weights", metavar="FILE", help="also copy the trial's trained weights to FILE (a torch state dict)")
+    p.add_argument(
+        "--min-delta",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="with --pick min-cost: the lowest acceptable Delta-MTL in %% (default: 0)",
+    )
+    p.add_argument(
+        "-o", "--output", default="best.yaml", metavar="FILE", help="where to write the config (default: best.yaml)"
+    )
+    p.add_argument(
+        "--weights", metavar="FILE", help="also copy the trial's trained weights to FILE (a torch state dict)"
+    )
 
-    p = verbs.add_parser("train", help="retrain an exported config from scratch on several seeds; report test metrics",
-                         description="Train CONFIG from scratch for each seed on the train split and report test-split metrics (mean ± std).")
+    p = verbs.add_parser(
+        "train",
+        help="retrain an exported config from scratch on several seeds; report test metrics",
+        description="Train CONFIG from scratch for each seed on the train split and report test-split metrics (mean ± std).",
+    )
     p.add_argument("config", metavar="CONFIG", help="a YAML file written by `mtlsearch export`")
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="first seed; seeds are SEED..SEED+N-1 (default: 0)")
     p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N (default: auto)")
-    p.add_argument("--no-baselines", action="store_true", help="skip retraining single-task baselines (no test Delta-MTL)")
+    p.add_argument(
+        "--no-baselines", action="store_true", help="skip retraining single-task baselines (no test Delta-MTL)"
+    )
     _output_flags(p)
     return top
 
@@ -167,8 +253,15 @@ def cmd_run(args) -> None:
     _positive(args.n_trials, "--n-trials")
     problem, run = load(args.space)
     run = run.replace(
-        study=args.study, storage=args.storage or os.environ.get(ENV), n_trials=args.n_trials, timeout=args.timeout, sampler=args.sampler,
-        seed=args.seed, device=args.device, artifacts=args.artifacts, save_weights=False if args.no_save_weights else None,
+        study=args.study,
+        storage=args.storage or os.environ.get(ENV),
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        sampler=args.sampler,
+        seed=args.seed,
+        device=args.device,
+        artifacts=args.artifacts,
+        save_weights=False if args.no_save_weights else None,
         **_engine_overrides(args),
     )
     args.study, args.storage = run.study or problem.space.name, run.storage  # for the resume hint on Ctrl-C
@@ -182,20 +275,28 @@ def cmd_run(args) -> None:
 
 def cmd_resume(args) -> None:
     from .config import RunConfig
-    from .search.results import load
     from .search.optuna_backend import run_search
     from .search.records import study_record
+    from .search.results import load
     from .search.study import stored_space
 
     _positive(args.n_trials, "--n-trials")
     study = load(args.study, args.storage)
     record = study_record(study)
     stored = {k: v for k, v in (record.run or {}).items() if k in RunConfig.KEYS and k != "n_trials"}
-    run = RunConfig(**{
-        **stored, "study": args.study, "storage": args.storage, "sampler": record.sampler or "tpe",
-        "seed": record.seed or 0, "n_trials": args.n_trials or record.n_trials or 20,
-        "timeout": args.timeout, "device": args.device or "auto", "artifacts": record.artifacts,
-    }).replace(**_engine_overrides(args))
+    run = RunConfig(
+        **{
+            **stored,
+            "study": args.study,
+            "storage": args.storage,
+            "sampler": record.sampler or "tpe",
+            "seed": record.seed or 0,
+            "n_trials": args.n_trials or record.n_trials or 20,
+            "timeout": args.timeout,
+            "device": args.device or "auto",
+            "artifacts": record.artifacts,
+        }
+    ).replace(**_engine_overrides(args))
     if args.backend == "ray":
         study = _ray_search(stored_space(study), run, args, resume=True)
     else:
@@ -206,8 +307,12 @@ def cmd_resume(args) -> None:
 
 def _engine_overrides(args) -> dict:
     _positive(args.workers, "--workers")
-    return {"workers": args.workers, "early_stopping": args.early_stopping,
-            "heartbeat_interval": args.heartbeat_interval, "grace_period": args.grace_period}
+    return {
+        "workers": args.workers,
+        "early_stopping": args.early_stopping,
+        "heartbeat_interval": args.heartbeat_interval,
+        "grace_period": args.grace_period,
+    }
 
 
 def _ray_search(space, run, args, problem=None, resume: bool = False):
@@ -216,13 +321,24 @@ def _ray_search(space, run, args, problem=None, resume: bool = False):
 
     for flag, value in (("--workers", args.workers), ("--early-stopping", args.early_stopping)):
         if value is not None:
-            raise ConfigError(flag, "not used with --backend ray (Ray runs trials side by side up to --max-concurrent, and ASHA stops them early)")
+            raise ConfigError(
+                flag,
+                "not used with --backend ray (Ray runs trials side by side up to --max-concurrent, and ASHA stops them early)",
+            )
     _positive(args.max_concurrent, "--max-concurrent")
     from .search.ray_backend import run_ray
 
-    return run_ray(space, run, _progress(args), problem=problem, address=args.address, resume=resume,
-                   cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
-                   gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial, max_concurrent=args.max_concurrent)
+    return run_ray(
+        space,
+        run,
+        _progress(args),
+        problem=problem,
+        address=args.address,
+        resume=resume,
+        cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+        gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial,
+        max_concurrent=args.max_concurrent,
+    )
 
 
 def _no_ray_flags(args) -> None:
@@ -236,14 +352,16 @@ def _no_ray_flags(args) -> None:
 def cmd_worker(args) -> None:
     import torch
 
-    from .search.progress import Progress
     from .search.optuna_backend import join_study
+    from .search.progress import Progress
 
     _positive(args.threads, "--threads")
     if args.threads:
         torch.set_num_threads(args.threads)
     mode = "json" if args.json else "quiet" if args.quiet else "normal"
-    join_study(args.study, args.storage, Progress(mode, worker=args.worker_index or None), args.device, args.worker_index)
+    join_study(
+        args.study, args.storage, Progress(mode, worker=args.worker_index or None), args.device, args.worker_index
+    )
 
 
 def cmd_report(args) -> None:
@@ -262,8 +380,11 @@ def cmd_export(args) -> None:
     if args.weights:
         save_weights(study, trial, args.weights)
     how = f"trial #{trial.number}" if args.trial is not None else f"--pick {args.pick}: trial #{trial.number}"
-    print(f"exported {how} ({config['architecture']['family']}, Delta-MTL {config['provenance']['delta_mtl']:+.2f}%, "
-          f"{config['provenance']['params']:,} params) to {args.output}" + (f"; weights to {args.weights}" if args.weights else ""))
+    print(
+        f"exported {how} ({config['architecture']['family']}, Delta-MTL {config['provenance']['delta_mtl']:+.2f}%, "
+        f"{config['provenance']['params']:,} params) to {args.output}"
+        + (f"; weights to {args.weights}" if args.weights else "")
+    )
     print("\n".join("  " + line for line in config["architecture"]["description"]))
 
 
@@ -279,7 +400,14 @@ def cmd_train(args) -> None:
         print(format_retrain(result))
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "worker": cmd_worker, "report": cmd_report, "export": cmd_export, "train": cmd_train}
+COMMANDS = {
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "worker": cmd_worker,
+    "report": cmd_report,
+    "export": cmd_export,
+    "train": cmd_train,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,7 +436,9 @@ def _resume_hint(args, from_env: bool) -> str:
     url = args.storage or DEFAULT_STORAGE
     storage = "" if from_env else f" --storage {redact(url)}"
     backend = " --backend ray" if getattr(args, "backend", "optuna") == "ray" else ""
-    secret = f" (with the password in place of ***, or the URL in ${ENV})" if redact(url) != url and not from_env else ""
+    secret = (
+        f" (with the password in place of ***, or the URL in ${ENV})" if redact(url) != url and not from_env else ""
+    )
     return f"; continue with `mtlsearch resume {args.study or '<study>'}{storage}{backend}`{secret}"
 
 

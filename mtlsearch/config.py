@@ -37,8 +37,8 @@ from typing import Any
 
 import yaml
 
-from .storage_url import redact
 from .errors import ConfigError, did_you_mean, show
+from .storage_url import redact
 from .tasks import TaskSpec
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class ParamSpec:
     step: float | None = None
 
     @classmethod
-    def parse(cls, raw: Any, path: str, check: Callable[[Any, str], Any], integer: bool = False) -> "ParamSpec":
+    def parse(cls, raw: Any, path: str, check: Callable[[Any, str], Any], integer: bool = False) -> ParamSpec:
         """``check(value, path)`` validates (and may convert) one possible value."""
         if isinstance(raw, Mapping):
             check_keys(raw, ["low", "high", "log", "step"], path, required=("low", "high"))
@@ -230,7 +230,10 @@ OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 
 def _optimizer_name(v: Any, path: str) -> str:
     if v not in OPTIMIZER_NAMES:
-        raise ConfigError(path, f"unknown optimizer {show(v)}; choose one of: {', '.join(OPTIMIZER_NAMES)}{did_you_mean(str(v), OPTIMIZER_NAMES)}")
+        raise ConfigError(
+            path,
+            f"unknown optimizer {show(v)}; choose one of: {', '.join(OPTIMIZER_NAMES)}{did_you_mean(str(v), OPTIMIZER_NAMES)}",
+        )
     return v
 
 
@@ -253,7 +256,7 @@ class TrainingSpace:
     }
 
     @classmethod
-    def parse(cls, raw: Any, path: str) -> "TrainingSpace":
+    def parse(cls, raw: Any, path: str) -> TrainingSpace:
         raw = as_mapping(raw, path)
         check_keys(raw, list(cls.FIELDS), path)
         kwargs = {}
@@ -291,7 +294,7 @@ class SearchSection:
     training: TrainingSpace = field(default_factory=TrainingSpace)
 
     @classmethod
-    def parse(cls, raw: Any, path: str) -> "SearchSection":
+    def parse(cls, raw: Any, path: str) -> SearchSection:
         raw = as_mapping(raw, path)
         families = tuple(as_name_list(raw.get("families", ["hard_sharing"]), f"{path}.families"))
         weightings = tuple(as_name_list(raw.get("weightings", ["equal"]), f"{path}.weightings"))
@@ -333,18 +336,22 @@ class DataSection:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, raw: Any, path: str) -> "DataSection":
+    def parse(cls, raw: Any, path: str) -> DataSection:
         raw = as_mapping(raw, path)
         if "benchmark" in raw and "factory" in raw:
             raise ConfigError(path, "give either `benchmark` (a built-in) or `factory` (an import path), not both")
         if "benchmark" not in raw and "factory" not in raw:
-            raise ConfigError(path, "expected `benchmark: NAME` (a built-in benchmark) or `factory: package.module:function`")
+            raise ConfigError(
+                path, "expected `benchmark: NAME` (a built-in benchmark) or `factory: package.module:function`"
+            )
         seed = as_int(raw.get("seed", 0), f"{path}.seed", 0)
         params = {k: v for k, v in raw.items() if k not in ("benchmark", "factory", "seed")}
         if "factory" in raw:
             factory = as_str(raw["factory"], f"{path}.factory")
             if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", factory):
-                raise ConfigError(f"{path}.factory", f"expected an import path `package.module:function`, found {show(factory)}")
+                raise ConfigError(
+                    f"{path}.factory", f"expected an import path `package.module:function`, found {show(factory)}"
+                )
             return cls(benchmark=None, factory=factory, seed=seed, params=params)
         return cls(benchmark=as_str(raw["benchmark"], f"{path}.benchmark"), seed=seed, params=params)
 
@@ -367,7 +374,7 @@ class TaskEntry:
     metrics: tuple[str, ...] | None = None  # metrics override for a data-provided task
 
     @classmethod
-    def parse(cls, raw: Any, path: str) -> "TaskEntry":
+    def parse(cls, raw: Any, path: str) -> TaskEntry:
         if isinstance(raw, str):
             return cls(name=as_str(raw, path))
         if not isinstance(raw, Mapping):
@@ -383,7 +390,9 @@ class TaskEntry:
                 raise ConfigError(f"{path}.type", "required when a task gives num_classes or output_dim")
             return cls(name=name, metrics=metrics)
         if "output_dim" in raw and raw["type"] in ("classification", "binary"):
-            raise ConfigError(f"{path}.output_dim", f"only regression tasks take output_dim; task `{name}` is {raw['type']}")
+            raise ConfigError(
+                f"{path}.output_dim", f"only regression tasks take output_dim; task `{name}` is {raw['type']}"
+            )
         try:
             spec = TaskSpec(
                 name=name,
@@ -444,10 +453,10 @@ class SearchSpace:
     TOP_KEYS = ["name", "data", "tasks", "backbone", "search_space", "objectives", "constraints", "baselines", "run"]
 
     @classmethod
-    def parse(cls, raw: Any, path: str = "") -> "SearchSpace":
+    def parse(cls, raw: Any, path: str = "") -> SearchSpace:
         raw = as_mapping(raw, path or "space")
         check_keys(raw, cls.TOP_KEYS, path)
-        p = (lambda k: f"{path}.{k}" if path else k)
+        p = lambda k: f"{path}.{k}" if path else k
         name = as_str(raw.get("name", "mtlsearch"), p("name"))
         if not re.fullmatch(r"[\w.-]+", name):
             raise ConfigError(p("name"), f"expected letters, digits, '_', '-' or '.', found {show(name)}")
@@ -479,14 +488,25 @@ class SearchSpace:
         baselines = raw.get("baselines", "auto")
         if baselines != "auto":
             if not isinstance(baselines, Mapping) or not baselines:
-                raise ConfigError(p("baselines"), f"expected `auto` or a mapping task -> metric -> value, found {show(baselines)}")
+                raise ConfigError(
+                    p("baselines"), f"expected `auto` or a mapping task -> metric -> value, found {show(baselines)}"
+                )
             baselines = {
-                t: {m: as_float(v, f"{p('baselines')}.{t}.{m}") for m, v in as_mapping(ms, f"{p('baselines')}.{t}").items()}
+                t: {
+                    m: as_float(v, f"{p('baselines')}.{t}.{m}")
+                    for m, v in as_mapping(ms, f"{p('baselines')}.{t}").items()
+                }
                 for t, ms in baselines.items()
             }
         return cls(
-            name=name, data=data, backbone=backbone, search_space=search, tasks=tasks,
-            objectives=objectives, baselines=baselines, constraints=constraints,
+            name=name,
+            data=data,
+            backbone=backbone,
+            search_space=search,
+            tasks=tasks,
+            objectives=objectives,
+            baselines=baselines,
+            constraints=constraints,
         )
 
     def to_raw(self) -> dict:
@@ -512,6 +532,8 @@ class SearchSpace:
 # How to run it.
 
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+# The names a run may choose; each is implemented once (search.sampler.SAMPLERS,
+# search.early_stopping.RULES, training.OPTIMIZERS), and tests/test_config.py checks they agree.
 SAMPLERS = ("tpe", "nsga2", "random")
 EARLY_STOPPING = ("none", "median", "asha")
 
@@ -569,8 +591,23 @@ class RunConfig:
     min_trials: int = 5
     min_epochs: int = 1
 
-    KEYS = ["study", "storage", "sampler", "seed", "n_trials", "timeout", "device", "artifacts", "save_weights",
-            "workers", "heartbeat_interval", "grace_period", "early_stopping", "min_trials", "min_epochs"]
+    KEYS = [
+        "study",
+        "storage",
+        "sampler",
+        "seed",
+        "n_trials",
+        "timeout",
+        "device",
+        "artifacts",
+        "save_weights",
+        "workers",
+        "heartbeat_interval",
+        "grace_period",
+        "early_stopping",
+        "min_trials",
+        "min_epochs",
+    ]
 
     def __post_init__(self) -> None:
         path = "run"
@@ -578,7 +615,10 @@ class RunConfig:
             self.study = as_str(self.study, f"{path}.study")
         self.storage = check_storage_url(self.storage, f"{path}.storage")
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"{path}.sampler", f"unknown sampler {show(self.sampler)}; choose one of: {', '.join(SAMPLERS)}{did_you_mean(str(self.sampler), SAMPLERS)}")
+            raise ConfigError(
+                f"{path}.sampler",
+                f"unknown sampler {show(self.sampler)}; choose one of: {', '.join(SAMPLERS)}{did_you_mean(str(self.sampler), SAMPLERS)}",
+            )
         self.seed = as_int(self.seed, f"{path}.seed", 0)
         self.n_trials = as_int(self.n_trials, f"{path}.n_trials", 1)
         if self.timeout is not None:
@@ -591,19 +631,25 @@ class RunConfig:
         self.heartbeat_interval = as_int(self.heartbeat_interval, f"{path}.heartbeat_interval", 1)
         self.grace_period = as_int(self.grace_period, f"{path}.grace_period", 1)
         if self.grace_period <= self.heartbeat_interval:
-            raise ConfigError(f"{path}.grace_period", f"expected more than heartbeat_interval ({self.heartbeat_interval} s), found {self.grace_period}")
+            raise ConfigError(
+                f"{path}.grace_period",
+                f"expected more than heartbeat_interval ({self.heartbeat_interval} s), found {self.grace_period}",
+            )
         if self.early_stopping not in EARLY_STOPPING:
-            raise ConfigError(f"{path}.early_stopping", f"unknown rule {show(self.early_stopping)}; choose one of: {', '.join(EARLY_STOPPING)}")
+            raise ConfigError(
+                f"{path}.early_stopping",
+                f"unknown rule {show(self.early_stopping)}; choose one of: {', '.join(EARLY_STOPPING)}",
+            )
         self.min_trials = as_int(self.min_trials, f"{path}.min_trials", 1)
         self.min_epochs = as_int(self.min_epochs, f"{path}.min_epochs", 1)
 
     @classmethod
-    def parse(cls, raw: Any, path: str = "run") -> "RunConfig":
+    def parse(cls, raw: Any, path: str = "run") -> RunConfig:
         raw = as_mapping(raw, path)
         check_keys(raw, cls.KEYS, path)
         return cls(**raw)
 
-    def replace(self, **overrides: Any) -> "RunConfig":
+    def replace(self, **overrides: Any) -> RunConfig:
         """A copy with the non-None ``overrides`` applied (CLI flags over YAML), re-validated."""
         values = {k: getattr(self, k) for k in self.KEYS}
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -28,7 +28,7 @@ class ConfigError(MTLSearchError, ValueError):
         self.message = message
         super().__init__(f"{path}: {message}" if path else message)
 
-    def prefixed(self, prefix: str) -> "ConfigError":
+    def prefixed(self, prefix: str) -> ConfigError:
         """The same error located under ``prefix`` (``max_groups`` -> ``search_space.tree.max_groups``)."""
         if not prefix:
             return self

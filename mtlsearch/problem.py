@@ -44,12 +44,14 @@ class Candidate:
     architecture: Architecture
     weighting: Weighting | Aggregator
     training: dict[str, Any]
-    problem: "Problem" = field(repr=False)
+    problem: Problem = field(repr=False)
 
     def build_model(self, seed: int) -> nn.Module:
-        """The network, initialised from ``seed`` (same seed, same weights)."""
-        torch.manual_seed(seed)
-        return self.family.build(self.architecture, self.problem.backbone, self.problem.tasks)
+        """The network, initialised from ``seed`` (same seed, same weights); the caller's random
+        state is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.family.build(self.architecture, self.problem.backbone, self.problem.tasks)
 
     def new_weighting(self) -> Weighting | Aggregator:
         """A fresh copy of the weighting (its learnable state starts anew for each training run)."""
@@ -116,13 +118,13 @@ class Problem:
         arch = family.sample(trial, self.task_names, self.backbone)
         w_name = trial.suggest_categorical("weighting", list(self.weighting_spaces))
         weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
-        training = {
-            k: getattr(self.training_space, k).suggest(trial, f"training.{k}") for k in TrainingSpace.FIELDS
-        }
+        training = {k: getattr(self.training_space, k).suggest(trial, f"training.{k}") for k in TrainingSpace.FIELDS}
         params = dict(getattr(trial, "params", {}))
         return Candidate(params, family, arch, weighting, training, self)
 
-    def replay(self, params: Mapping[str, Any], learned: Mapping[str, Any] | None = None, partial: bool = False) -> Candidate:
+    def replay(
+        self, params: Mapping[str, Any], learned: Mapping[str, Any] | None = None, partial: bool = False
+    ) -> Candidate:
         """The candidate of stored trial parameters (export is replay, not a second code path).
 
         For a family that learns its architecture inside a trial, ``learned`` is the stored
@@ -139,7 +141,10 @@ class Problem:
         candidate.params = dict(params)
         if candidate.family.learned and (learned is not None or not partial):
             if learned is None:
-                raise ConfigError("learned", f"family `{candidate.family.name}` learns its architecture inside a trial; the learned record is missing")
+                raise ConfigError(
+                    "learned",
+                    f"family `{candidate.family.name}` learns its architecture inside a trial; the learned record is missing",
+                )
             candidate.architecture = candidate.family.with_learned(candidate.architecture, learned)
         return candidate
 
@@ -148,10 +153,12 @@ class Problem:
         return {k: getattr(self.training_space, k).default() for k in TrainingSpace.FIELDS}
 
     def single_task_model(self, task: TaskSpec, seed: int) -> nn.Module:
-        """The single-task baseline network of ``task``: the backbone and its head, seeded."""
-        torch.manual_seed(seed)
+        """The single-task baseline network of ``task``: the backbone and its head, seeded (the
+        caller's random state is left as it was)."""
         family = FAMILIES.get("hard_sharing")()
-        return family.build(family.sample(None, [task.name], self.backbone), self.backbone, [task])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return family.build(family.sample(None, [task.name], self.backbone), self.backbone, [task])
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -167,10 +174,15 @@ class Problem:
         task, metric = objective.split(".", 1)
         where = f"objectives[{i}]"
         if task not in self.task_names:
-            raise ConfigError(where, f"unknown task `{task}`; choose one of: {', '.join(self.task_names)}{did_you_mean(task, self.task_names)}")
+            raise ConfigError(
+                where,
+                f"unknown task `{task}`; choose one of: {', '.join(self.task_names)}{did_you_mean(task, self.task_names)}",
+            )
         directions = self.metric_directions[task]
         if metric not in directions:
-            raise ConfigError(where, f"task `{task}` is not scored by `{metric}`; its metrics are: {', '.join(directions)}")
+            raise ConfigError(
+                where, f"task `{task}` is not scored by `{metric}`; its metrics are: {', '.join(directions)}"
+            )
         return MAXIMIZE if directions[metric] == "max" else MINIMIZE
 
     def _check_baselines(self, baselines: Any) -> dict[str, dict[str, float]] | None:
@@ -178,15 +190,24 @@ class Problem:
             return None
         for t in self.tasks:
             if t.name not in baselines:
-                raise ConfigError(f"baselines.{t.name}", f"missing: given baselines need every task ({', '.join(self.task_names)})")
+                raise ConfigError(
+                    f"baselines.{t.name}", f"missing: given baselines need every task ({', '.join(self.task_names)})"
+                )
             for m in baselines[t.name]:
                 if m not in t.metrics:
-                    raise ConfigError(f"baselines.{t.name}.{m}", f"task `{t.name}` is not scored by `{m}`; its metrics are: {', '.join(t.metrics)}{did_you_mean(str(m), t.metrics)}")
+                    raise ConfigError(
+                        f"baselines.{t.name}.{m}",
+                        f"task `{t.name}` is not scored by `{m}`; its metrics are: {', '.join(t.metrics)}{did_you_mean(str(m), t.metrics)}",
+                    )
             for m in t.metrics:
                 if m not in baselines[t.name]:
-                    raise ConfigError(f"baselines.{t.name}.{m}", f"missing: task `{t.name}` is scored by {', '.join(t.metrics)}")
+                    raise ConfigError(
+                        f"baselines.{t.name}.{m}", f"missing: task `{t.name}` is scored by {', '.join(t.metrics)}"
+                    )
                 if baselines[t.name][m] == 0:
-                    raise ConfigError(f"baselines.{t.name}.{m}", "expected a non-zero number (Delta-MTL divides by it), found 0")
+                    raise ConfigError(
+                        f"baselines.{t.name}.{m}", "expected a non-zero number (Delta-MTL divides by it), found 0"
+                    )
         for name in baselines:
             if name not in self.task_names:
                 raise ConfigError(f"baselines.{name}", f"unknown task; choose from: {', '.join(self.task_names)}")
@@ -199,11 +220,14 @@ class Problem:
 def instantiate(cls: type, params: Mapping[str, Any], path: str, *args: Any) -> Any:
     """``cls(*args, **params)`` with unknown keys and bad values reported under ``path``."""
     sig = inspect.signature(cls.__init__)
-    allowed = [n for n, p in sig.parameters.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD][len(args):]
+    allowed = [n for n, p in sig.parameters.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD][len(args) :]
     for key in params:
         if key not in allowed:
             listed = ", ".join(allowed) if allowed else "none"
-            raise ConfigError(f"{path}.{key}", f"unknown parameter of `{getattr(cls, 'name', cls.__name__)}`; allowed: {listed}{did_you_mean(str(key), allowed)}")
+            raise ConfigError(
+                f"{path}.{key}",
+                f"unknown parameter of `{getattr(cls, 'name', cls.__name__)}`; allowed: {listed}{did_you_mean(str(key), allowed)}",
+            )
     try:
         return cls(*args, **params)
     except ConfigError as err:
@@ -241,14 +265,20 @@ def load_data(space: SearchSpace) -> MTLData:
     except (TypeError, ValueError):  # not callable, or a builtin without a signature
         sig = None
     if sig is None and not callable(factory):
-        raise ConfigError("data.factory", f"`{d.factory}` is a {type(factory).__name__}, not a function; expected a function `factory(seed, **params)` returning mtlsearch.data.MTLData")
+        raise ConfigError(
+            "data.factory",
+            f"`{d.factory}` is a {type(factory).__name__}, not a function; expected a function `factory(seed, **params)` returning mtlsearch.data.MTLData",
+        )
     if sig is not None:
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
         allowed = [n for n in sig.parameters if n != "seed"]
         if not accepts_any:
             for key in d.params:
                 if key not in allowed:
-                    raise ConfigError(f"data.{key}", f"unknown parameter of {label}; allowed: {', '.join(['seed', *allowed])}{did_you_mean(str(key), allowed)}")
+                    raise ConfigError(
+                        f"data.{key}",
+                        f"unknown parameter of {label}; allowed: {', '.join(['seed', *allowed])}{did_you_mean(str(key), allowed)}",
+                    )
         try:
             sig.bind(seed=d.seed, **d.params)
         except TypeError as err:
@@ -277,15 +307,28 @@ def resolve_tasks(space: SearchSpace, data: MTLData) -> list[TaskSpec]:
             where = f"tasks[{i}]"
             own = provided.get(entry.name)
             if entry.spec is not None:
-                if own is not None and (own.type, own.num_classes, own.output_dim) != (entry.spec.type, entry.spec.num_classes, entry.spec.output_dim):
-                    raise ConfigError(where, f"task `{entry.name}` is {own.type} in the data ({own.to_dict()}); the space says {entry.spec.to_dict()}")
+                if own is not None and (own.type, own.num_classes, own.output_dim) != (
+                    entry.spec.type,
+                    entry.spec.num_classes,
+                    entry.spec.output_dim,
+                ):
+                    raise ConfigError(
+                        where,
+                        f"task `{entry.name}` is {own.type} in the data ({own.to_dict()}); the space says {entry.spec.to_dict()}",
+                    )
                 tasks.append(entry.spec)
                 continue
             if own is None:
                 if not provided:
-                    raise ConfigError(f"{where}.type", "required: the data factory declares no tasks, so each task needs name and type")
+                    raise ConfigError(
+                        f"{where}.type",
+                        "required: the data factory declares no tasks, so each task needs name and type",
+                    )
                 names = list(provided)
-                raise ConfigError(f"{where}.name", f"unknown task `{entry.name}` of the data; choose one of: {', '.join(names)}{did_you_mean(entry.name, names)}")
+                raise ConfigError(
+                    f"{where}.name",
+                    f"unknown task `{entry.name}` of the data; choose one of: {', '.join(names)}{did_you_mean(entry.name, names)}",
+                )
             if entry.metrics:
                 try:
                     own = TaskSpec(own.name, own.type, own.num_classes, own.output_dim, entry.metrics)
@@ -300,13 +343,21 @@ def resolve_tasks(space: SearchSpace, data: MTLData) -> list[TaskSpec]:
 def check_targets(tasks: list[TaskSpec], data: MTLData) -> None:
     for split in ("train", "val", "test"):
         ds = getattr(data, split)
-        targets = ds.targets if isinstance(ds, TensorMTLDataset) else {k: torch.as_tensor(v).unsqueeze(0) for k, v in ds[0][1].items()}
+        targets = (
+            ds.targets
+            if isinstance(ds, TensorMTLDataset)
+            else {k: torch.as_tensor(v).unsqueeze(0) for k, v in ds[0][1].items()}
+        )
         for t in tasks:
             if t.name not in targets:
-                raise ConfigError("data", f"the {split} split has no targets for task `{t.name}`; it has: {', '.join(targets) or 'none'}")
+                raise ConfigError(
+                    "data",
+                    f"the {split} split has no targets for task `{t.name}`; it has: {', '.join(targets) or 'none'}",
+                )
             t.kind.check_targets(t, targets[t.name], f"data.{split}")
 
 
 def objective_label(objective: str) -> str:
-    return {"delta_mtl": "Delta-MTL %", "params": "params", "macs": "MACs", "latency_ms": "latency ms"}.get(objective, objective)
-
+    return {"delta_mtl": "Delta-MTL %", "params": "params", "macs": "MACs", "latency_ms": "latency ms"}.get(
+        objective, objective
+    )

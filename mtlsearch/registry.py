@@ -22,9 +22,19 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Register ``obj`` under ``name``; a class gets ``name`` as its ``name`` attribute (it is
+        written once, here)."""
+
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} `{name}` is registered twice")
+            if isinstance(obj, type):
+                own = obj.__dict__.get("name")
+                if isinstance(own, str) and own != name:
+                    raise ValueError(
+                        f"{self.kind} class {obj.__name__} says name `{own}` but is registered as `{name}`"
+                    )
+                setattr(obj, "name", name)
             self._entries[name] = obj
             return obj
 
@@ -33,9 +43,7 @@ class Registry(Generic[T]):
     def get(self, name: str, path: str = "") -> T:
         if not isinstance(name, str) or name not in self._entries:
             hint = did_you_mean(name, self._entries) if isinstance(name, str) else ""
-            raise ConfigError(
-                path, f"unknown {self.kind} `{name}`; choose one of: {', '.join(self.names())}{hint}"
-            )
+            raise ConfigError(path, f"unknown {self.kind} `{name}`; choose one of: {', '.join(self.names())}{hint}")
         return self._entries[name]
 
     def names(self) -> list[str]:

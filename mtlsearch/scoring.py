@@ -68,8 +68,13 @@ LATENCY_WARMUP, LATENCY_REPEATS = 5, 30
 
 
 @torch.no_grad()
-def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1,
-                    warmup: int = LATENCY_WARMUP, repeats: int = LATENCY_REPEATS) -> float:
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    warmup: int = LATENCY_WARMUP,
+    repeats: int = LATENCY_REPEATS,
+) -> float:
     """Median wall-clock milliseconds of one forward pass (all tasks) on the model's device.
 
     ``warmup`` passes are run and discarded first (allocator, kernel selection, caches); then
@@ -137,8 +142,10 @@ def knee_point(values: Sequence[Sequence[float]], directions: Sequence[str]) -> 
     columns = list(zip(*pts))
     lows = [min(c) for c in columns]
     spans = [max(c) - min(c) for c in columns]
+
     def distance(p: Sequence[float]) -> float:
         return math.sqrt(sum(((v - lo) / s) ** 2 for v, lo, s in zip(p, lows, spans) if s > 0))
+
     return min(range(len(pts)), key=lambda i: distance(pts[i]))
 
 

@@ -79,7 +79,7 @@ def with_installed_driver(url: str) -> str:
     """A bare ``postgresql://`` URL names psycopg 3, which SQLAlchemy 2.1 picks by default; when
     only psycopg2 is installed (mtlsearch's ``postgres`` extra), use it instead."""
     if scheme(url) == "postgresql" and not _importable("psycopg") and _importable("psycopg2"):
-        return "postgresql+psycopg2" + url[len("postgresql"):]
+        return "postgresql+psycopg2" + url[len("postgresql") :]
     return url
 
 

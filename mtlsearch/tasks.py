@@ -52,7 +52,6 @@ METRICS: Registry[type[Metric]] = Registry("metric")
 class Accuracy(Metric):
     """Fraction of correct predictions (argmax of logits; a positive logit for binary tasks)."""
 
-    name = "accuracy"
     direction = HIGHER
 
     def update(self, output, target):
@@ -68,7 +67,6 @@ class Accuracy(Metric):
 class CrossEntropy(Metric):
     """Mean cross-entropy (negative log-likelihood) of the targets."""
 
-    name = "cross_entropy"
     direction = LOWER
 
     def update(self, output, target):
@@ -84,7 +82,6 @@ class CrossEntropy(Metric):
 class MeanAbsoluteError(Metric):
     """Mean absolute error over all target entries."""
 
-    name = "mae"
     direction = LOWER
 
     def update(self, output, target):
@@ -96,7 +93,6 @@ class MeanAbsoluteError(Metric):
 class MeanSquaredError(Metric):
     """Mean squared error over all target entries."""
 
-    name = "mse"
     direction = LOWER
 
     def update(self, output, target):
@@ -107,8 +103,6 @@ class MeanSquaredError(Metric):
 @METRICS.register("rmse")
 class RootMeanSquaredError(MeanSquaredError):
     """Root of the mean squared error over all target entries."""
-
-    name = "rmse"
 
     def compute(self) -> float:
         return math.sqrt(super().compute())
@@ -128,13 +122,13 @@ class TaskType(ABC):
     allowed_metrics: ClassVar[tuple[str, ...]]
 
     @abstractmethod
-    def output_dim(self, spec: "TaskSpec") -> int: ...
+    def output_dim(self, spec: TaskSpec) -> int: ...
 
     @abstractmethod
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
     @abstractmethod
-    def check_targets(self, spec: "TaskSpec", target: torch.Tensor, where: str) -> None: ...
+    def check_targets(self, spec: TaskSpec, target: torch.Tensor, where: str) -> None: ...
 
 
 TASK_TYPES: Registry[type[TaskType]] = Registry("task type")
@@ -144,7 +138,6 @@ TASK_TYPES: Registry[type[TaskType]] = Registry("task type")
 class Classification(TaskType):
     """Multi-class classification: integer targets in ``[0, num_classes)``, cross-entropy loss."""
 
-    name = "classification"
     default_metrics = ("accuracy",)
     allowed_metrics = ("accuracy", "cross_entropy")
 
@@ -156,16 +149,21 @@ class Classification(TaskType):
 
     def check_targets(self, spec, target, where):
         if target.dtype.is_floating_point or target.dim() != 1:
-            raise ConfigError(where, f"task `{spec.name}` ({self.name}) needs 1-D integer targets, found dtype {target.dtype} and shape {tuple(target.shape)}")
+            raise ConfigError(
+                where,
+                f"task `{spec.name}` ({self.name}) needs 1-D integer targets, found dtype {target.dtype} and shape {tuple(target.shape)}",
+            )
         if target.numel() and (int(target.min()) < 0 or int(target.max()) >= spec.num_classes):
-            raise ConfigError(where, f"task `{spec.name}` has targets in [{int(target.min())}, {int(target.max())}], outside [0, {spec.num_classes}) allowed by num_classes = {spec.num_classes}")
+            raise ConfigError(
+                where,
+                f"task `{spec.name}` has targets in [{int(target.min())}, {int(target.max())}], outside [0, {spec.num_classes}) allowed by num_classes = {spec.num_classes}",
+            )
 
 
 @TASK_TYPES.register("binary")
 class Binary(TaskType):
     """Binary classification: float targets in {0, 1}, one logit, binary cross-entropy loss."""
 
-    name = "binary"
     default_metrics = ("accuracy",)
     allowed_metrics = ("accuracy", "cross_entropy")
 
@@ -177,7 +175,10 @@ class Binary(TaskType):
 
     def check_targets(self, spec, target, where):
         if not target.dtype.is_floating_point or target.dim() != 1:
-            raise ConfigError(where, f"task `{spec.name}` (binary) needs 1-D float targets in {{0, 1}}, found dtype {target.dtype} and shape {tuple(target.shape)}")
+            raise ConfigError(
+                where,
+                f"task `{spec.name}` (binary) needs 1-D float targets in {{0, 1}}, found dtype {target.dtype} and shape {tuple(target.shape)}",
+            )
         if target.numel() and not bool(((target == 0) | (target == 1)).all()):
             raise ConfigError(where, f"task `{spec.name}` (binary) needs targets in {{0, 1}}, found other values")
 
@@ -186,7 +187,6 @@ class Binary(TaskType):
 class Regression(TaskType):
     """Regression: float targets of shape ``(N,)`` or ``(N, d)``, mean squared error loss."""
 
-    name = "regression"
     default_metrics = ("mae",)
     allowed_metrics = ("mae", "mse", "rmse")
 
@@ -199,7 +199,10 @@ class Regression(TaskType):
     def check_targets(self, spec, target, where):
         width = 1 if target.dim() == 1 else (target.shape[1] if target.dim() == 2 else -1)
         if not target.dtype.is_floating_point or width != spec.output_dim:
-            raise ConfigError(where, f"task `{spec.name}` (regression, output_dim = {spec.output_dim}) needs float targets of shape (N,) or (N, {spec.output_dim}), found dtype {target.dtype} and shape {tuple(target.shape)}")
+            raise ConfigError(
+                where,
+                f"task `{spec.name}` (regression, output_dim = {spec.output_dim}) needs float targets of shape (N,) or (N, {spec.output_dim}), found dtype {target.dtype} and shape {tuple(target.shape)}",
+            )
 
 
 @dataclass(frozen=True)
@@ -222,9 +225,13 @@ class TaskSpec:
         kind = TASK_TYPES.get(self.type, "type")()
         if self.type == "classification":
             if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
-                raise ConfigError("num_classes", f"expected an integer >= 2 for a classification task, found {show(self.num_classes)}")
+                raise ConfigError(
+                    "num_classes", f"expected an integer >= 2 for a classification task, found {show(self.num_classes)}"
+                )
         elif self.num_classes is not None:
-            raise ConfigError("num_classes", f"only classification tasks take num_classes; task `{self.name}` is {self.type}")
+            raise ConfigError(
+                "num_classes", f"only classification tasks take num_classes; task `{self.name}` is {self.type}"
+            )
         if isinstance(self.output_dim, bool) or not isinstance(self.output_dim, int) or self.output_dim < 1:
             raise ConfigError("output_dim", f"expected an integer >= 1, found {show(self.output_dim)}")
         metrics = tuple(self.metrics) if self.metrics else kind.default_metrics
@@ -232,7 +239,10 @@ class TaskSpec:
             metrics = (self.metrics,)
         for i, m in enumerate(metrics):
             if m not in kind.allowed_metrics:
-                raise ConfigError(f"metrics[{i}]", f"metric `{m}` does not apply to a {self.type} task; choose from: {', '.join(kind.allowed_metrics)}")
+                raise ConfigError(
+                    f"metrics[{i}]",
+                    f"metric `{m}` does not apply to a {self.type} task; choose from: {', '.join(kind.allowed_metrics)}",
+                )
         object.__setattr__(self, "metrics", metrics)
 
     @property

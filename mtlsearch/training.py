@@ -37,7 +37,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def batches(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+def batches(
+    dataset: Dataset, batch_size: int, device: torch.device, shuffle: bool, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Mini-batches on ``device``: by slicing for in-memory tensor datasets, else a DataLoader."""
     inputs = getattr(dataset, "inputs", None)
     if inputs is not None:
@@ -52,18 +54,23 @@ def batches(dataset: Dataset, batch_size: int, device: torch.device, shuffle: bo
         yield x.to(device), {k: v.to(device) for k, v in y.items()}
 
 
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {  # the names are config.OPTIMIZER_NAMES
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd),
+}
+
+
 def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    raise ConfigError("training.optimizer", f"unknown optimizer `{name}`; choose one of: adam, adamw, sgd")
+    if name not in OPTIMIZERS:
+        raise ConfigError("training.optimizer", f"unknown optimizer `{name}`; choose one of: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, lr, weight_decay)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, tasks: Sequence[TaskSpec], dataset: Dataset, device: torch.device) -> dict[str, dict[str, float]]:
+def evaluate(
+    model: nn.Module, tasks: Sequence[TaskSpec], dataset: Dataset, device: torch.device
+) -> dict[str, dict[str, float]]:
     """Every task's metrics on ``dataset``: ``{task: {metric: value}}``."""
     was_training = model.training
     model.eval()
@@ -102,7 +109,9 @@ def parameter_groups(per_task: dict[str, list[nn.Parameter]]) -> list[tuple[tupl
     return list(groups.items())
 
 
-def make_step(model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | Aggregator, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+def make_step(
+    model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | Aggregator, optimizer: torch.optim.Optimizer
+) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
     """One optimisation step on a batch: ``step(x, y)`` returns the detached per-task losses.
 
     A :class:`Weighting` gives ``total = sum_t w_t * L_t (+ regularizer())`` and one backward pass.
@@ -188,8 +197,15 @@ class TrainResult:
     resumed_from: int = 0  # the checkpointed epoch training continued from (0: from scratch)
 
 
-def training_state(epoch: int, model: nn.Module, weighting: Weighting | Aggregator, optimizer: torch.optim.Optimizer,
-                   step: Callable, generator: torch.Generator, history: list[EpochEnd]) -> dict[str, Any]:
+def training_state(
+    epoch: int,
+    model: nn.Module,
+    weighting: Weighting | Aggregator,
+    optimizer: torch.optim.Optimizer,
+    step: Callable,
+    generator: torch.Generator,
+    history: list[EpochEnd],
+) -> dict[str, Any]:
     """Everything needed to continue training after ``epoch`` exactly as if never stopped."""
     rng = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -205,8 +221,14 @@ def training_state(epoch: int, model: nn.Module, weighting: Weighting | Aggregat
     }
 
 
-def restore_training_state(state: dict[str, Any], model: nn.Module, weighting: Weighting | Aggregator,
-                           optimizer: torch.optim.Optimizer, step: Callable, generator: torch.Generator) -> str | None:
+def restore_training_state(
+    state: dict[str, Any],
+    model: nn.Module,
+    weighting: Weighting | Aggregator,
+    optimizer: torch.optim.Optimizer,
+    step: Callable,
+    generator: torch.Generator,
+) -> str | None:
     """Load a :func:`training_state`; returns why it does not fit this run (nothing loaded), or ``None``."""
     own = model.state_dict()
     saved = state.get("model", {})
@@ -241,7 +263,7 @@ def train(
     """Train ``model`` for ``training["epochs"]`` epochs; raise :class:`NonFiniteLossError` on NaN/inf.
 
     ``training`` holds ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``.
-    Shuffling is seeded by ``seed``. The finiteness check runs once per epoch on the accumulated
+    Shuffling and torch's global RNG (dropout, random weightings) are seeded by ``seed``. The finiteness check runs once per epoch on the accumulated
     task losses (NaN and inf propagate through the sum), so the hot loop never waits on the device.
 
     With ``checkpoints``, the state after every epoch is saved (:func:`training_state`), and
@@ -257,6 +279,7 @@ def train(
     optimizer = make_optimizer(training["optimizer"], params, training["lr"], training["weight_decay"])
     step = make_step(model, tasks, weighting, optimizer)
     generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout and random weightings/aggregators draw from torch's global RNG
     result = TrainResult(epochs=training["epochs"], train_loss=math.nan)
     state = checkpoints.load() if checkpoints is not None else None
     if state is not None:
@@ -281,8 +304,14 @@ def train(
                 f"loss of task `{bad[0][0]}` became {bad[0][1]} in epoch {epoch} "
                 f"(lr = {training['lr']:g}, optimizer = {training['optimizer']})"
             )
-        end = EpochEnd(epoch, training["epochs"], float(sum(mean)), dict(zip(names, mean)), time.perf_counter() - start,
-                       result.resumed_from)
+        end = EpochEnd(
+            epoch,
+            training["epochs"],
+            float(sum(mean)),
+            dict(zip(names, mean)),
+            time.perf_counter() - start,
+            result.resumed_from,
+        )
         result.history.append(end)
         result.train_loss = end.train_loss
         if checkpoints is not None:

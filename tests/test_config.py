@@ -542,3 +542,16 @@ def test_replace_revalidates(overrides, message):
 def test_run_section_may_be_left_out():
     _, run = mtlsearch.load(variant(("run", DELETE)))
     assert run == RunConfig()
+
+
+def test_run_choices_match_their_implementations():
+    """config lists the names a space or the CLI may choose; each is implemented once."""
+    from mtlsearch import cli, config, training
+    from mtlsearch.search import early_stopping, sampler
+
+    assert tuple(sampler.SAMPLERS) == config.SAMPLERS
+    assert ("none", *early_stopping.RULES) == config.EARLY_STOPPING
+    assert tuple(training.OPTIMIZERS) == config.OPTIMIZER_NAMES
+    run = cli.parser()._subparsers._group_actions[0].choices["run"]
+    choices = {a.dest: tuple(a.choices) for a in run._actions if a.choices}
+    assert choices["sampler"] == config.SAMPLERS and choices["early_stopping"] == config.EARLY_STOPPING

@@ -69,7 +69,9 @@ DataFactory = Callable[..., MTLData]
 BENCHMARKS: Registry[DataFactory] = Registry("benchmark")
 
 
-def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_indices(
+    n: int, fractions: tuple[float, float, float], seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A seeded random partition of ``range(n)`` into train / val / test by ``fractions``."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_train = int(round(fractions[0] * n))

@@ -53,7 +53,9 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def _pairs(images: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, n: int, generator: torch.Generator) -> TensorMTLDataset:
+def _pairs(
+    images: torch.Tensor, labels: torch.Tensor, pool: torch.Tensor, n: int, generator: torch.Generator
+) -> TensorMTLDataset:
     """``n`` side-by-side pairs drawn uniformly (with replacement) from the images of ``pool``."""
     picks = pool[torch.randint(len(pool), (n, 2), generator=generator)]
     left, right = picks[:, 0], picks[:, 1]

@@ -1,6 +1,6 @@
 """Search families: each a registered :class:`Family` (see :mod:`mtlsearch.families.base`)."""
 
-from .base import FAMILIES, Architecture, Family
 from . import adapters, adashare, adashare_learned, paths, routing, soft  # noqa: F401  (registration)
+from .base import FAMILIES, Architecture, Family
 
 __all__ = ["FAMILIES", "Architecture", "Family"]

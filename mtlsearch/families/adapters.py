@@ -18,7 +18,6 @@ class Adapters(BlockSwitches):
     share the trunk's computation up to the first adapter; no adapter is hard sharing.
     """
 
-    name = "adapters"
     citation = "Rebuffi et al., NeurIPS 2017"
 
     def sample(self, trial, tasks, backbone):
@@ -32,5 +31,7 @@ class Adapters(BlockSwitches):
         trunk = f"shared trunk {span(block_names, 0, len(block_names) - 1)}"
         if not adapted:
             return [f"{trunk}, run once for all tasks (no adapter: hard sharing)"]
-        return [f"{trunk}; per-task residual adapters after: {listed(adapted)}",
-                f"computed together up to {adapted[0]}, then once per task"]
+        return [
+            f"{trunk}; per-task residual adapters after: {listed(adapted)}",
+            f"computed together up to {adapted[0]}, then once per task",
+        ]

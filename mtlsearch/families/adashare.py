@@ -61,8 +61,12 @@ def gating_paths(policy: dict[str, Sequence[bool]], block_names: Sequence[str]) 
 
 def gating_table(architecture: Architecture, block_names: Sequence[str]) -> list[str]:
     rows = {t: [RUN if key is not None else SKIP for key in p] for t, p in architecture.paths.items()}
-    return ["per task, each block run or skipped:", *block_table(rows, block_names),
-            "computed together:", *sharing_lines(architecture, block_names)]
+    return [
+        "per task, each block run or skipped:",
+        *block_table(rows, block_names),
+        "computed together:",
+        *sharing_lines(architecture, block_names),
+    ]
 
 
 @FAMILIES.register("adashare")
@@ -77,7 +81,6 @@ class AdaShare(Family):
     to the first block where their policies differ.
     """
 
-    name = "adashare"
     citation = "Sun et al., NeurIPS 2020"
 
     def __init__(self, blocks: list[str] | None = None):
@@ -92,10 +95,17 @@ class AdaShare(Family):
     def sample(self, trial, tasks, backbone):
         gated = set(gateable_blocks(self.blocks, backbone, self.name))
         policy = {
-            t: [b not in gated or trial.suggest_categorical(f"adashare.{t}.{b}", [RUN, SKIP]) == RUN for b in backbone.block_names]
+            t: [
+                b not in gated or trial.suggest_categorical(f"adashare.{t}.{b}", [RUN, SKIP]) == RUN
+                for b in backbone.block_names
+            ]
             for t in tasks
         }
-        return Architecture(self.name, gating_paths(policy, backbone.block_names), {"gated": [b for b in backbone.block_names if b in gated]})
+        return Architecture(
+            self.name,
+            gating_paths(policy, backbone.block_names),
+            {"gated": [b for b in backbone.block_names if b in gated]},
+        )
 
     def describe(self, architecture, block_names):
         return gating_table(architecture, block_names)

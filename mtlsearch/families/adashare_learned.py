@@ -45,7 +45,6 @@ class AdaShareLearned(Family):
     learning cost about the size of the default training budget.
     """
 
-    name = "adashare_learned"
     citation = "Sun et al., NeurIPS 2020"
     learned = True
 
@@ -59,9 +58,16 @@ class AdaShareLearned(Family):
         policy_epochs: Any = GATING["policy_epochs"][0],
     ):
         self.blocks = check_block_list(blocks)
-        given = dict(sparsity_weight=sparsity_weight, sharing_weight=sharing_weight, temperature=temperature,
-                     warmup_epochs=warmup_epochs, policy_epochs=policy_epochs)
-        self.specs = {k: ParamSpec.parse(given[k], k, check, integer=integer) for k, (_, check, integer) in GATING.items()}
+        given = dict(
+            sparsity_weight=sparsity_weight,
+            sharing_weight=sharing_weight,
+            temperature=temperature,
+            warmup_epochs=warmup_epochs,
+            policy_epochs=policy_epochs,
+        )
+        self.specs = {
+            k: ParamSpec.parse(given[k], k, check, integer=integer) for k, (_, check, integer) in GATING.items()
+        }
 
     def hyperparameters(self):
         return {"blocks": self.blocks, **{k: spec.to_raw() for k, spec in self.specs.items()}}
@@ -104,8 +110,11 @@ class AdaShareLearned(Family):
             values = ", ".join(f"{k} {s[k]:g}" for k in GATING)
             return [f"run/skip policy of {', '.join(s['gated'])} learned inside the trial (Gumbel-softmax): {values}"]
         probs = architecture.learned["select_probability"]
-        return [*gating_table(architecture, block_names), "learned select probability:",
-                *block_table({t: [f"{p:.2f}" for p in ps] for t, ps in probs.items()}, block_names)]
+        return [
+            *gating_table(architecture, block_names),
+            "learned select probability:",
+            *block_table({t: [f"{p:.2f}" for p in ps] for t, ps in probs.items()}, block_names),
+        ]
 
 
 def check_learned(learned: Any, tasks: list[str], blocks: list[str], gated: list[str]) -> dict[str, list[str]]:
@@ -117,17 +126,27 @@ def check_learned(learned: Any, tasks: list[str], blocks: list[str], gated: list
         record = learned.get(key)
         if not isinstance(record, Mapping) or set(record) != set(tasks):
             found = list(record) if isinstance(record, Mapping) else record
-            raise ConfigError(f"learned.{key}", f"expected one entry per task ({', '.join(tasks)}), found {show(found)}")
+            raise ConfigError(
+                f"learned.{key}", f"expected one entry per task ({', '.join(tasks)}), found {show(found)}"
+            )
         for t in tasks:
             row = record[t]
             if not isinstance(row, list) or len(row) != len(blocks):
-                raise ConfigError(f"learned.{key}.{t}", f"expected a list of {len(blocks)} entries (one per block: {', '.join(blocks)}), found {show(row)}")
+                raise ConfigError(
+                    f"learned.{key}.{t}",
+                    f"expected a list of {len(blocks)} entries (one per block: {', '.join(blocks)}), found {show(row)}",
+                )
             for i, v in enumerate(row):
                 where = f"learned.{key}.{t}[{i}]"
                 if key == "policy" and v not in (RUN, SKIP):
                     raise ConfigError(where, f"expected `{RUN}` or `{SKIP}`, found {show(v)}")
                 if key == "policy" and v == SKIP and blocks[i] not in gated:
-                    raise ConfigError(where, f"block `{blocks[i]}` is not gated and always runs, found `{SKIP}`; gated blocks: {', '.join(gated)}")
-                if key == "select_probability" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
+                    raise ConfigError(
+                        where,
+                        f"block `{blocks[i]}` is not gated and always runs, found `{SKIP}`; gated blocks: {', '.join(gated)}",
+                    )
+                if key == "select_probability" and (
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1
+                ):
                     raise ConfigError(where, f"expected a number in [0, 1], found {show(v)}")
     return {t: list(learned["policy"][t]) for t in tasks}

@@ -17,10 +17,10 @@ from torch.utils.data import Dataset, Subset
 
 from ..data import TensorMTLDataset
 from ..errors import NonFiniteLossError
-from .base import Architecture
-from .adashare import RUN, SKIP
 from ..models.gated import GatedSupernet, sharing_loss, sparsity_loss
 from ..training import EpochEnd, batches, make_optimizer
+from .adashare import RUN, SKIP
+from .base import Architecture
 
 POLICY_LR = 0.01  # Adam on the policy logits, as in the paper's code
 TEMPERATURE_DECAY = 0.965  # per policy epoch, as in the paper
@@ -40,7 +40,9 @@ def split_halves(dataset: Dataset, generator: torch.Generator) -> tuple[Dataset,
     return tuple(Subset(dataset, i.tolist()) for i in halves)
 
 
-def learn_architecture(candidate, device: torch.device, seed: int, on_epoch: Callable[[EpochEnd], None] | None = None) -> Architecture:
+def learn_architecture(
+    candidate, device: torch.device, seed: int, on_epoch: Callable[[EpochEnd], None] | None = None
+) -> Architecture:
     """AdaShare policy learning (Sun et al., 2020) for an ``adashare_learned`` candidate.
 
     1. Warm-up: ``warmup_epochs`` epochs training the supernet's weights with every block run
@@ -101,7 +103,9 @@ def learn_architecture(candidate, device: torch.device, seed: int, on_epoch: Cal
             steps += 1
         mean = check(running / max(steps, 1), epoch, what, [f"loss of task `{n}`" for n in names])
         if on_epoch is not None:
-            on_epoch(EpochEnd(epoch, total_epochs, float(sum(mean)), dict(zip(names, mean)), time.perf_counter() - start))
+            on_epoch(
+                EpochEnd(epoch, total_epochs, float(sum(mean)), dict(zip(names, mean)), time.perf_counter() - start)
+            )
 
     def policy_pass(epoch: int, first: int, temperature: float) -> None:
         depths = net.depths[first:]
@@ -110,12 +114,21 @@ def learn_architecture(candidate, device: torch.device, seed: int, on_epoch: Cal
             policy_optimizer.zero_grad(set_to_none=True)
             losses = losses_of(x, y, net.sample_policy(temperature, first))
             alpha = net.select_probabilities()[:, first:]
-            total = losses.sum() + s["sparsity_weight"] * sparsity_loss(alpha) + s["sharing_weight"] * sharing_loss(alpha, depths, len(net.block_names))
+            total = (
+                losses.sum()
+                + s["sparsity_weight"] * sparsity_loss(alpha)
+                + s["sharing_weight"] * sharing_loss(alpha, depths, len(net.block_names))
+            )
             total.backward(inputs=[net.logits])  # the weights stay as they are
             policy_optimizer.step()
             running += torch.cat([losses.detach(), total.detach()[None]])
             steps += 1
-        check(running / max(steps, 1), epoch, "the policy pass", [*(f"loss of task `{n}`" for n in names), "the policy loss"])
+        check(
+            running / max(steps, 1),
+            epoch,
+            "the policy pass",
+            [*(f"loss of task `{n}`" for n in names), "the policy loss"],
+        )
 
     for e in range(warmup):
         weight_pass(e + 1, "warm-up", lambda: None)
@@ -131,8 +144,14 @@ def learn_architecture(candidate, device: torch.device, seed: int, on_epoch: Cal
         runs = torch.bernoulli(alpha, generator=torch.Generator().manual_seed(seed)).bool().tolist()
     column = {b: g for g, b in enumerate(s["gated"])}
     learned = {
-        "policy": {t: [RUN if column.get(b) is None or runs[k][column[b]] else SKIP for b in s["blocks"]] for k, t in enumerate(names)},
-        "select_probability": {t: [1.0 if column.get(b) is None else round(float(alpha[k, column[b]]), 6) for b in s["blocks"]] for k, t in enumerate(names)},
+        "policy": {
+            t: [RUN if column.get(b) is None or runs[k][column[b]] else SKIP for b in s["blocks"]]
+            for k, t in enumerate(names)
+        },
+        "select_probability": {
+            t: [1.0 if column.get(b) is None else round(float(alpha[k, column[b]]), 6) for b in s["blocks"]]
+            for k, t in enumerate(names)
+        },
         "epochs": {"warmup": warmup, "policy": policy_epochs},
     }
     return candidate.family.with_learned(arch, learned)

@@ -89,7 +89,9 @@ def block_table(rows: Mapping[str, Sequence[str]], block_names: Sequence[str]) -
     """A fixed-width table, one row per task and one column per block."""
     first = max(len("task"), *(len(t) for t in rows))
     widths = [max(len(b), *(len(str(r[i])) for r in rows.values())) for i, b in enumerate(block_names)]
-    line = lambda head, cells: "  ".join([head.ljust(first), *(str(c).ljust(w) for c, w in zip(cells, widths))]).rstrip()  # noqa: E731
+    line = lambda head, cells: "  ".join(
+        [head.ljust(first), *(str(c).ljust(w) for c, w in zip(cells, widths))]
+    ).rstrip()  # noqa: E731
     return [line("task", block_names), *(line(t, r) for t, r in rows.items())]
 
 
@@ -130,7 +132,9 @@ class Family(ABC):
         """The final architecture of a learned family from its stored record (see the module doc)."""
         raise ValueError(f"family `{self.name}` does not learn its architecture inside a trial")
 
-    def learn(self, candidate: Any, device: Any, seed: int, on_epoch: Callable[[Any], None] | None = None) -> Architecture:
+    def learn(
+        self, candidate: Any, device: Any, seed: int, on_epoch: Callable[[Any], None] | None = None
+    ) -> Architecture:
         """Learn the final architecture of ``candidate`` (a :class:`~mtlsearch.problem.Candidate`
         of this family) on its train split only, seeded by ``seed``; ``on_epoch`` gets each
         learning epoch's :class:`~mtlsearch.training.EpochEnd`. Returns

@@ -12,8 +12,6 @@ from .base import FAMILIES, Architecture, Family
 class SingleTask(Family):
     """No sharing: one full backbone per task (the reference point of Delta-MTL)."""
 
-    name = "single_task"
-
     def sample(self, trial, tasks, backbone):
         return Architecture(self.name, {t: tuple(t for _ in backbone.block_names) for t in tasks})
 
@@ -21,8 +19,6 @@ class SingleTask(Family):
 @FAMILIES.register("hard_sharing")
 class HardSharing(Family):
     """Hard parameter sharing (Caruana, 1997): one trunk for all tasks, one head per task."""
-
-    name = "hard_sharing"
 
     def sample(self, trial, tasks, backbone):
         return Architecture(self.name, {t: tuple("shared" for _ in backbone.block_names) for t in tasks})
@@ -42,7 +38,6 @@ class Tree(Family):
     labels renumbered in order of first appearance, so equal trees get equal parameter names.
     """
 
-    name = "tree"
     citation = "Lu et al., CVPR 2017; Guo et al., ICML 2020; Bruggemann et al., BMVC 2020"
 
     def __init__(self, max_groups: int = 2):

@@ -17,7 +17,6 @@ class Routing(Family):
     prefix once). ``modules: 1`` is hard sharing.
     """
 
-    name = "routing"
     citation = "Rosenbaum et al., ICLR 2018"
 
     def __init__(self, modules: int = 2):
@@ -28,11 +27,21 @@ class Routing(Family):
 
     def sample(self, trial, tasks, backbone):
         choices = [f"m{k}" for k in range(self.modules)]
-        return Architecture(self.name, {
-            t: tuple("m0" if self.modules == 1 else trial.suggest_categorical(f"routing.{t}.{b}", choices) for b in backbone.block_names)
-            for t in tasks
-        })
+        return Architecture(
+            self.name,
+            {
+                t: tuple(
+                    "m0" if self.modules == 1 else trial.suggest_categorical(f"routing.{t}.{b}", choices)
+                    for b in backbone.block_names
+                )
+                for t in tasks
+            },
+        )
 
     def describe(self, architecture, block_names):
-        return ["route per task (module of each block):", *block_table(architecture.paths, block_names),
-                "computed together:", *sharing_lines(architecture, block_names)]
+        return [
+            "route per task (module of each block):",
+            *block_table(architecture.paths, block_names),
+            "computed together:",
+            *sharing_lines(architecture, block_names),
+        ]

@@ -88,7 +88,6 @@ class CrossStitch(BlockSwitches):
     ``cross_stitch.<block>``; settings: ``{"units": [block, ...]}``. No unit: independent columns.
     """
 
-    name = "cross_stitch"
     citation = "Misra et al., CVPR 2016"
 
     def sample(self, trial, tasks, backbone):
@@ -115,14 +114,16 @@ class MTAN(BlockSwitches):
     ``mtan.<block>``. Settings: ``{"attended": [block, ..., last block]}``.
     """
 
-    name = "mtan"
     citation = "Liu et al., CVPR 2019"
 
     def candidates(self, backbone):
         names = backbone.block_names
         blocks = candidate_blocks(self.blocks, backbone, "blocks", names[:-1])
         if names[-1] in blocks:
-            raise ConfigError("blocks", f"the last block `{names[-1]}` is always attended; list only earlier blocks, found {show(self.blocks)}")
+            raise ConfigError(
+                "blocks",
+                f"the last block `{names[-1]}` is always attended; list only earlier blocks, found {show(self.blocks)}",
+            )
         return blocks
 
     def sample(self, trial, tasks, backbone):
@@ -132,12 +133,17 @@ class MTAN(BlockSwitches):
     def build(self, architecture, backbone, tasks):
         attended = setting_blocks(architecture.settings, "attended", backbone)
         if backbone.block_names[-1] not in attended:
-            raise ConfigError("settings.attended", f"the last block `{backbone.block_names[-1]}` must be attended (the heads read it), found {show(attended)}")
+            raise ConfigError(
+                "settings.attended",
+                f"the last block `{backbone.block_names[-1]}` must be attended (the heads read it), found {show(attended)}",
+            )
         return MTANNetwork(backbone, tasks, attended)
 
     def describe(self, architecture, block_names):
-        return [f"shared trunk {span(block_names, 0, len(block_names) - 1)}, run once",
-                f"per-task attention after: {listed(architecture.settings.get('attended', []))}"]
+        return [
+            f"shared trunk {span(block_names, 0, len(block_names) - 1)}, run once",
+            f"per-task attention after: {listed(architecture.settings.get('attended', []))}",
+        ]
 
 
 class Experts(Family):
@@ -170,7 +176,6 @@ class MMoE(Experts):
     ``split``, default every block). Settings: ``{"experts": K, "split": block}``.
     """
 
-    name = "mmoe"
     citation = "Ma et al., KDD 2018"
 
     def __init__(self, experts: int | Sequence[int] = (2, 3, 4), split: list[str] | None = None):
@@ -181,19 +186,26 @@ class MMoE(Experts):
         return {"experts": self.experts, "split": self.split}
 
     def sample(self, trial, tasks, backbone):
-        return Architecture(self.name, settings={
-            "experts": trial.suggest_categorical("mmoe.experts", self.experts),
-            "split": trial.suggest_categorical("mmoe.split", self.candidate_splits(backbone)),
-        })
+        return Architecture(
+            self.name,
+            settings={
+                "experts": trial.suggest_categorical("mmoe.experts", self.experts),
+                "split": trial.suggest_categorical("mmoe.split", self.candidate_splits(backbone)),
+            },
+        )
 
     def build(self, architecture, backbone, tasks):
-        return MMoENetwork(backbone, tasks, int(architecture.settings["experts"]), self.split_index(architecture, backbone))
+        return MMoENetwork(
+            backbone, tasks, int(architecture.settings["experts"]), self.split_index(architecture, backbone)
+        )
 
     def describe(self, architecture, block_names):
         split, k = block_names.index(architecture.settings["split"]), architecture.settings["experts"]
         source = f"{block_names[split - 1]}'s output" if split else "the input"
-        return [self.bottom(split, block_names),
-                f"experts: {k} towers over {span(block_names, split, len(block_names) - 1)}, gated per task from {source}"]
+        return [
+            self.bottom(split, block_names),
+            f"experts: {k} towers over {span(block_names, split, len(block_names) - 1)}, gated per task from {source}",
+        ]
 
 
 @FAMILIES.register("ple")
@@ -210,11 +222,14 @@ class PLE(Experts):
     ``{"shared_experts": S, "task_experts": E, "split": block}``.
     """
 
-    name = "ple"
     citation = "Tang et al., RecSys 2020"
 
-    def __init__(self, shared_experts: int | Sequence[int] = (1, 2), task_experts: int | Sequence[int] = (1, 2),
-                 split: list[str] | None = None):
+    def __init__(
+        self,
+        shared_experts: int | Sequence[int] = (1, 2),
+        task_experts: int | Sequence[int] = (1, 2),
+        split: list[str] | None = None,
+    ):
         self.shared_experts = count_choices(shared_experts, "shared_experts")
         self.task_experts = count_choices(task_experts, "task_experts")
         self.split = check_block_list(split, "split")
@@ -223,19 +238,26 @@ class PLE(Experts):
         return {"shared_experts": self.shared_experts, "task_experts": self.task_experts, "split": self.split}
 
     def sample(self, trial, tasks, backbone):
-        return Architecture(self.name, settings={
-            "shared_experts": trial.suggest_categorical("ple.shared_experts", self.shared_experts),
-            "task_experts": trial.suggest_categorical("ple.task_experts", self.task_experts),
-            "split": trial.suggest_categorical("ple.split", self.candidate_splits(backbone)),
-        })
+        return Architecture(
+            self.name,
+            settings={
+                "shared_experts": trial.suggest_categorical("ple.shared_experts", self.shared_experts),
+                "task_experts": trial.suggest_categorical("ple.task_experts", self.task_experts),
+                "split": trial.suggest_categorical("ple.split", self.candidate_splits(backbone)),
+            },
+        )
 
     def build(self, architecture, backbone, tasks):
         s = architecture.settings
-        return PLENetwork(backbone, tasks, int(s["shared_experts"]), int(s["task_experts"]), self.split_index(architecture, backbone))
+        return PLENetwork(
+            backbone, tasks, int(s["shared_experts"]), int(s["task_experts"]), self.split_index(architecture, backbone)
+        )
 
     def describe(self, architecture, block_names):
         s = architecture.settings
         split = block_names.index(s["split"])
-        return [self.bottom(split, block_names),
-                f"extraction layers at {span(block_names, split, len(block_names) - 1)}: "
-                f"{s['shared_experts']} shared + {s['task_experts']} per-task experts each, gated per task"]
+        return [
+            self.bottom(split, block_names),
+            f"extraction layers at {span(block_names, split, len(block_names) - 1)}: "
+            f"{s['shared_experts']} shared + {s['task_experts']} per-task experts each, gated per task",
+        ]

@@ -77,8 +77,6 @@ class MLP(Backbone):
     Blocks 1..depth-1 map ``(width,)`` to ``(width,)``, so they can be skipped as identities.
     """
 
-    name = "mlp"
-
     def __init__(self, input_shape, width: int = 64, depth: int = 3, dropout: float = 0.0):
         self.width = as_int(width, "width", 1)
         self.depth = as_int(depth, "depth", 1)
@@ -118,11 +116,12 @@ class CNN(Backbone):
     Inputs are ``(C, H, W)`` images.
     """
 
-    name = "cnn"
-
     def __init__(self, input_shape, channels: int = 32, depth: int = 3, min_size: int = 2):
         if len(tuple(input_shape)) != 3:
-            raise ConfigError("name", f"backbone `cnn` needs image inputs of shape (C, H, W), found input shape {tuple(input_shape)}; use `mlp` for vectors")
+            raise ConfigError(
+                "name",
+                f"backbone `cnn` needs image inputs of shape (C, H, W), found input shape {tuple(input_shape)}; use `mlp` for vectors",
+            )
         self.channels = as_int(channels, "channels", 1)
         self.depth = as_int(depth, "depth", 1)
         self.min_size = as_int(min_size, "min_size", 1)

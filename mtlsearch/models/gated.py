@@ -71,7 +71,9 @@ class GatedSupernet(nn.Module):
         self.block_names = list(backbone.block_names)
         self.gate_column = {self.block_names.index(b): g for g, b in enumerate(gated)}
         self.depths = [self.block_names.index(b) + 1 for b in gated]  # 1-based, per column
-        self.blocks = nn.ModuleDict({n: nn.ModuleDict({"shared": backbone.build_block(b)}) for b, n in enumerate(self.block_names)})
+        self.blocks = nn.ModuleDict(
+            {n: nn.ModuleDict({"shared": backbone.build_block(b)}) for b, n in enumerate(self.block_names)}
+        )
         self.heads = nn.ModuleDict({t.name: build_head(backbone.output_shape, t) for t in tasks})
         self.logits = nn.Parameter(torch.zeros(len(tasks), len(gated), 2))
 
@@ -118,4 +120,3 @@ class GatedSupernet(nn.Module):
             pooled = pool(f)
             out.update({self.task_names[t]: self.heads[self.task_names[t]](pooled) for t in tasks})
         return {t: out[t] for t in self.task_names}
-

@@ -129,7 +129,12 @@ class PathNetwork(MultiTaskNetwork):
         """The parameters each task's output depends on: its path's blocks and its head."""
         out = {}
         for t, path in self.paths.items():
-            params = [p for name, key in zip(self._block_names, path) if key is not None for p in self.blocks[name][key].parameters()]
+            params = [
+                p
+                for name, key in zip(self._block_names, path)
+                if key is not None
+                for p in self.blocks[name][key].parameters()
+            ]
             out[t] = params + list(self.heads[t].parameters())
         return out
 

@@ -137,7 +137,9 @@ class Attention(nn.Module):
         if self.image:
             c = shape[0]
             c_in = c + (previous[0] if previous is not None else 0)
-            self.net = nn.Sequential(nn.Conv2d(c_in, c, 1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1), nn.Sigmoid())
+            self.net = nn.Sequential(
+                nn.Conv2d(c_in, c, 1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1), nn.Sigmoid()
+            )
         else:
             size = math.prod(shape)
             n_in = size + (pooled_size(previous) if previous is not None else 0)
@@ -223,7 +225,9 @@ class ExtractionLayer(nn.Module):
         super().__init__()
         in_shape = backbone.shapes[b][0]
         self.shared_experts = nn.ModuleList(backbone.build_block(b) for _ in range(n_shared))
-        self.task_experts = nn.ModuleDict({t: nn.ModuleList(backbone.build_block(b) for _ in range(n_task)) for t in tasks})
+        self.task_experts = nn.ModuleDict(
+            {t: nn.ModuleList(backbone.build_block(b) for _ in range(n_task)) for t in tasks}
+        )
         self.task_gates = nn.ModuleDict({t: Gate(in_shape, n_task + n_shared) for t in tasks})
         self.shared_gate = None if last else Gate(in_shape, n_shared + len(tasks) * n_task)
 
@@ -245,14 +249,20 @@ class PLENetwork(SoftNetwork):
     ``shared_feature``: the last layer's stacked shared-expert outputs (every task's gate mixes them).
     """
 
-    def __init__(self, backbone: Backbone, tasks: Sequence[TaskSpec], shared_experts: int, task_experts: int, split: int):
+    def __init__(
+        self, backbone: Backbone, tasks: Sequence[TaskSpec], shared_experts: int, task_experts: int, split: int
+    ):
         super().__init__(backbone, tasks)
         names = backbone.block_names
         self.bottom = Segment(backbone, range(split))
-        self.layers = nn.ModuleDict({
-            names[b]: ExtractionLayer(backbone, b, self.task_names, shared_experts, task_experts, b == len(names) - 1)
-            for b in range(split, len(names))
-        })
+        self.layers = nn.ModuleDict(
+            {
+                names[b]: ExtractionLayer(
+                    backbone, b, self.task_names, shared_experts, task_experts, b == len(names) - 1
+                )
+                for b in range(split, len(names))
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         shared = self.bottom(x)
@@ -296,9 +306,9 @@ class AdapterNetwork(SoftNetwork):
         super().__init__(backbone, tasks)
         out_shapes = dict(zip(backbone.block_names, (o for _, o in backbone.shapes)))
         self.trunk = Segment(backbone, range(len(backbone.block_names)))
-        self.adapters = nn.ModuleDict({
-            b: nn.ModuleDict({t: ResidualAdapter(out_shapes[b]) for t in self.task_names}) for b in adapted
-        })
+        self.adapters = nn.ModuleDict(
+            {b: nn.ModuleDict({t: ResidualAdapter(out_shapes[b]) for t in self.task_names}) for b in adapted}
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features: dict[str, torch.Tensor] | None = None  # per task, once the first adapter is passed

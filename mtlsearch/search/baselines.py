@@ -16,8 +16,9 @@ from .progress import QUIET, Progress
 from .records import study_record, write_study
 
 
-def ensure_baselines(study: optuna.Study | None, problem: Problem, seed: int, device: torch.device,
-                     progress: Progress = QUIET) -> dict[str, dict[str, float]]:
+def ensure_baselines(
+    study: optuna.Study | None, problem: Problem, seed: int, device: torch.device, progress: Progress = QUIET
+) -> dict[str, dict[str, float]]:
     """The single-task baselines of the study: given by the space, already stored, or trained now
     (once per study, on the validation split) and stored."""
     if problem.given_baselines is not None:
@@ -38,7 +39,15 @@ def train_single_task(problem: Problem, task: TaskSpec, seed: int, device: torch
     from ..weighting import WEIGHTINGS
 
     model = problem.single_task_model(task, seed)
-    train(model, [task], WEIGHTINGS.get("equal")([task.name]), problem.data.train, problem.baseline_training(), device, seed)
+    train(
+        model,
+        [task],
+        WEIGHTINGS.get("equal")([task.name]),
+        problem.data.train,
+        problem.baseline_training(),
+        device,
+        seed,
+    )
     return model
 
 
@@ -53,7 +62,16 @@ def train_baselines(problem: Problem, seed: int, device: torch.device, progress:
         model = train_single_task(problem, task, seed, device)
         values[task.name] = evaluate(model, [task], problem.data.val, device)[task.name]
         shown = ", ".join(f"{m} {v:.4g}" for m, v in values[task.name].items())
-        progress.event("baseline_done", f"baseline {i}/{len(problem.tasks)}: `{task.name}` val {shown}", task=task.name,
-                       metrics=values[task.name])
-    return {"source": "trained", "values": values, "training": settings, "seed": seed,
-            "seconds": round(time.perf_counter() - start, 2)}
+        progress.event(
+            "baseline_done",
+            f"baseline {i}/{len(problem.tasks)}: `{task.name}` val {shown}",
+            task=task.name,
+            metrics=values[task.name],
+        )
+    return {
+        "source": "trained",
+        "values": values,
+        "training": settings,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - start, 2),
+    }

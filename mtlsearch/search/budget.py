@@ -30,7 +30,8 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     retries (a dead worker's or an interrupted trial is replaced by its retry)."""
     retried = retried_numbers(study)
     return [
-        t for t in study.get_trials(deepcopy=False, states=FINISHED)
+        t
+        for t in study.get_trials(deepcopy=False, states=FINISHED)
         if (t.state != TrialState.FAIL or t.number not in retried) and "surplus" not in t.user_attrs
     ]
 
@@ -53,8 +54,11 @@ def surplus_reason(study: optuna.Study, number: int, n_trials: int) -> str | Non
     later one yields). Failed trials that were retried and earlier surplus trials do not count."""
     retried = retried_numbers(study)
     before = [
-        t for t in study.get_trials(deepcopy=False)
-        if t.number < number and "surplus" not in t.user_attrs and not (t.state == TrialState.FAIL and t.number in retried)
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.number < number
+        and "surplus" not in t.user_attrs
+        and not (t.state == TrialState.FAIL and t.number in retried)
     ]
     if len(before) >= n_trials:
         return f"not run: the study-wide budget of {n_trials} trials was met by other workers"
@@ -99,7 +103,15 @@ class TrialEnd:
             reason = record.fail_reason or record.pruned_reason or "see the log above"
             message = f"trial {finished}/{self.n_trials} #{trial.number} {trial.state.name}: {reason}"
         self.progress.event(
-            "trial", message, trial=trial.number, finished=finished, target=self.n_trials, state=trial.state.name,
-            values=trial.values, delta_mtl=record.delta_mtl, best_delta_mtl=self.best if self.best > float("-inf") else None,
-            fail_reason=record.fail_reason, pruned_reason=record.pruned_reason,
+            "trial",
+            message,
+            trial=trial.number,
+            finished=finished,
+            target=self.n_trials,
+            state=trial.state.name,
+            values=trial.values,
+            delta_mtl=record.delta_mtl,
+            best_delta_mtl=self.best if self.best > float("-inf") else None,
+            fail_reason=record.fail_reason,
+            pruned_reason=record.pruned_reason,
         )

@@ -34,7 +34,9 @@ from optuna.trial import TrialState
 EPOCH_ATTR = "epoch_delta_mtl"
 
 
-def median_stop(value: float, epoch: int, others: Sequence[Sequence[float]], min_trials: int, min_epochs: int) -> float | None:
+def median_stop(
+    value: float, epoch: int, others: Sequence[Sequence[float]], min_trials: int, min_epochs: int
+) -> float | None:
     """The median that ``value`` (proxy after ``epoch``, 1-based) falls below, or ``None`` to go on.
 
     ``others``: the per-epoch proxies of the complete trials (a trial counts at ``epoch`` when it
@@ -49,7 +51,9 @@ def median_stop(value: float, epoch: int, others: Sequence[Sequence[float]], min
     return median if value < median else None
 
 
-def asha_stop(value: float, epoch: int, others: Sequence[Sequence[float]], min_trials: int, min_epochs: int, eta: int = 3) -> float | None:
+def asha_stop(
+    value: float, epoch: int, others: Sequence[Sequence[float]], min_trials: int, min_epochs: int, eta: int = 3
+) -> float | None:
     """The top-``1/eta`` cutoff that ``value`` falls below at a rung epoch, or ``None`` to go on."""
     rung = min_epochs
     while rung < epoch:
@@ -77,15 +81,23 @@ class EarlyStopping:
     min_trials: int = 5
     min_epochs: int = 1
 
-    def check(self, study: optuna.Study, epoch: int, epochs: int, value: float, number: int | None = None) -> str | None:
+    def check(
+        self, study: optuna.Study, epoch: int, epochs: int, value: float, number: int | None = None
+    ) -> str | None:
         """Why trial ``number`` should stop after ``epoch`` of ``epochs`` with proxy ``value``, or ``None``."""
         if self.rule not in RULES or epoch >= epochs:
             return None
         stop, states, what, whom = RULES[self.rule]
-        others = [t.user_attrs.get(EPOCH_ATTR, []) for t in study.get_trials(deepcopy=False, states=states) if t.number != number]
+        others = [
+            t.user_attrs.get(EPOCH_ATTR, [])
+            for t in study.get_trials(deepcopy=False, states=states)
+            if t.number != number
+        ]
         threshold = stop(value, epoch, others, self.min_trials, self.min_epochs)
         if threshold is None:
             return None
         count = sum(1 for o in others if len(o) >= epoch)
-        return (f"early stopped after epoch {epoch}/{epochs}: validation Delta-MTL {value:+.2f}% is below {what} "
-                f"{threshold:+.2f}% of {count} {whom} at that epoch ({self.rule})")
+        return (
+            f"early stopped after epoch {epoch}/{epochs}: validation Delta-MTL {value:+.2f}% is below {what} "
+            f"{threshold:+.2f}% of {count} {whom} at that epoch ({self.rule})"
+        )

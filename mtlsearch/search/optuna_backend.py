@@ -33,7 +33,7 @@ from .trial import EpochReport, TrialHooks, TrialOutcome, nan_values, run_trial,
 class _OptunaHooks(TrialHooks):
     """Record fields go to the live trial at once; epochs are shown; early stopping may stop it."""
 
-    def __init__(self, objective: "Objective", trial: Any, study: optuna.Study | None, run_id: str, family: str):
+    def __init__(self, objective: Objective, trial: Any, study: optuna.Study | None, run_id: str, family: str):
         self.objective, self.trial, self.study, self.run_id, self.family = objective, trial, study, run_id, family
         self.label = f"trial {trial.number + 1}" + (f"/{objective.total}" if objective.total else "")
         self.evaluate_each_epoch = objective.early_stopping is not None and study is not None
@@ -42,8 +42,12 @@ class _OptunaHooks(TrialHooks):
         write_trial(self.trial, **fields)
         if fields.get("resumed_from_epoch"):
             self.objective.progress.event(
-                "resumed", f"  {self.label} continued run {self.run_id} from its epoch {fields['resumed_from_epoch']} checkpoint",
-                trial=self.trial.number, run_id=self.run_id, epoch=fields["resumed_from_epoch"])
+                "resumed",
+                f"  {self.label} continued run {self.run_id} from its epoch {fields['resumed_from_epoch']} checkpoint",
+                trial=self.trial.number,
+                run_id=self.run_id,
+                epoch=fields["resumed_from_epoch"],
+            )
 
     def constrain(self, values: Mapping[str, float]) -> None:
         if hasattr(self.trial, "set_constraint"):
@@ -52,8 +56,13 @@ class _OptunaHooks(TrialHooks):
 
     def phase_epoch(self, end: EpochEnd, phase: str = "") -> None:
         self.objective.progress.event(
-            "epoch", f"  {self.label} [{self.family}]{phase} epoch {end.epoch}/{end.epochs} loss {end.train_loss:.4f}",
-            transient=True, trial=self.trial.number, epoch=end.epoch, epochs=end.epochs, loss=end.train_loss,
+            "epoch",
+            f"  {self.label} [{self.family}]{phase} epoch {end.epoch}/{end.epochs} loss {end.train_loss:.4f}",
+            transient=True,
+            trial=self.trial.number,
+            epoch=end.epoch,
+            epochs=end.epochs,
+            loss=end.train_loss,
         )
 
     def epoch(self, report: EpochReport) -> None:
@@ -141,8 +150,16 @@ class Objective:
         hooks = _OptunaHooks(self, trial, study, run_id, candidate.architecture.family)
         checkpoints = self.checkpoints(run_id)
         try:
-            outcome = run_trial(self.problem, trial.params, seed=seed, device=self.device, baselines=baselines, hooks=hooks,
-                                checkpoints=checkpoints, previous=TrialRecord.from_attrs(stored))
+            outcome = run_trial(
+                self.problem,
+                trial.params,
+                seed=seed,
+                device=self.device,
+                baselines=baselines,
+                hooks=hooks,
+                checkpoints=checkpoints,
+                previous=TrialRecord.from_attrs(stored),
+            )
         except KeyboardInterrupt:
             if study is not None and isinstance(trial, optuna.Trial):
                 requeue(study, trial)  # Ctrl-C: a resume continues it from its last checkpoint
@@ -164,16 +181,25 @@ class Objective:
 # -- running ------------------------------------------------------------------------------------
 
 
-def make_objective(problem: Problem, settings: Mapping[str, Any], device: torch.device, artifacts: str, progress: Progress) -> Objective:
+def make_objective(
+    problem: Problem, settings: Mapping[str, Any], device: torch.device, artifacts: str, progress: Progress
+) -> Objective:
     rule = settings.get("early_stopping", "none")
     return Objective(
-        problem, seed=settings["seed"], device=device, artifacts=artifacts if settings.get("save_weights", True) else None,
-        checkpoints=Path(artifacts) / "checkpoints", progress=progress, total=settings["n_trials"],
+        problem,
+        seed=settings["seed"],
+        device=device,
+        artifacts=artifacts if settings.get("save_weights", True) else None,
+        checkpoints=Path(artifacts) / "checkpoints",
+        progress=progress,
+        total=settings["n_trials"],
         early_stopping=None if rule == "none" else EarlyStopping(rule, settings["min_trials"], settings["min_epochs"]),
     )
 
 
-def run_search(space: SearchSpace, run: RunConfig, progress: Progress = QUIET, problem: Problem | None = None) -> optuna.Study:
+def run_search(
+    space: SearchSpace, run: RunConfig, progress: Progress = QUIET, problem: Problem | None = None
+) -> optuna.Study:
     """Run (or continue) the study of ``space`` until it holds ``run.n_trials`` finished trials
     (complete, pruned, or failed and not retried) over all its workers, or until ``run.timeout``
     seconds pass. With ``run.workers > 1``, that many local worker processes share the study (the
@@ -182,8 +208,9 @@ def run_search(space: SearchSpace, run: RunConfig, progress: Progress = QUIET, p
     device = resolve_device(run.device)
     storage = open_storage(run.storage, heartbeat=(run.heartbeat_interval, run.grace_period))
     workers = f", {run.workers} workers" if run.workers > 1 else ""
-    study, settings = start_run(space, run, problem, storage, progress, f"device {device}{workers}", device=str(device),
-                                workers=run.workers)
+    study, settings = start_run(
+        space, run, problem, storage, progress, f"device {device}{workers}", device=str(device), workers=run.workers
+    )
     objective = make_objective(problem, settings, device, str(artifacts_dir(run)), progress)
     if len(finished_trials(study)) < run.n_trials:
         objective.baselines(study)  # once per study, before any worker starts
@@ -196,7 +223,9 @@ def run_search(space: SearchSpace, run: RunConfig, progress: Progress = QUIET, p
     return study
 
 
-def optimize(study: optuna.Study, objective: Objective, settings: Mapping[str, Any], progress: Progress = QUIET, worker: int = 0) -> None:
+def optimize(
+    study: optuna.Study, objective: Objective, settings: Mapping[str, Any], progress: Progress = QUIET, worker: int = 0
+) -> None:
     """Run trials of ``study`` in this process until the study-wide budget (``settings``) is met.
 
     Trials of dead workers (no heartbeat for the grace period) are failed and queued again first;
@@ -205,7 +234,9 @@ def optimize(study: optuna.Study, objective: Objective, settings: Mapping[str, A
     stale and are queued again, and runs them), so the study ends with no trial left RUNNING.
     """
     n_trials, deadline = settings["n_trials"], settings.get("deadline")
-    study.sampler = make_sampler(study_record(study).sampler or settings["sampler"], settings["seed"], len(finished_trials(study)), worker)
+    study.sampler = make_sampler(
+        study_record(study).sampler or settings["sampler"], settings["seed"], len(finished_trials(study)), worker
+    )
     report_recovered(study, progress)
     trial_end = TrialEnd(study, n_trials, progress)
 
@@ -241,25 +272,37 @@ def optimize(study: optuna.Study, objective: Objective, settings: Mapping[str, A
 def report_recovered(study: optuna.Study, progress: Progress) -> list[int]:
     failed = recover(study)
     if failed:
-        progress.event("recovered", f"trial(s) {', '.join(f'#{n}' for n in failed)} of a stopped worker failed (no heartbeat); "
-                       "queued again with their parameters, to continue from their last epoch checkpoint", failed=failed)
+        progress.event(
+            "recovered",
+            f"trial(s) {', '.join(f'#{n}' for n in failed)} of a stopped worker failed (no heartbeat); "
+            "queued again with their parameters, to continue from their last epoch checkpoint",
+            failed=failed,
+        )
     return failed
 
 
-def join_study(study_name: str, storage_url: str, progress: Progress = QUIET, device: str = "auto", worker: int = 0) -> optuna.Study:
+def join_study(
+    study_name: str, storage_url: str, progress: Progress = QUIET, device: str = "auto", worker: int = 0
+) -> optuna.Study:
     """Work on a stored study as one more worker (``mtlsearch worker``): its space, seed, sampler,
     budget, early stopping and heartbeat settings are read from the storage."""
     settings = study_record(load_study(study_name, storage_url)).run
     if settings is None:
-        raise StudyMismatchError(f"study `{study_name}` in {redact(storage_url)} was not started by `mtlsearch run` "
-                                 "(it has no run settings to join)")
+        raise StudyMismatchError(
+            f"study `{study_name}` in {redact(storage_url)} was not started by `mtlsearch run` "
+            "(it has no run settings to join)"
+        )
     study = load_study(study_name, storage_url, heartbeat=(settings["heartbeat_interval"], settings["grace_period"]))
     problem = Problem(stored_space(study))
     dev = resolve_device(device)
-    progress.event("worker", f"worker {worker or os.getpid()} joined study `{study_name}` ({redact(storage_url)}) on {dev}",
-                   study=study_name, worker=worker, device=str(dev))
+    progress.event(
+        "worker",
+        f"worker {worker or os.getpid()} joined study `{study_name}` ({redact(storage_url)}) on {dev}",
+        study=study_name,
+        worker=worker,
+        device=str(dev),
+    )
     objective = make_objective(problem, settings, dev, study_record(study).artifacts or "", progress)
     objective.baselines(study)
     optimize(study, objective, settings, progress, worker=worker or os.getpid())
     return study
-

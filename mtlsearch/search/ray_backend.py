@@ -6,12 +6,12 @@ The Optuna study stays the single record. Each Tune trial is one Optuna trial of
 
 * trials run as Ray actors on a local machine or a cluster (``--address``), with
   ``--cpus-per-trial`` / ``--gpus-per-trial`` each, at most ``--max-concurrent`` at a time;
-* :class:`StudySearch`, a small :class:`~ray.tune.search.optuna.OptunaSearch` subclass, asks the
-  study for each trial and samples it through :meth:`Problem.sample` (define-by-run: the space's
-  own code, as in the Optuna backend); it tells the study the outcome: COMPLETE with the
-  objective values for a trial that trained all its epochs, PRUNED (``pruned_reason``) for one
-  the scheduler stopped early. Stock ``OptunaSearch`` tells a stopped trial COMPLETE with the
-  partial values of its last report, which would put half-trained candidates on the front;
+* :class:`StudySearch`, a Tune searcher on Tune's public ``Searcher`` API and Optuna's ask/tell,
+  asks the study for each trial and samples it through :meth:`Problem.sample` (define-by-run:
+  the space's own code, as in the Optuna backend); it tells the study the outcome: COMPLETE with
+  the objective values for a trial that trained all its epochs, PRUNED (``pruned_reason``) for
+  one the scheduler stopped early (Ray's stock ``OptunaSearch`` would tell it COMPLETE with the
+  partial values of its last report, putting half-trained candidates on the front);
 * ASHA (Li et al., 2020, arXiv:1810.05934) stops trials on the validation Delta-MTL after each
   epoch (``delta_mtl_proxy``, the proxy of :mod:`mtlsearch.search.early_stopping`);
 * every epoch is a Tune checkpoint holding a :class:`~mtlsearch.checkpoints.CheckpointStore`
@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -50,6 +51,7 @@ from ..problem import Problem
 from ..training import resolve_device
 from .baselines import ensure_baselines
 from .budget import TrialEnd, finished_trials, requeue
+from .compat import live_trial
 from .progress import QUIET, Progress
 from .records import TrialRecord, study_record, write_study, write_trial
 from .sampler import make_sampler
@@ -58,16 +60,15 @@ from .study import artifacts_dir, start_run
 from .trial import EpochReport, TrialHooks, run_trial, trial_identity, upload_weights
 
 # Ray is optional: this module is imported only for ``--backend ray`` (lazily, by the CLI), and
-# without Ray :func:`run_ray` raises the install hint. The searcher must subclass OptunaSearch at
+# without Ray :func:`run_ray` raises the install hint. The searcher must subclass Tune's Searcher at
 # module level so that Tune can pickle it into the experiment state and restore it.
 try:
     import ray
     from ray import tune
     from ray.tune.search import Searcher
-    from ray.tune.search.optuna import OptunaSearch
 except ImportError:  # pragma: no cover - exercised only without Ray
-    ray = tune = Searcher = None
-    OptunaSearch = object
+    ray = tune = None
+    Searcher = object
 
 RAY_HINT = "the Ray backend needs Ray Tune: pip install 'mtlsearch[ray]' (or 'ray[tune]')"
 PROXY = "delta_mtl_proxy"  # what ASHA compares: validation Delta-MTL after each epoch (max)
@@ -98,19 +99,6 @@ def problem_of(raw: Mapping[str, Any]) -> Problem:
     return _PROBLEMS[key]
 
 
-class SampleSpace:
-    """The define-by-run search space given to OptunaSearch: draws a candidate's parameters
-    through :meth:`Problem.sample` (the same code as the Optuna backend). Picklable: it holds the
-    raw space and builds the problem lazily."""
-
-    def __init__(self, raw: Mapping[str, Any]):
-        self.raw = dict(raw)
-
-    def __call__(self, trial: Any) -> None:
-        problem_of(self.raw).sample(trial)
-        return None
-
-
 def max_epochs(space: SearchSpace) -> int:
     """The most epochs a candidate of ``space`` can train (ASHA's ``max_t``)."""
     spec = space.search_space.training.epochs
@@ -122,7 +110,9 @@ def max_epochs(space: SearchSpace) -> int:
 # -- the trainable (runs in Ray workers) --------------------------------------------------------
 
 
-def train_trial(config: Mapping[str, Any], space: Mapping[str, Any], baselines: Mapping[str, Any], cpus_per_trial: float = 1.0) -> None:
+def train_trial(
+    config: Mapping[str, Any], space: Mapping[str, Any], baselines: Mapping[str, Any], cpus_per_trial: float = 1.0
+) -> None:
     """One Tune trial: train the drawn candidate epoch by epoch, reporting after each epoch the
     validation Delta-MTL (``delta_mtl_proxy``, for ASHA), the objective values, the trial's user
     attributes and a checkpoint (the epoch's :class:`CheckpointStore` file and a side file).
@@ -145,8 +135,16 @@ def train_trial(config: Mapping[str, Any], space: Mapping[str, Any], baselines: 
                 side = json.loads((work / SIDE_FILE).read_text())
         store = CheckpointStore(work / "state", keep=1, warn=lambda message: log.warning(message))
         hooks = _RayHooks(problem, {"seed": seed, "run_id": drawn["run_id"]}, work, trial_path)
-        outcome = run_trial(problem, params, seed=seed, device=device, baselines=baselines, hooks=hooks, checkpoints=store,
-                            previous=TrialRecord.from_attrs(side))
+        outcome = run_trial(
+            problem,
+            params,
+            seed=seed,
+            device=device,
+            baselines=baselines,
+            hooks=hooks,
+            checkpoints=store,
+            previous=TrialRecord.from_attrs(side),
+        )
         if outcome.state != TrialState.COMPLETE:  # failed or infeasible: the one report of a trial that did not finish
             hooks.report_end(len(outcome.record.epoch_delta_mtl or []))
     finally:
@@ -171,19 +169,31 @@ class _RayHooks(TrialHooks):
         self.constraints = dict(values)
 
     def _payload(self) -> dict[str, Any]:
-        return {RECORD: json.dumps({**self.record, "constraints": self.constraints}, default=str), TRIAL_PATH: self.trial_path or ""}
+        return {
+            RECORD: json.dumps({**self.record, "constraints": self.constraints}, default=str),
+            TRIAL_PATH: self.trial_path or "",
+        }
 
     def epoch(self, report: EpochReport) -> None:
         # Tune wants every metric of the searcher in every report; the searcher tells the study
         # these values only for a trial that trained all its epochs
         (self.work / SIDE_FILE).write_text(json.dumps(self.record, default=str))
         values = {OBJECTIVE + k: v for k, v in (report.values or {}).items()}
-        tune.report({"epoch": report.epoch, "epochs": report.epochs, PROXY: report.proxy, **values, **self._payload()},
-                    checkpoint=tune.Checkpoint.from_directory(str(self.work)))
+        tune.report(
+            {"epoch": report.epoch, "epochs": report.epochs, PROXY: report.proxy, **values, **self._payload()},
+            checkpoint=tune.Checkpoint.from_directory(str(self.work)),
+        )
 
     def report_end(self, epoch: int) -> None:
-        tune.report({"epoch": epoch, "epochs": epoch, PROXY: math.nan, **{OBJECTIVE + o: math.nan for o in self.problem.objectives},
-                     **self._payload()})
+        tune.report(
+            {
+                "epoch": epoch,
+                "epochs": epoch,
+                PROXY: math.nan,
+                **{OBJECTIVE + o: math.nan for o in self.problem.objectives},
+                **self._payload(),
+            }
+        )
 
 
 def trial_dirname(trial: Any) -> str:
@@ -198,61 +208,95 @@ def trial_dirname(trial: Any) -> str:
 _DRIVER: dict[str, dict[str, Any]] = {}
 
 
-class StudySearch(OptunaSearch):
-    """OptunaSearch on an existing mtlsearch study, telling early-stopped trials PRUNED.
+class StudySearch(Searcher):
+    """A Tune searcher that asks an mtlsearch study for each trial and tells it the outcome.
 
-    ``OptunaSearch`` creates its study with ``load_if_exists=True``: given the study's name and
-    storage object it attaches to the study mtlsearch opened (after :func:`open_study` checked
-    the space and objectives). Each suggested trial gets ``seed``, ``run_id`` and
-    ``ray_trial_id`` user attributes (a queued retry keeps its seed and run id); on completion
-    the trial's user attributes (from its last report) are set, then:
+    Built on Tune's public :class:`~ray.tune.search.Searcher` API and Optuna's ask/tell: each
+    suggestion is ``study.ask()`` (a queued retry first) sampled through :meth:`Problem.sample`
+    (the same code as the Optuna backend), with ``seed``, ``run_id`` and ``ray_trial_id`` user
+    attributes (a queued retry keeps its seed and run id). On completion the trial's record (from
+    its last report) is stored, then the trial is told:
 
     * FAIL when Tune gave up on it (``error``), or its loss became NaN/inf (``fail_reason``);
     * PRUNED when infeasible (``pruned_reason`` from the trainable) or stopped by the scheduler
       before its last epoch (``pruned_reason`` says at which epoch);
     * COMPLETE with the objective values of its last epoch otherwise.
+
+    The searcher is pickled into Tune's experiment state (its live trials with it), so a
+    restored experiment tells the same Optuna trials.
     """
 
-    def __init__(self, raw_space: Mapping[str, Any], study: optuna.Study, storage: optuna.storages.BaseStorage,
-                 sampler: optuna.samplers.BaseSampler, seed: int, n_trials: int, artifacts: str | None, experiment: str):
+    def __init__(
+        self,
+        raw_space: Mapping[str, Any],
+        study: optuna.Study,
+        sampler: optuna.samplers.BaseSampler,
+        seed: int,
+        n_trials: int,
+        artifacts: str | None,
+        experiment: str,
+    ):
         objectives = list(study_record(study).objectives or [])
         modes = ["max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions]
-        super().__init__(SampleSpace(raw_space), metric=[OBJECTIVE + o for o in objectives], mode=modes,
-                         sampler=sampler, study_name=study.study_name, storage=storage)
+        super().__init__(metric=[OBJECTIVE + o for o in objectives], mode=modes)
+        study.sampler = sampler
+        self._study = study
+        self._raw = dict(raw_space)
         self._base_seed = seed
         self._n_trials = n_trials
         self._artifacts = artifacts  # where weights go (None: not kept)
         self._experiment = experiment
+        self._live: dict[str, optuna.Trial] = {}  # Tune trial id -> the Optuna trial it runs
+        self._told: set[str] = set()
+
+    def _driver(self) -> dict[str, Any]:
+        return _DRIVER.get(self._study.study_name, {})
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's restore of the saved searcher; then fail and queue again the study's RUNNING
+        trials that this searcher never handed to Tune (asked after the last experiment save)."""
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        known = {t.number for t in self._live.values()}
+        running = self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        stale = requeue_stale(self._study, [t.number for t in running if t.number not in known])
+        on_recovered = self._driver().get("on_recovered")
+        if stale and on_recovered is not None:
+            on_recovered(stale)
 
     # -- budget and suggestions
 
-    def _budget(self) -> int:
-        return _DRIVER.get(self._study_name, {}).get("n_trials", self._n_trials)
-
     def suggest(self, trial_id: str) -> dict | str | None:
-        if trial_id not in self._ot_trials:  # the study-wide budget, as the Optuna backend keeps it
-            ours = {t.number for t in self._ot_trials.values()}
-            live = [t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number in ours]
-            if len(finished_trials(self._ot_study)) + len(live) >= self._budget():
+        if trial_id not in self._live:  # the study-wide budget, as the Optuna backend keeps it
+            ours = {t.number for t in self._live.values()}
+            live = [t for t in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number in ours]
+            if len(finished_trials(self._study)) + len(live) >= self._driver().get("n_trials", self._n_trials):
                 return Searcher.FINISHED
-        super().suggest(trial_id)  # asks the study (a queued retry first) and samples the space
-        trial = self._ot_trials[trial_id]
-        run_id, seed = trial_identity(trial.user_attrs, self._base_seed + trial.number,
-                                      lambda m: log.warning("trial #%d: %s", trial.number, m))
+            trial = self._study.ask()
+            problem_of(self._raw).sample(trial)
+            self._live[trial_id] = trial
+        trial = self._live[trial_id]
+        run_id, seed = trial_identity(
+            trial.user_attrs, self._base_seed + trial.number, lambda m: log.warning("trial #%d: %s", trial.number, m)
+        )
         write_trial(trial, seed=seed, run_id=run_id, ray_trial_id=trial_id)
         return {CONFIG: {"params": dict(trial.params), "number": trial.number, "seed": seed, "run_id": run_id}}
 
     # -- outcomes
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials:
+        if trial_id in self._told:
             return
-        trial = self._ot_trials.get(trial_id)
+        trial = self._live.get(trial_id)
         if trial is None:
-            log.warning("Tune trial %s is not a trial of study `%s`; ignored", trial_id, self._study_name)
+            log.warning("Tune trial %s is not a trial of study `%s`; ignored", trial_id, self._study.study_name)
             return
-        self._completed_trials.add(trial_id)
-        if self._ot_study.get_trials(deepcopy=False)[trial.number].state.is_finished():
+        self._told.add(trial_id)
+        if self._study.get_trials(deepcopy=False)[trial.number].state.is_finished():
             return  # told before the driver was killed, run again by the restored experiment
         result = result or {}
         record = json.loads(result.get(RECORD) or "{}")
@@ -261,23 +305,27 @@ class StudySearch(OptunaSearch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                write_trial(trial, **record)
+                write_trial(trial, **TrialRecord.from_attrs(record).to_attrs())
                 for name, value in constraints.items():
                     trial.set_constraint(name, value)
                 if state == TrialState.COMPLETE and self._artifacts:
                     self._save_weights(trial, result)
-                self._ot_study.tell(trial, values, state=state)
+                self._study.tell(trial, values, state=state)
             except Exception as err:  # e.g. already told before a driver restart
                 log.warning("could not record Tune trial %s as Optuna trial #%d: %s", trial_id, trial.number, err)
                 return
-        on_end = _DRIVER.get(self._study_name, {}).get("on_trial_end")
+        on_end = self._driver().get("on_trial_end")
         if on_end is not None:
-            on_end(self._ot_study.get_trials(deepcopy=False)[trial.number])
+            on_end(self._study.get_trials(deepcopy=False)[trial.number])
 
-    def _outcome(self, trial_id: str, result: Mapping[str, Any], record: dict, error: bool) -> tuple[TrialState, list[float] | None]:
+    def _outcome(
+        self, trial_id: str, result: Mapping[str, Any], record: dict, error: bool
+    ) -> tuple[TrialState, list[float] | None]:
         if error:
-            record["fail_reason"] = (f"Ray Tune trial {trial_id} failed and its retries too; see error.txt in its folder under "
-                                     f"{self._experiment}")
+            record["fail_reason"] = (
+                f"Ray Tune trial {trial_id} failed and its retries too; see error.txt in its folder under "
+                f"{self._experiment}"
+            )
             return TrialState.FAIL, None
         if "fail_reason" in record:
             return TrialState.FAIL, None
@@ -289,8 +337,10 @@ class StudySearch(OptunaSearch):
             return TrialState.PRUNED, None
         if epoch < epochs:
             proxy = result.get(PROXY)
-            shown = f" (validation Delta-MTL {proxy:+.2f}%)" if isinstance(proxy, float) and math.isfinite(proxy) else ""
-            deadline = _DRIVER.get(self._study_name, {}).get("deadline")
+            shown = (
+                f" (validation Delta-MTL {proxy:+.2f}%)" if isinstance(proxy, float) and math.isfinite(proxy) else ""
+            )
+            deadline = self._driver().get("deadline")
             by = "the study's time limit" if deadline is not None and time.time() >= deadline else "ASHA"
             record["pruned_reason"] = f"stopped by {by} after epoch {epoch}/{epochs}{shown}"
             record["stopped_at_epoch"] = epoch
@@ -309,26 +359,16 @@ class StudySearch(OptunaSearch):
         if state is not None:
             write_trial(trial, weights_artifact=upload_weights(trial, state["model"], self._artifacts))
 
-    # -- restoring a killed driver's experiment
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Tune's restore of the saved searcher; then fail and queue again the study's RUNNING
-        trials that this searcher never handed to Tune (asked after the last experiment save)."""
-        super().restore(checkpoint_path)
-        known = {t.number for t in self._ot_trials.values()}
-        stale = requeue_stale(self._ot_study, [t.number for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                                               if t.number not in known])
-        on_recovered = _DRIVER.get(self._study_name, {}).get("on_recovered")
-        if stale and on_recovered is not None:
-            on_recovered(stale)
-
 
 def requeue_stale(study: optuna.Study, numbers: list[int]) -> list[int]:
     """Fail trials a stopped Ray driver left RUNNING and queue each again with its parameters and
     user attributes (``retry_of``: the failed one then does not count toward the budget)."""
     for number in numbers:
         frozen = study.get_trials(deepcopy=False)[number]
-        write_trial(optuna.Trial(study, frozen._trial_id), fail_reason="its Ray driver stopped while it ran; queued again with its parameters")
+        write_trial(
+            live_trial(study, frozen),
+            fail_reason="its Ray driver stopped while it ran; queued again with its parameters",
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study.tell(number, state=TrialState.FAIL)
@@ -348,7 +388,9 @@ def check_request(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: 
         raise ConfigError("--max-concurrent", f"expected an integer >= 1, found {max_concurrent}")
 
 
-def check_resources(total: Mapping[str, float], largest: Mapping[str, float], cpus_per_trial: float, gpus_per_trial: float) -> None:
+def check_resources(
+    total: Mapping[str, float], largest: Mapping[str, float], cpus_per_trial: float, gpus_per_trial: float
+) -> None:
     """Refuse a per-trial request that no node of the cluster can meet: Tune would leave such
     trials pending forever. ``total``: ``ray.cluster_resources()``; ``largest``: the most of each
     resource on one alive node (a trial runs on one node)."""
@@ -356,13 +398,22 @@ def check_resources(total: Mapping[str, float], largest: Mapping[str, float], cp
     gpus, cpus = float(largest.get("GPU", 0.0)), float(largest.get("CPU", 0.0))
     if gpus_per_trial > 0 and gpus < gpus_per_trial:
         if not total.get("GPU"):
-            raise ConfigError("--gpus-per-trial", f"{gpus_per_trial:g} GPU per trial asked, but the Ray cluster has no GPU "
-                              f"(resources: {shown}); use --gpus-per-trial 0 or a cluster with GPUs")
-        raise ConfigError("--gpus-per-trial", f"{gpus_per_trial:g} GPU per trial asked, but no node of the Ray cluster has that many "
-                          f"(at most {gpus:g} on one node; resources: {shown}); use --gpus-per-trial {gpus:g} or less")
+            raise ConfigError(
+                "--gpus-per-trial",
+                f"{gpus_per_trial:g} GPU per trial asked, but the Ray cluster has no GPU "
+                f"(resources: {shown}); use --gpus-per-trial 0 or a cluster with GPUs",
+            )
+        raise ConfigError(
+            "--gpus-per-trial",
+            f"{gpus_per_trial:g} GPU per trial asked, but no node of the Ray cluster has that many "
+            f"(at most {gpus:g} on one node; resources: {shown}); use --gpus-per-trial {gpus:g} or less",
+        )
     if cpus_per_trial > cpus:
-        raise ConfigError("--cpus-per-trial", f"{cpus_per_trial:g} CPU per trial asked, but no node of the Ray cluster has that many "
-                          f"(at most {cpus:g} on one node; resources: {shown}); use --cpus-per-trial {cpus:g} or less")
+        raise ConfigError(
+            "--cpus-per-trial",
+            f"{cpus_per_trial:g} CPU per trial asked, but no node of the Ray cluster has that many "
+            f"(at most {cpus:g} on one node; resources: {shown}); use --cpus-per-trial {cpus:g} or less",
+        )
 
 
 def largest_node(nodes: list[Mapping[str, Any]]) -> dict[str, float]:
@@ -399,7 +450,9 @@ def run_ray(
             else:  # "local": a new instance, even where `ray start` left an address file behind
                 ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise ConfigError("--address", f"cannot connect to the Ray cluster at `{address or 'local'}`: {err}") from None
+            raise ConfigError(
+                "--address", f"cannot connect to the Ray cluster at `{address or 'local'}`: {err}"
+            ) from None
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tune_logger = logging.getLogger("ray.tune")
@@ -407,7 +460,17 @@ def run_ray(
     tune_logger.setLevel(logging.ERROR)  # its warnings are about Tune's bookkeeping; trial errors stay
     try:
         check_resources(ray.cluster_resources(), largest_node(ray.nodes()), cpus_per_trial, gpus_per_trial)
-        return _drive(space, run, progress, problem or Problem(space), address, cpus_per_trial, gpus_per_trial, max_concurrent, resume)
+        return _drive(
+            space,
+            run,
+            progress,
+            problem or Problem(space),
+            address,
+            cpus_per_trial,
+            gpus_per_trial,
+            max_concurrent,
+            resume,
+        )
     finally:
         optuna.logging.set_verbosity(verbosity)
         tune_logger.setLevel(tune_level)
@@ -415,12 +478,16 @@ def run_ray(
             ray.shutdown()
 
 
-def _drive(space, run, progress, problem, address, cpus_per_trial, gpus_per_trial, max_concurrent, resume) -> optuna.Study:
+def _drive(
+    space, run, progress, problem, address, cpus_per_trial, gpus_per_trial, max_concurrent, resume
+) -> optuna.Study:
     storage = open_storage(run.storage)
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     cluster = ", ".join(f"{k} {v:g}" for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU"))
     where = f"Ray cluster {address or 'local'} ({cluster}), {cpus_per_trial:g} CPU + {gpus_per_trial:g} GPU per trial"
-    study, settings = start_run(space, run, problem, storage, progress, where, backend="ray", address=address, resources=resources)
+    study, settings = start_run(
+        space, run, problem, storage, progress, where, backend="ray", address=address, resources=resources
+    )
     deadline = settings["deadline"]
     write_study(study, ray={"address": address, **resources, "max_concurrent": max_concurrent})
     root = artifacts_dir(run)
@@ -428,8 +495,9 @@ def _drive(space, run, progress, problem, address, cpus_per_trial, gpus_per_tria
     baselines = ensure_baselines(study, problem, run.seed, resolve_device(run.device), progress)
     raw = space.to_raw()
     _PROBLEMS.setdefault(json.dumps(raw, sort_keys=True, default=str), problem)  # the driver samples with it
-    trainable = tune.with_resources(tune.with_parameters(train_trial, space=raw, baselines=baselines, cpus_per_trial=cpus_per_trial),
-                                    resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, space=raw, baselines=baselines, cpus_per_trial=cpus_per_trial), resources
+    )
     trial_end = TrialEnd(study, run.n_trials, progress)
 
     def on_trial_end(trial: optuna.trial.FrozenTrial) -> None:
@@ -440,23 +508,41 @@ def _drive(space, run, progress, problem, address, cpus_per_trial, gpus_per_tria
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
     def recovered(numbers: list[int]) -> None:
-        progress.event("recovered", f"trial(s) {', '.join(f'#{n}' for n in numbers)} of a stopped Ray driver failed; queued again "
-                       "with their parameters", failed=numbers)
+        progress.event(
+            "recovered",
+            f"trial(s) {', '.join(f'#{n}' for n in numbers)} of a stopped Ray driver failed; queued again "
+            "with their parameters",
+            failed=numbers,
+        )
 
-    _DRIVER[study.study_name] = {"on_trial_end": on_trial_end, "on_recovered": recovered, "n_trials": run.n_trials, "deadline": deadline}
+    _DRIVER[study.study_name] = {
+        "on_trial_end": on_trial_end,
+        "on_recovered": recovered,
+        "n_trials": run.n_trials,
+        "deadline": deadline,
+    }
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             unfinished = bool(running) or len(finished_trials(study)) < run.n_trials  # else nothing to restore
             if resume and unfinished and tune.Tuner.can_restore(str(experiment)):
-                progress.event("resume", f"restoring the interrupted Ray Tune experiment {experiment}: its running trials continue "
-                               "from their last epoch checkpoint", experiment=str(experiment), restored=True)
+                progress.event(
+                    "resume",
+                    f"restoring the interrupted Ray Tune experiment {experiment}: its running trials continue "
+                    "from their last epoch checkpoint",
+                    experiment=str(experiment),
+                    restored=True,
+                )
                 tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
                 _check_finished(study, progress)
             elif resume and unfinished:
-                progress.event("resume", f"no Ray Tune experiment to restore at {experiment}; continuing the Optuna study with a new one",
-                               experiment=str(experiment), restored=False)
+                progress.event(
+                    "resume",
+                    f"no Ray Tune experiment to restore at {experiment}; continuing the Optuna study with a new one",
+                    experiment=str(experiment),
+                    restored=False,
+                )
             # without a restored experiment, a RUNNING trial is a stopped driver's (a retry of it
             # does not count, so the budget below makes room for it)
             stale = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
@@ -465,7 +551,9 @@ def _drive(space, run, progress, problem, address, cpus_per_trial, gpus_per_tria
             missing = run.n_trials - len(finished_trials(study))
             if missing > 0:
                 remaining = None if deadline is None else max(deadline - time.time(), 1.0)
-                _new_tuner(study, storage, run, raw, trainable, space, experiment, missing, max_concurrent, remaining, root).fit()
+                _new_tuner(
+                    study, storage, run, raw, trainable, space, experiment, missing, max_concurrent, remaining, root
+                ).fit()
             _check_finished(study, progress)
     finally:
         _DRIVER.pop(study.study_name, None)
@@ -479,24 +567,54 @@ def _check_finished(study: optuna.Study, progress: Progress) -> None:
     catches Ctrl-C, saves its state and returns): stop here, as the Optuna backend does."""
     left = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
     if left:
-        progress.event("interrupted", f"the Ray Tune experiment was interrupted with trial(s) {', '.join(f'#{n}' for n in left)} "
-                       "running; `mtlsearch resume --backend ray` continues it", running=left)
+        progress.event(
+            "interrupted",
+            f"the Ray Tune experiment was interrupted with trial(s) {', '.join(f'#{n}' for n in left)} "
+            "running; `mtlsearch resume --backend ray` continues it",
+            running=left,
+        )
         raise KeyboardInterrupt
 
 
-def _new_tuner(study, storage, run, raw, trainable, space, experiment: Path, num_samples: int, max_concurrent, time_budget, root: Path):
+def _new_tuner(
+    study,
+    storage,
+    run,
+    raw,
+    trainable,
+    space,
+    experiment: Path,
+    num_samples: int,
+    max_concurrent,
+    time_budget,
+    root: Path,
+):
     from ray.tune.schedulers import ASHAScheduler
 
     sampler = make_sampler(study_record(study).sampler or run.sampler, run.seed, len(finished_trials(study)))
-    searcher = StudySearch(raw, study, storage, sampler, run.seed, run.n_trials,
-                           str(root) if run.save_weights else None, str(experiment))
+    searcher = StudySearch(
+        raw, study, sampler, run.seed, run.n_trials, str(root) if run.save_weights else None, str(experiment)
+    )
     # TuneConfig's metric/mode stay unset: they take one metric, and the study has several
     # objectives; ASHA gets its own (the scalar per-epoch proxy).
-    scheduler = ASHAScheduler(time_attr="epoch", metric=PROXY, mode="max", max_t=max_epochs(space), grace_period=1, reduction_factor=2)
+    scheduler = ASHAScheduler(
+        time_attr="epoch", metric=PROXY, mode="max", max_t=max_epochs(space), grace_period=1, reduction_factor=2
+    )
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=num_samples, max_concurrent_trials=max_concurrent,
-                                    reuse_actors=True, time_budget_s=time_budget, trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=2)),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
+            time_budget_s=time_budget,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=str(experiment.parent),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=2),
+        ),
     )

@@ -27,16 +27,28 @@ def _doc(text: str) -> dict[str, str]:
 class TrialRecord:
     """The user attributes of one trial. ``None`` fields are not stored."""
 
-    run_id: str | None = field(default=None, metadata=_doc(
-        "16 hex digits: the trial's checkpoint folder, what a retry continues; a stored value in any other form is "
-        "refused and the trial starts over"))
+    run_id: str | None = field(
+        default=None,
+        metadata=_doc(
+            "16 hex digits: the trial's checkpoint folder, what a retry continues; a stored value in any other form is "
+            "refused and the trial starts over"
+        ),
+    )
     seed: int | None = field(default=None, metadata=_doc("the seed the trial's model and training use"))
     worker: str | None = field(default=None, metadata=_doc("`host:pid` of the process that ran it (Optuna backend)"))
-    architecture: dict | None = field(default=None, metadata=_doc(
-        "family, per-task paths and sharing per block or the family's settings, a readable description, "
-        "weighting, training hyperparameters"))
-    learned: dict | None = field(default=None, metadata=_doc(
-        "what a family that learns its architecture inside the trial learned (the policy of `adashare_learned`)"))
+    architecture: dict | None = field(
+        default=None,
+        metadata=_doc(
+            "family, per-task paths and sharing per block or the family's settings, a readable description, "
+            "weighting, training hyperparameters"
+        ),
+    )
+    learned: dict | None = field(
+        default=None,
+        metadata=_doc(
+            "what a family that learns its architecture inside the trial learned (the policy of `adashare_learned`)"
+        ),
+    )
     val_metrics: dict | None = field(default=None, metadata=_doc("`{task: {metric: value}}` on the validation split"))
     delta_mtl: float | None = field(default=None, metadata=_doc("validation Delta-MTL against the baselines, in %"))
     params: int | None = field(default=None, metadata=_doc("parameters of the model"))
@@ -44,17 +56,30 @@ class TrialRecord:
     latency_ms: float | None = field(default=None, metadata=_doc("median forward latency on the trial's device"))
     train_seconds: float | None = field(default=None, metadata=_doc("wall-clock seconds of learning and training"))
     weights_artifact: str | None = field(default=None, metadata=_doc("the Optuna artifact id of the trained weights"))
-    epoch_delta_mtl: list | None = field(default=None, metadata=_doc(
-        "validation Delta-MTL after each epoch (with early stopping, and on the Ray backend)"))
-    resumed_from_epoch: int | None = field(default=None, metadata=_doc(
-        "on a retry that continued from a checkpoint: that checkpoint's epoch"))
+    epoch_delta_mtl: list | None = field(
+        default=None,
+        metadata=_doc("validation Delta-MTL after each epoch (with early stopping, and on the Ray backend)"),
+    )
+    resumed_from_epoch: int | None = field(
+        default=None, metadata=_doc("on a retry that continued from a checkpoint: that checkpoint's epoch")
+    )
     fail_reason: str | None = field(default=None, metadata=_doc("why a FAIL trial failed"))
-    pruned_reason: str | None = field(default=None, metadata=_doc("why a PRUNED trial was pruned (infeasible, stopped early)"))
-    stopped_at_epoch: int | None = field(default=None, metadata=_doc("the epoch after which Ray's scheduler stopped it"))
-    retry_of: int | None = field(default=None, metadata=_doc(
-        "the number of the interrupted trial this one retries (that one then does not count toward the budget)"))
-    surplus: bool | None = field(default=None, metadata=_doc(
-        "true for a trial started after other workers had met the budget; not run, not counted"))
+    pruned_reason: str | None = field(
+        default=None, metadata=_doc("why a PRUNED trial was pruned (infeasible, stopped early)")
+    )
+    stopped_at_epoch: int | None = field(
+        default=None, metadata=_doc("the epoch after which Ray's scheduler stopped it")
+    )
+    retry_of: int | None = field(
+        default=None,
+        metadata=_doc(
+            "the number of the interrupted trial this one retries (that one then does not count toward the budget)"
+        ),
+    )
+    surplus: bool | None = field(
+        default=None,
+        metadata=_doc("true for a trial started after other workers had met the budget; not run, not counted"),
+    )
     ray_trial_id: str | None = field(default=None, metadata=_doc("the Ray Tune trial id (Ray backend)"))
 
     KEYS: ClassVar[tuple[str, ...]]
@@ -64,11 +89,11 @@ class TrialRecord:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> "TrialRecord":
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
         """A record of stored attributes; attributes that are not fields are ignored."""
         return cls(**{k: attrs[k] for k in cls.KEYS if k in attrs})
 
-    def replace(self, **changes: Any) -> "TrialRecord":
+    def replace(self, **changes: Any) -> TrialRecord:
         return dataclasses.replace(self, **changes)
 
 
@@ -87,11 +112,19 @@ class StudyRecord:
     sampler: str | None = field(default=None, metadata=_doc("the sampler's name"))
     artifacts: str | None = field(default=None, metadata=_doc("the folder of trial weights and checkpoints"))
     n_trials: int | None = field(default=None, metadata=_doc("the study-wide budget of the latest run"))
-    run: dict | None = field(default=None, metadata=_doc(
-        "the run settings that joining workers use (budget, seed, sampler, heartbeats, early stopping, deadline)"))
+    run: dict | None = field(
+        default=None,
+        metadata=_doc(
+            "the run settings that joining workers use (budget, seed, sampler, heartbeats, early stopping, deadline)"
+        ),
+    )
     data: dict | None = field(default=None, metadata=_doc("split seed and sizes, facts of the benchmark"))
-    baselines: dict | None = field(default=None, metadata=_doc("the single-task baselines' validation values and how they were obtained"))
-    ray: dict | None = field(default=None, metadata=_doc("the Ray cluster address and per-trial resources (Ray backend)"))
+    baselines: dict | None = field(
+        default=None, metadata=_doc("the single-task baselines' validation values and how they were obtained")
+    )
+    ray: dict | None = field(
+        default=None, metadata=_doc("the Ray cluster address and per-trial resources (Ray backend)")
+    )
 
     KEYS: ClassVar[tuple[str, ...]]
 
@@ -106,7 +139,7 @@ class StudyRecord:
         return {STUDY_PREFIX + f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
-    def from_attrs(cls, attrs: Mapping[str, Any]) -> "StudyRecord":
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyRecord:
         return cls(**{k: attrs[STUDY_PREFIX + k] for k in cls.KEYS if STUDY_PREFIX + k in attrs})
 
 

@@ -19,22 +19,24 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from ..version import __version__
 from ..checkpoints import describe_value
 from ..config import SearchSpace, read_yaml
 from ..errors import ConfigError, MTLSearchError
 from ..problem import Problem
-from ..storage_url import redact
 from ..scoring import count_params, delta_mtl, knee_point, pareto_front
+from ..storage_url import redact
 from ..training import evaluate, resolve_device, train
-from .progress import QUIET, Progress
-from .storage import load_study
+from ..version import __version__
 from .baselines import train_single_task
+from .progress import QUIET, Progress
 from .records import StudyRecord
+from .storage import load_study
 from .study import stored_space
 
 EXPORT_FORMAT = "mtlsearch-export/1"
-ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # what Optuna's upload_artifact makes
+ARTIFACT_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)  # what Optuna's upload_artifact makes
 PICKS = ("delta", "knee", "min-cost")
 
 
@@ -50,8 +52,10 @@ def feasible(trial: optuna.trial.FrozenTrial) -> bool:
 def complete_trials(study: optuna.Study, family: str | None = None) -> list[optuna.trial.FrozenTrial]:
     """Complete, feasible trials (of one ``family`` when given)."""
     return [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.values is not None and feasible(t)
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values is not None
+        and feasible(t)
         and (family is None or t.user_attrs.get("architecture", {}).get("family") == family)
     ]
 
@@ -65,7 +69,9 @@ def front(study: optuna.Study, family: str | None = None) -> list[optuna.trial.F
 
 
 def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    objectives = study.user_attrs.get(StudyRecord.key("objectives"), [f"objective{i}" for i in range(len(trial.values))])
+    objectives = study.user_attrs.get(
+        StudyRecord.key("objectives"), [f"objective{i}" for i in range(len(trial.values))]
+    )
     a = trial.user_attrs
     return {
         "trial": trial.number,
@@ -115,18 +121,36 @@ def format_report(data: Mapping[str, Any]) -> str:
     if not front_:
         return head + "\nno complete trials yet"
     metric_cols = [(t, m) for t, ms in (front_[0]["val_metrics"] or {}).items() for m in ms]
-    header = ["trial", "family", "weighting", "Delta-MTL %", *(f"{t}.{m}" for t, m in metric_cols), "params", "MACs", "latency ms"]
+    header = [
+        "trial",
+        "family",
+        "weighting",
+        "Delta-MTL %",
+        *(f"{t}.{m}" for t, m in metric_cols),
+        "params",
+        "MACs",
+        "latency ms",
+    ]
     rows = []
     for r in front_:
         arch = r["architecture"] or {}
         latency = r.get("latency_ms")
-        rows.append([
-            f"#{r['trial']}", r["family"] or "?", arch.get("weighting", {}).get("name", "?"), f"{r['delta_mtl']:+.2f}",
-            *(f"{r['val_metrics'][t][m]:.4f}" for t, m in metric_cols), f"{r['params']:,}", f"{r['macs']:,}",
-            "?" if latency is None else f"{latency:.3f}",
-        ])
+        rows.append(
+            [
+                f"#{r['trial']}",
+                r["family"] or "?",
+                arch.get("weighting", {}).get("name", "?"),
+                f"{r['delta_mtl']:+.2f}",
+                *(f"{r['val_metrics'][t][m]:.4f}" for t, m in metric_cols),
+                f"{r['params']:,}",
+                f"{r['macs']:,}",
+                "?" if latency is None else f"{latency:.3f}",
+            ]
+        )
     baselines = data.get("baselines") or {}
-    bl = "; ".join(f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in (baselines.get("values") or {}).items())
+    bl = "; ".join(
+        f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in (baselines.get("values") or {}).items()
+    )
     families = sorted({r["family"] for r in front_ if r["family"]})
     architectures = []
     for r in front_:
@@ -143,7 +167,15 @@ def format_report(data: Mapping[str, Any]) -> str:
 # -- picking and exporting ------------------------------------------------------------------------
 
 
-def pick(study: optuna.Study, how: str = "delta", max_params: int | None = None, max_macs: int | None = None, min_delta: float = 0.0, trial: int | None = None, family: str | None = None) -> optuna.trial.FrozenTrial:
+def pick(
+    study: optuna.Study,
+    how: str = "delta",
+    max_params: int | None = None,
+    max_macs: int | None = None,
+    min_delta: float = 0.0,
+    trial: int | None = None,
+    family: str | None = None,
+) -> optuna.trial.FrozenTrial:
     """One trial of the front.
 
     ``delta``: the highest Delta-MTL. ``knee``: the front's knee point
@@ -163,7 +195,10 @@ def pick(study: optuna.Study, how: str = "delta", max_params: int | None = None,
     if family is not None:
         searched = stored_space(study).search_space.families
         if family not in searched:
-            raise ConfigError("--family", f"study `{study.study_name}` did not search family `{family}`; it searched: {', '.join(searched)}")
+            raise ConfigError(
+                "--family",
+                f"study `{study.study_name}` did not search family `{family}`; it searched: {', '.join(searched)}",
+            )
     pool = front(study, family)
     if not pool:
         which = f" of family `{family}`" if family else ""
@@ -177,7 +212,8 @@ def pick(study: optuna.Study, how: str = "delta", max_params: int | None = None,
     if not pool:
         raise MTLSearchError(
             f"no trial of the front fits the bounds (max_params={max_params}, max_macs={max_macs}"
-            + (f", min_delta={min_delta}" if how == "min-cost" else "") + ")"
+            + (f", min_delta={min_delta}" if how == "min-cost" else "")
+            + ")"
         )
     if how == "delta":
         return max(pool, key=lambda t: t.user_attrs["delta_mtl"])
@@ -215,7 +251,7 @@ def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_
             "sampler": study.user_attrs.get(StudyRecord.key("sampler")),
             "study_seed": study.user_attrs.get(StudyRecord.key("seed")),
             "weights_artifact": a.get("weights_artifact"),
-            "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "mtlsearch_version": __version__,
         },
     }
@@ -229,8 +265,10 @@ def save_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
     if artifact is None:
         raise MTLSearchError(f"trial #{trial.number} has no saved weights (the study ran with save_weights: false)")
     if not isinstance(artifact, str) or not ARTIFACT_ID.fullmatch(artifact):  # stored values are untrusted
-        raise MTLSearchError(f"trial #{trial.number}: stored weights_artifact {describe_value(artifact)} is not an artifact "
-                             "id (a UUID); refused")
+        raise MTLSearchError(
+            f"trial #{trial.number}: stored weights_artifact {describe_value(artifact)} is not an artifact "
+            "id (a UUID); refused"
+        )
     store = FileSystemArtifactStore(study.user_attrs[StudyRecord.key("artifacts")])
     if Path(path).exists():
         Path(path).unlink()
@@ -248,7 +286,9 @@ def read_export(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     raw = read_yaml(config) if isinstance(config, (str, Path)) else dict(config)
     if not isinstance(raw, Mapping) or raw.get("format") != EXPORT_FORMAT:
         found = raw.get("format") if isinstance(raw, Mapping) else type(raw).__name__
-        raise ConfigError("format", f"expected `{EXPORT_FORMAT}` (a file written by `mtlsearch export`), found `{found}`")
+        raise ConfigError(
+            "format", f"expected `{EXPORT_FORMAT}` (a file written by `mtlsearch export`), found `{found}`"
+        )
     for key in ("space", "params", "seed"):
         if key not in raw:
             raise ConfigError(key, "required key of an exported config is missing")
@@ -271,11 +311,19 @@ def build_model(config: str | Path | Mapping[str, Any], seed: int | None = None)
     model = candidate.build_model(raw["seed"] if seed is None else seed)
     expected = raw.get("provenance", {}).get("params")
     if expected is not None and count_params(model) != expected:
-        raise MTLSearchError(f"rebuilt model has {count_params(model):,} parameters, the exported trial had {expected:,}")
+        raise MTLSearchError(
+            f"rebuilt model has {count_params(model):,} parameters, the exported trial had {expected:,}"
+        )
     return model
 
 
-def retrain(config: str | Path | Mapping[str, Any], seeds: Sequence[int], device: str = "auto", baselines: bool = True, progress: Progress = QUIET) -> dict[str, Any]:
+def retrain(
+    config: str | Path | Mapping[str, Any],
+    seeds: Sequence[int],
+    device: str = "auto",
+    baselines: bool = True,
+    progress: Progress = QUIET,
+) -> dict[str, Any]:
     """Train the exported candidate from scratch for each seed (train split) and score it on the
     test split: per-task test metrics and, with ``baselines``, test Delta-MTL against single-task
     networks retrained with the same seeds. Returns means, standard deviations and every run."""
@@ -287,9 +335,18 @@ def retrain(config: str | Path | Mapping[str, Any], seeds: Sequence[int], device
         model = candidate.build_model(seed)
 
         def on_epoch(e, i=i, seed=seed):
-            progress.event("epoch", f"  seed {seed} ({i}/{len(seeds)}) epoch {e.epoch}/{e.epochs} loss {e.train_loss:.4f}", transient=True, seed=seed, epoch=e.epoch, loss=e.train_loss)
+            progress.event(
+                "epoch",
+                f"  seed {seed} ({i}/{len(seeds)}) epoch {e.epoch}/{e.epochs} loss {e.train_loss:.4f}",
+                transient=True,
+                seed=seed,
+                epoch=e.epoch,
+                loss=e.train_loss,
+            )
 
-        train(model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training, dev, seed, on_epoch)
+        train(
+            model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training, dev, seed, on_epoch
+        )
         run: dict[str, Any] = {"seed": seed, "test_metrics": evaluate(model, problem.tasks, problem.data.test, dev)}
         if baselines:
             single = {}
@@ -299,9 +356,17 @@ def retrain(config: str | Path | Mapping[str, Any], seeds: Sequence[int], device
             run["single_task_test_metrics"] = single
             run["delta_mtl"] = delta_mtl(run["test_metrics"], single, problem.metric_directions)
         runs.append(run)
-        shown = "; ".join(f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in run["test_metrics"].items())
+        shown = "; ".join(
+            f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in run["test_metrics"].items()
+        )
         delta = f"  Delta-MTL {run['delta_mtl']:+.2f}%" if baselines else ""
-        progress.event("seed", f"seed {seed} ({i}/{len(seeds)}): {shown}{delta}", seed=seed, test_metrics=run["test_metrics"], delta_mtl=run.get("delta_mtl"))
+        progress.event(
+            "seed",
+            f"seed {seed} ({i}/{len(seeds)}): {shown}{delta}",
+            seed=seed,
+            test_metrics=run["test_metrics"],
+            delta_mtl=run.get("delta_mtl"),
+        )
     summary = {
         t.name: {m: mean_std([r["test_metrics"][t.name][m] for r in runs]) for m in t.metrics} for t in problem.tasks
     }
@@ -317,8 +382,14 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
 
 
 def format_retrain(result: Mapping[str, Any]) -> str:
-    rows = [[f"{t}.{m}", f"{s['mean']:.4f} ± {s['std']:.4f}"] for t, ms in result["test_metrics"].items() for m, s in ms.items()]
+    rows = [
+        [f"{t}.{m}", f"{s['mean']:.4f} ± {s['std']:.4f}"]
+        for t, ms in result["test_metrics"].items()
+        for m, s in ms.items()
+    ]
     if "delta_mtl" in result:
         d = result["delta_mtl"]
         rows.append(["Delta-MTL %", f"{d['mean']:+.2f} ± {d['std']:.2f}"])
-    return f"test split, {len(result['seeds'])} seed(s) {result['seeds']} (mean ± std):\n" + format_table(rows, ["metric", "value"])
+    return f"test split, {len(result['seeds'])} seed(s) {result['seeds']} (mean ± std):\n" + format_table(
+        rows, ["metric", "value"]
+    )

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage implements
 from optuna.trial import TrialState
 
 from ..errors import ConfigError
 from ..storage_url import driver_hint, redact, scrub, with_installed_driver
+from .compat import BaseHeartbeat, storage_trial_id
 
 HEARTBEAT_ATTR = "mtlsearch:heartbeat"
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after Ctrl-C: the interrupted number
@@ -58,7 +58,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
             if beat is None:  # never beat: count from the start
                 beat = trial.datetime_start.timestamp() if trial.datetime_start else now
             if now - beat > self.grace_period:
-                stale.append(trial._trial_id)
+                stale.append(storage_trial_id(trial))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
@@ -69,7 +69,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
 
 def journal_path(url: str) -> str:
-    path = url[len("journal:///"):] if url.startswith("journal:///") else url[len("journal://"):]
+    path = url[len("journal:///") :] if url.startswith("journal:///") else url[len("journal://") :]
     if not path:
         raise ConfigError("run.storage", f"`{url}` names no file; e.g. journal:///study.log")
     return path
@@ -98,7 +98,7 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     shown = redact(url)
     url = with_installed_driver(url)
     if url.startswith("sqlite:///"):
-        db = url[len("sqlite:///"):]
+        db = url[len("sqlite:///") :]
         if db and db != ":memory:":
             parent = Path(db).parent
             if not parent.exists():
@@ -106,7 +106,9 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
         # several processes on one file: wait for the lock instead of failing at once
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if heartbeat:
-        kwargs.update(heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=callback)
+        kwargs.update(
+            heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=callback
+        )
     try:
         return optuna.storages.RDBStorage(url, **kwargs)
     except ImportError as err:

@@ -33,7 +33,7 @@ def artifacts_dir(run: RunConfig) -> Path:
         return Path(run.artifacts).resolve()
     for prefix in ("sqlite:///", "journal:///"):
         if run.storage.startswith(prefix):
-            file = Path(run.storage[len(prefix):])
+            file = Path(run.storage[len(prefix) :])
             return (file.parent / f"{file.stem}_artifacts").resolve()
     return Path("mtlsearch_artifacts").resolve()
 
@@ -51,8 +51,16 @@ def open_study(space: SearchSpace, run: RunConfig, directions: list[str], storag
     study = optuna.create_study(
         study_name=name, storage=storage, directions=directions, sampler=make_sampler(run.sampler, run.seed, 0)
     )
-    write_study(study, version=__version__, space=space.to_raw(), fingerprint=space.fingerprint(), objectives=list(space.objectives),
-                seed=run.seed, sampler=run.sampler, artifacts=str(artifacts_dir(run)))
+    write_study(
+        study,
+        version=__version__,
+        space=space.to_raw(),
+        fingerprint=space.fingerprint(),
+        objectives=list(space.objectives),
+        seed=run.seed,
+        sampler=run.sampler,
+        artifacts=str(artifacts_dir(run)),
+    )
     return study
 
 
@@ -99,15 +107,22 @@ def stored_space(study: optuna.Study) -> SearchSpace:
 def run_settings(run: RunConfig, deadline: float | None) -> dict[str, Any]:
     """The run settings a study stores for workers that join it (study record ``run``)."""
     return {
-        "n_trials": run.n_trials, "seed": run.seed, "sampler": run.sampler, "save_weights": run.save_weights,
-        "heartbeat_interval": run.heartbeat_interval, "grace_period": run.grace_period,
-        "early_stopping": run.early_stopping, "min_trials": run.min_trials, "min_epochs": run.min_epochs,
+        "n_trials": run.n_trials,
+        "seed": run.seed,
+        "sampler": run.sampler,
+        "save_weights": run.save_weights,
+        "heartbeat_interval": run.heartbeat_interval,
+        "grace_period": run.grace_period,
+        "early_stopping": run.early_stopping,
+        "min_trials": run.min_trials,
+        "min_epochs": run.min_epochs,
         "deadline": deadline,
     }
 
 
-def start_run(space: SearchSpace, run: RunConfig, problem: Problem, storage: Any, progress: Progress,
-              where: str, **event: Any) -> tuple[optuna.Study, dict[str, Any]]:
+def start_run(
+    space: SearchSpace, run: RunConfig, problem: Problem, storage: Any, progress: Progress, where: str, **event: Any
+) -> tuple[optuna.Study, dict[str, Any]]:
     """Open (or create) the study of a run, store the run's budget and settings, and say where it
     stands; the same for every backend. ``where`` completes the first progress line (device,
     cluster); ``event`` adds to its data."""
@@ -119,8 +134,13 @@ def start_run(space: SearchSpace, run: RunConfig, problem: Problem, storage: Any
     extra = f", measured label correlation {info['label_correlation']}" if "label_correlation" in info else ""
     done = len(finished_trials(study))
     progress.event(
-        "study", f"study `{study.study_name}` ({redact(run.storage)}): {done} finished trials, target {run.n_trials}; "
+        "study",
+        f"study `{study.study_name}` ({redact(run.storage)}): {done} finished trials, target {run.n_trials}; "
         f"{where}; data {problem.data.sizes()}{extra}",
-        study=study.study_name, finished=done, target=run.n_trials, data=problem.data.sizes(), **event,
+        study=study.study_name,
+        finished=done,
+        target=run.n_trials,
+        data=problem.data.sizes(),
+        **event,
     )
     return study, settings

@@ -97,9 +97,17 @@ class _Recorder:
         self.hooks.write(**fields)
 
 
-def run_trial(problem: Problem, params: Mapping[str, Any], *, seed: int, device: torch.device,
-              baselines: Mapping[str, Mapping[str, float]], hooks: TrialHooks | None = None,
-              checkpoints: CheckpointStore | None = None, previous: TrialRecord | None = None) -> TrialOutcome:
+def run_trial(
+    problem: Problem,
+    params: Mapping[str, Any],
+    *,
+    seed: int,
+    device: torch.device,
+    baselines: Mapping[str, Mapping[str, float]],
+    hooks: TrialHooks | None = None,
+    checkpoints: CheckpointStore | None = None,
+    previous: TrialRecord | None = None,
+) -> TrialOutcome:
     """Run the trial of ``params`` (see the module docstring).
 
     Args:
@@ -128,7 +136,9 @@ def run_trial(problem: Problem, params: Mapping[str, Any], *, seed: int, device:
     candidate = problem.replay(params, previous.learned, partial=True)
     if candidate.needs_learning:
         try:
-            candidate.architecture = candidate.family.learn(candidate, device, seed, lambda e: hooks.phase_epoch(e, " policy"))
+            candidate.architecture = candidate.family.learn(
+                candidate, device, seed, lambda e: hooks.phase_epoch(e, " policy")
+            )
         except NonFiniteLossError as err:
             return ended(TrialState.FAIL, fail_reason=str(err))
         write(learned=dict(candidate.architecture.learned))
@@ -151,7 +161,7 @@ def run_trial(problem: Problem, params: Mapping[str, Any], *, seed: int, device:
             out.metrics = evaluate(model, problem.tasks, problem.data.val, device)
             out.proxy = delta_mtl(out.metrics, baselines, problem.metric_directions)
             out.values = objective_values(problem.objectives, out.metrics, out.proxy, costs)
-            proxies[epoch - 1:] = [out.proxy]
+            proxies[epoch - 1 :] = [out.proxy]
             last.update(epoch=epoch, metrics=out.metrics)
             write(epoch_delta_mtl=list(proxies), train_seconds=seconds())
             if epoch == epochs:  # an engine that reports from here (Ray) has the final scores now
@@ -165,8 +175,17 @@ def run_trial(problem: Problem, params: Mapping[str, Any], *, seed: int, device:
         report(end.epoch, end.epochs, end.train_loss)
 
     try:
-        result = train(model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training,
-                       device, seed, on_epoch, checkpoints)
+        result = train(
+            model,
+            problem.tasks,
+            candidate.new_weighting(),
+            problem.data.train,
+            candidate.training,
+            device,
+            seed,
+            on_epoch,
+            checkpoints,
+        )
         if result.resumed_from and result.resumed_from >= result.epochs:  # restored after its last epoch
             write(resumed_from_epoch=result.resumed_from)
             report(result.epochs, result.epochs, result.train_loss)
@@ -174,7 +193,11 @@ def run_trial(problem: Problem, params: Mapping[str, Any], *, seed: int, device:
         return ended(TrialState.FAIL, fail_reason=str(err))
     except optuna.TrialPruned as err:
         return ended(TrialState.PRUNED, pruned_reason=str(err))
-    metrics = last["metrics"] if last.get("epoch") == result.epochs else evaluate(model, problem.tasks, problem.data.val, device)
+    metrics = (
+        last["metrics"]
+        if last.get("epoch") == result.epochs
+        else evaluate(model, problem.tasks, problem.data.val, device)
+    )
     delta = delta_mtl(metrics, baselines, problem.metric_directions)
     write(train_seconds=seconds(), val_metrics=metrics, delta_mtl=delta)
     values = list(objective_values(problem.objectives, metrics, delta, costs).values())
@@ -188,7 +211,9 @@ def trial_identity(attrs: Mapping[str, Any], default_seed: int, warn: Callable[[
     run_id = run_id_from(attrs, warn)
     seed = attrs.get("seed", default_seed)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        warn(f"stored seed {describe_value(seed)} is not an integer in [0, 2**63); refused: the trial uses seed {default_seed}")
+        warn(
+            f"stored seed {describe_value(seed)} is not an integer in [0, 2**63); refused: the trial uses seed {default_seed}"
+        )
         seed = default_seed
     return run_id, seed
 
@@ -213,8 +238,9 @@ def infeasibility(costs: Mapping[str, float], bounds: Mapping[str, float]) -> tu
     return values, ("infeasible: " + ", ".join(over) if over else None)
 
 
-def objective_values(objectives: list[str], metrics: Mapping[str, Mapping[str, float]], delta: float,
-                     costs: Mapping[str, float]) -> dict[str, float]:
+def objective_values(
+    objectives: list[str], metrics: Mapping[str, Mapping[str, float]], delta: float, costs: Mapping[str, float]
+) -> dict[str, float]:
     """The value of each objective: ``delta_mtl``, a cost, or ``TASK.METRIC``."""
     scores = {"delta_mtl": delta, **{k: float(v) for k, v in costs.items()}}
     return {o: float(scores[o] if o in scores else metrics[o.split(".", 1)[0]][o.split(".", 1)[1]]) for o in objectives}
@@ -237,6 +263,8 @@ def upload_weights(trial: optuna.Trial, state_dict: Mapping[str, torch.Tensor], 
     os.close(fd)
     try:
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
-        return upload_artifact(artifact_store=FileSystemArtifactStore(str(artifacts)), file_path=tmp, study_or_trial=trial)
+        return upload_artifact(
+            artifact_store=FileSystemArtifactStore(str(artifacts)), file_path=tmp, study_or_trial=trial
+        )
     finally:
         os.unlink(tmp)

@@ -22,8 +22,19 @@ from .progress import Progress
 
 
 def worker_command(study: str, run: RunConfig, index: int, threads: int, mode: str) -> list[str]:
-    cmd = [sys.executable, "-m", "mtlsearch", "worker", study, "--device", run.device,
-           "--worker-index", str(index), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mtlsearch",
+        "worker",
+        study,
+        "--device",
+        run.device,
+        "--worker-index",
+        str(index),
+        "--threads",
+        str(threads),
+    ]
     if mode in ("quiet", "json"):
         cmd.append(f"--{mode}")
     return cmd
@@ -33,9 +44,17 @@ def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
     """Start ``run.workers`` worker processes and wait for all of them. Ctrl-C is passed on to
     each (they re-queue their running trials and stop); a worker that fails is reported."""
     threads = max(1, (os.cpu_count() or 1) // run.workers)
-    progress.event("workers", f"starting {run.workers} worker processes ({threads} torch thread(s) each)", workers=run.workers, threads=threads)
+    progress.event(
+        "workers",
+        f"starting {run.workers} worker processes ({threads} torch thread(s) each)",
+        workers=run.workers,
+        threads=threads,
+    )
     env = {**os.environ, ENV: run.storage}
-    procs = [subprocess.Popen(worker_command(study, run, i, threads, progress.mode), env=env) for i in range(1, run.workers + 1)]
+    procs = [
+        subprocess.Popen(worker_command(study, run, i, threads, progress.mode), env=env)
+        for i in range(1, run.workers + 1)
+    ]
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
@@ -47,5 +66,7 @@ def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
         raise
     failed = [(i, c) for i, c in enumerate(codes, 1) if c != 0]
     if failed:
-        raise MTLSearchError("worker(s) " + ", ".join(f"{i} (exit code {c})" for i, c in failed) + " failed; see their messages above. "
-                             f"Finished trials are kept: `mtlsearch resume {study} --storage {redact(run.storage)}` continues")
+        raise MTLSearchError(
+            "worker(s) " + ", ".join(f"{i} (exit code {c})" for i, c in failed) + " failed; see their messages above. "
+            f"Finished trials are kept: `mtlsearch resume {study} --storage {redact(run.storage)}` continues"
+        )

@@ -83,11 +83,11 @@ class Weighting(Searchable, nn.Module, ABC):
         return ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
 
     @classmethod
-    def _probe(cls, **hyperparameters: Any) -> "Weighting":
+    def _probe(cls, **hyperparameters: Any) -> Weighting:
         return cls(["task_a", "task_b"], **hyperparameters)
 
     @classmethod
-    def sample(cls, trial: Any, space: Mapping[str, ParamSpec], tasks: Sequence[str]) -> "Weighting":
+    def sample(cls, trial: Any, space: Mapping[str, ParamSpec], tasks: Sequence[str]) -> Weighting:
         return cls(tasks, **cls.suggest_hyperparameters(trial, space))
 
 
@@ -98,7 +98,7 @@ class Aggregator(Searchable, ABC):
     def __call__(self, matrix: torch.Tensor) -> torch.Tensor: ...
 
     @classmethod
-    def sample(cls, trial: Any, space: Mapping[str, ParamSpec], tasks: Sequence[str]) -> "Aggregator":
+    def sample(cls, trial: Any, space: Mapping[str, ParamSpec], tasks: Sequence[str]) -> Aggregator:
         return cls(**cls.suggest_hyperparameters(trial, space))
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,7 +128,6 @@ def register(name: str):
     def decorator(cls):
         (AGGREGATORS if issubclass(cls, Aggregator) else WEIGHTINGS).register(name)(cls)
         METHODS.register(name)(cls)
-        cls.name = name
         return cls
 
     return decorator

@@ -92,14 +92,16 @@ class DWA(Weighting):
         info = torch.finfo(window_means.dtype)
         # ratio = newer / older (1 where older <= 0), logits clamped to the dtype's range, then
         # T * softmax, as in _weights.
-        logits = [min((n / max(o, info.tiny) if o > 0 else 1.0) / self.temperature, info.max) for o, n in zip(newer, mean)]
+        logits = [
+            min((n / max(o, info.tiny) if o > 0 else 1.0) / self.temperature, info.max) for o, n in zip(newer, mean)
+        ]
         top = max(logits)
         exps = [math.exp(v - top) for v in logits]
         total = sum(exps)
         count = len(exps)
         flat = torch.tensor(newer + mean + [count * v / total for v in exps], dtype=torch.float64)
         window_means.copy_(flat[: 2 * count].view(2, count))
-        current.copy_(flat[2 * count:])
+        current.copy_(flat[2 * count :])
 
     def _weights(self, older: torch.Tensor, newer: torch.Tensor) -> torch.Tensor:
         ratio = torch.where(older > 0, newer / older.clamp(min=torch.finfo(older.dtype).tiny), torch.ones_like(newer))

@@ -73,9 +73,13 @@ class GradNorm(Weighting):
         norms = self._gradient_norms(losses, context).to(w)
 
         initial = self.initial_losses
-        ratio = torch.where(initial > 0, current / initial.clamp(min=torch.finfo(initial.dtype).tiny), torch.ones_like(current))
+        ratio = torch.where(
+            initial > 0, current / initial.clamp(min=torch.finfo(initial.dtype).tiny), torch.ones_like(current)
+        )
         mean_ratio = ratio.mean()
-        relative = torch.where(mean_ratio > 0, ratio / mean_ratio.clamp(min=torch.finfo(ratio.dtype).tiny), torch.ones_like(ratio))
+        relative = torch.where(
+            mean_ratio > 0, ratio / mean_ratio.clamp(min=torch.finfo(ratio.dtype).tiny), torch.ones_like(ratio)
+        )
         with torch.enable_grad():
             weights = w.detach().requires_grad_(True)
             g = weights * norms

@@ -16,8 +16,16 @@ def hyperparameter_error(owner: str, name: str, allowed: str, value: Any) -> Con
     return ConfigError("", f"Parameter `{name}` of {owner} should be {allowed}. Found `{name} = {value!r}`.")
 
 
-def check_number(owner: str, name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False, integer: bool = False) -> float:
+def check_number(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> float:
     """``value`` as a number in the given interval, else :func:`hyperparameter_error`."""
     kind = "an integer" if integer else "a number"
     ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
@@ -79,4 +87,8 @@ class Searchable:
         return {k: spec.suggest(trial, f"{cls.name}.{k}") for k, spec in space.items()}
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters if k not in ("self", "tasks") and hasattr(self, k)}
+        return {
+            k: getattr(self, k)
+            for k in inspect.signature(type(self).__init__).parameters
+            if k not in ("self", "tasks") and hasattr(self, k)
+        }

@@ -54,8 +54,9 @@ def _times_pinv(row: list[float], system: list[list[float]], atol: float, rtol: 
     cutoff = max(atol, rtol * singular[0])
     # system = L diag(s) R^H, pinv = R diag(1 / s) L^T over the kept singular values, so
     # row @ pinv = ((row @ R) / s) @ L^T
-    scaled = [sum(row[a] * right_h[r][a] for a in range(size)) / s if s > cutoff else 0.0
-              for r, s in enumerate(singular)]
+    scaled = [
+        sum(row[a] * right_h[r][a] for a in range(size)) / s if s > cutoff else 0.0 for r, s in enumerate(singular)
+    ]
     return [sum(scaled[r] * left[b][r] for r in range(size)) for b in range(size)]
 
 

@@ -113,6 +113,10 @@ class MGDAUB(Weighting):
         rows = []
         for t in range(losses.numel()):
             (grad,) = torch.autograd.grad(losses[t], feature, retain_graph=True, allow_unused=True)
-            rows.append(torch.zeros(feature.numel(), device=feature.device, dtype=feature.dtype) if grad is None else grad.reshape(-1))
+            rows.append(
+                torch.zeros(feature.numel(), device=feature.device, dtype=feature.dtype)
+                if grad is None
+                else grad.reshape(-1)
+            )
         w = min_norm_weights(_gram(torch.stack(rows), self.normalize))
         return (losses.numel() * w).to(device=losses.device, dtype=losses.dtype)

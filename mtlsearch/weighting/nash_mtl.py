@@ -13,8 +13,9 @@ from .solvers import gram_matrix
 _F64 = torch.float64
 
 
-def nash_weights(gram: torch.Tensor, max_iter: int = 20, init: torch.Tensor | None = None,
-                 tol: float = 1e-11) -> tuple[torch.Tensor, bool]:
+def nash_weights(
+    gram: torch.Tensor, max_iter: int = 20, init: torch.Tensor | None = None, tol: float = 1e-11
+) -> tuple[torch.Tensor, bool]:
     r"""Solve ``Q alpha = 1 / alpha`` (elementwise), ``alpha > 0``, for a PSD ``Q`` (T x T).
 
     The equation is the stationarity condition of the strictly convex, self-concordant function
@@ -44,7 +45,11 @@ def nash_weights(gram: torch.Tensor, max_iter: int = 20, init: torch.Tensor | No
         # the solution when the rows are orthogonal (zero rows get the largest norm's value)
         diag = q.diagonal().clamp(min=0)
         top = float(diag.max()) if t else 0.0
-        alpha = 1.0 / torch.where(diag > 0, diag, torch.full_like(diag, top)).sqrt() if top > 0 else torch.ones(t, dtype=_F64)
+        alpha = (
+            1.0 / torch.where(diag > 0, diag, torch.full_like(diag, top)).sqrt()
+            if top > 0
+            else torch.ones(t, dtype=_F64)
+        )
     curv = float(alpha @ q @ alpha)
     if curv > 0:
         alpha = alpha * math.sqrt(t / curv)
@@ -57,7 +62,9 @@ def nash_weights(gram: torch.Tensor, max_iter: int = 20, init: torch.Tensor | No
         if int(info) == 0:
             delta = -torch.cholesky_solve(grad.unsqueeze(1), chol).squeeze(1)
         else:  # not reached in exact arithmetic (H is positive definite); stay safe
-            delta = -torch.linalg.lstsq(hess + 1e-15 * float(hess.diagonal().max()) * eye, grad.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+            delta = -torch.linalg.lstsq(
+                hess + 1e-15 * float(hess.diagonal().max()) * eye, grad.unsqueeze(1), driver="gelsd"
+            ).solution.squeeze(1)
         lam = math.sqrt(max(-float(grad @ delta), 0.0))
         if lam < tol:
             return alpha + delta if bool((alpha + delta > 0).all()) else alpha, True
@@ -111,7 +118,9 @@ class NashMTL(Aggregator):
 
     def __init__(self, max_iter: int = 20, update_weights_every: int = 1):
         self.max_iter = check_number(self.label, "max_iter", max_iter, low=1, integer=True)
-        self.update_weights_every = check_number(self.label, "update_weights_every", update_weights_every, low=1, integer=True)
+        self.update_weights_every = check_number(
+            self.label, "update_weights_every", update_weights_every, low=1, integer=True
+        )
         self._step = 0
         self._alpha: torch.Tensor | None = None
         self._warm: torch.Tensor | None = None

@@ -92,4 +92,3 @@ class PCGrad(RowCombination):
                 if dot < 0.0:
                     c[j] -= dot / k[j][j]
         return torch.tensor(coef, dtype=torch.float64)
-

@@ -188,7 +188,9 @@ def _lstsq(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return torch.linalg.lstsq(matrix, rhs.unsqueeze(1), rcond=_RCOND, driver="gelsd").solution.squeeze(1)
 
 
-def _free_step(quad: torch.Tensor, grad: torch.Tensor, free: torch.Tensor, border: torch.Tensor | None, size: float) -> tuple[torch.Tensor, bool]:
+def _free_step(
+    quad: torch.Tensor, grad: torch.Tensor, free: torch.Tensor, border: torch.Tensor | None, size: float
+) -> tuple[torch.Tensor, bool]:
     """The step ``p_F`` to the minimiser of the quadratic over the free coordinates (keeping
     ``border . x`` fixed when ``border`` is given), and whether it is a *ray* instead: when that
     minimum does not exist (the KKT system is inconsistent: a linear term outside the range of
@@ -310,8 +312,11 @@ def _supports(n: int, nonempty: bool) -> list[tuple[tuple[int, ...], tuple[int, 
     key = (n, nonempty)
     found = _SUPPORTS.get(key)
     if found is None:
-        found = [(sup, tuple(j for j in range(n) if j not in sup))
-                 for k in range(1 if nonempty else 0, n + 1) for sup in itertools.combinations(range(n), k)]
+        found = [
+            (sup, tuple(j for j in range(n) if j not in sup))
+            for k in range(1 if nonempty else 0, n + 1)
+            for sup in itertools.combinations(range(n), k)
+        ]
         _SUPPORTS[key] = found
     return found
 
@@ -358,7 +363,9 @@ def _cholesky_solve(low: list[list[float]], rhs: list[float]) -> list[float]:
     return z
 
 
-def _enumerate_py(q: list[list[float]], lins: list[list[float]], simplex: bool) -> tuple[list[list[float]], list[bool]] | None:
+def _enumerate_py(
+    q: list[list[float]], lins: list[list[float]], simplex: bool
+) -> tuple[list[list[float]], list[bool]] | None:
     """:func:`_enumerate` on Python floats: ``q`` the symmetric quadratic as rows, ``lins`` the R
     linear terms; returns the R minimisers (lists) and their KKT flags, or None."""
     n = len(q)
@@ -422,8 +429,15 @@ def _enumerate_py(q: list[list[float]], lins: list[list[float]], simplex: bool) 
     return xs, ok
 
 
-def _active_set(quad: torch.Tensor, lin: torch.Tensor, simplex: bool, max_iter: int | None,
-                hint: torch.Tensor | None = None, bounded: bool = True, enumerate_first: bool = True) -> torch.Tensor:
+def _active_set(
+    quad: torch.Tensor,
+    lin: torch.Tensor,
+    simplex: bool,
+    max_iter: int | None,
+    hint: torch.Tensor | None = None,
+    bounded: bool = True,
+    enumerate_first: bool = True,
+) -> torch.Tensor:
     """The active-set loop (module docstring), after the enumeration of the supports for small
     problems (unless ``enumerate_first`` is false, or a ``max_iter`` is given). ``bounded``: the
     problem is known to be bounded below, so a ray that no bound blocks can only come from
@@ -455,7 +469,9 @@ def _active_set(quad: torch.Tensor, lin: torch.Tensor, simplex: bool, max_iter: 
         y = torch.zeros(n, dtype=_F64)
         # A guess of the optimal free set (``hint``) only changes the first step: from y = 0
         # towards the minimiser over that set, as far as feasibility allows.
-        free = torch.zeros(n, dtype=torch.bool) if hint is None else hint.detach().to("cpu", torch.bool).reshape(n).clone()
+        free = (
+            torch.zeros(n, dtype=torch.bool) if hint is None else hint.detach().to("cpu", torch.bool).reshape(n).clone()
+        )
         at_min = not bool(free.any())
     if scale == 0.0:
         return y * d  # every feasible point is optimal
@@ -534,8 +550,13 @@ def simplex_qp(quad: torch.Tensor, linear: torch.Tensor | None = None, max_iter:
     return _active_set(q, _vector(linear, q.shape[0]), simplex=True, max_iter=max_iter)
 
 
-def nonneg_qp(quad: torch.Tensor, linear: torch.Tensor, max_iter: int | None = None,
-              hint: torch.Tensor | None = None, bounded: bool = False) -> torch.Tensor:
+def nonneg_qp(
+    quad: torch.Tensor,
+    linear: torch.Tensor,
+    max_iter: int | None = None,
+    hint: torch.Tensor | None = None,
+    bounded: bool = False,
+) -> torch.Tensor:
     """``argmin_{z >= 0} 1/2 z^T quad z + linear^T z`` for a symmetric PSD ``quad``.
 
     The problem must be bounded below (true when ``quad`` is positive definite, or when
@@ -564,7 +585,9 @@ def min_quadratic_above(gram: torch.Tensor, lower: torch.Tensor, hint: torch.Ten
     return low + nonneg_qp(q, q @ low, hint=hint, bounded=True)
 
 
-def min_quadratic_above_rows(gram: torch.Tensor, lowers: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+def min_quadratic_above_rows(
+    gram: torch.Tensor, lowers: torch.Tensor, hints: torch.Tensor | None = None
+) -> torch.Tensor:
     """:func:`min_quadratic_above` for every row ``l_r`` of ``lowers`` (``(R, T)``): row r of the
     result is ``argmin_{v >= l_r} v^T Q v``. Small problems are solved together (one batch of
     support systems for all R right-hand sides, module docstring); a row that the enumeration
@@ -589,7 +612,9 @@ def min_quadratic_above_rows(gram: torch.Tensor, lowers: torch.Tensor, hints: to
             out[r] += found[0][:, r]
         else:
             hint = None if hints is None else hints[r]
-            out[r] += _active_set(q, q @ low[r], simplex=False, max_iter=None, hint=hint, bounded=True, enumerate_first=False)
+            out[r] += _active_set(
+                q, q @ low[r], simplex=False, max_iter=None, hint=hint, bounded=True, enumerate_first=False
+            )
     return out
 
 

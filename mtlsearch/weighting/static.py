@@ -34,7 +34,9 @@ class Static(Weighting):
         super().__init__(tasks)
         weights = dict(weights or {t: 1.0 for t in self.tasks})
         if set(weights) != set(self.tasks):
-            raise ConfigError("weights", f"expected one weight per task ({', '.join(self.tasks)}), found {show(sorted(weights))}")
+            raise ConfigError(
+                "weights", f"expected one weight per task ({', '.join(self.tasks)}), found {show(sorted(weights))}"
+            )
         self.weights = {t: positive_float(weights[t], f"weights.{t}") for t in self.tasks}
         self.register_buffer("_w", torch.tensor([self.weights[t] for t in self.tasks]), persistent=False)
 
