@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo_run
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test test-fast lint venv clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,19 @@ demo: $(STAMP)
 	cd $(DEMO_DIR) && ../$(BIN)/mtlsearch train best.yaml --seeds 2
 	@echo "demo: study in $(DEMO_DIR)/demo.db, exported config $(DEMO_DIR)/best.yaml"
 
-test: $(STAMP)
+# lint, format and type checks first (seconds), then every test
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check mtlsearch
+	$(BIN)/ruff format --check mtlsearch
+	$(BIN)/mypy
+
+# the inner loop: every test but the slow ones (> ~3 s: studies, examples) and those that start
+# processes or servers (CLI subprocesses, workers, PostgreSQL, Ray); `make test` runs them all
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not process"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py

@@ -49,7 +49,7 @@ def main(argv=None) -> str:
         space = mtlsearch.SearchSpace.parse(raw)
         problem = mtlsearch.Problem(space)
 
-    study = mtlsearch.run_search(space, run, mtlsearch.Progress("quiet" if args.quiet else "normal"), problem=problem)
+    study = mtlsearch.run_search(problem, run, mtlsearch.Progress("quiet" if args.quiet else "normal"))
     print(results.format_report(results.report(study)))
     print("\nbest trial of each family (validation Delta-MTL %):")
     for family, (number, delta) in sorted(best_per_family(study).items(), key=lambda kv: -kv[1][1]):

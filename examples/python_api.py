@@ -17,13 +17,13 @@ def main() -> None:
     problem, run = mtlsearch.load(Path(__file__).parents[1] / "search_spaces" / "multidigits.yaml")
     run = run.replace(study="api-example", storage=f"sqlite:///{workdir}/example.db", n_trials=6)
 
-    study = mtlsearch.run_search(problem.space, run, mtlsearch.Progress("normal"))
+    study = mtlsearch.run_search(problem, run, mtlsearch.Progress("normal"))
     print(results.format_report(results.report(study)))
 
     trial = results.pick(study, "knee")
     config = results.export_config(study, trial, run.storage)
     results.write_yaml(config, workdir / "knee.yaml")
-    model = mtlsearch.build_model(workdir / "knee.yaml")
+    model = mtlsearch.load_exported(workdir / "knee.yaml")
     print(f"rebuilt trial #{trial.number}: {sum(p.numel() for p in model.parameters()):,} parameters")
     print("\n".join(config["architecture"]["description"]))
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mtlsearch-ray-"))
     problem, run = mtlsearch.load(Path(__file__).parents[1] / "search_spaces" / "multidigits.yaml")
     run = run.replace(study="ray-example", storage=f"sqlite:///{workdir}/ray.db", n_trials=args.n_trials)
-    study = run_ray(problem.space, run, mtlsearch.Progress("normal"), problem=problem, address=args.address,
+    study = run_ray(problem, run, mtlsearch.Progress("normal"), address=args.address,
                     cpus_per_trial=1, gpus_per_trial=args.gpus_per_trial)
     states = [t.state.name for t in study.trials]
     print(f"{states.count('COMPLETE')} complete, {states.count('PRUNED')} stopped early by ASHA (PRUNED)")

@@ -2,17 +2,19 @@
 
 The Python API in a few lines::
 
-    import optuna, mtlsearch
+    import mtlsearch
 
     problem, run = mtlsearch.load("search_spaces/multidigits.yaml")   # validated space + run settings
-    study = mtlsearch.run_search(problem.space, run)                  # what `mtlsearch run` does
+    study = mtlsearch.run_search(problem, run)                        # what `mtlsearch run` does
+    study = mtlsearch.resume(run.study, run.storage, n_trials=30)     # what `mtlsearch resume` does
 
     # or plug mtlsearch into your own Optuna study:
-    study = optuna.create_study(directions=problem.directions)
-    study.optimize(mtlsearch.Objective(problem), n_trials=10, catch=(mtlsearch.NonFiniteLossError,))
+    study = problem.create_study()                                    # directions and metric names set
+    mtlsearch.ensure_baselines(study, problem)                        # single-task baselines, once per study
+    study.optimize(mtlsearch.Objective(problem), n_trials=10)
 
-    model = mtlsearch.build_model(problem, study.best_trials[0].params)   # a trial's model
-    model = mtlsearch.build_model("best.yaml")                           # an exported config's model
+    model = mtlsearch.build_model(problem, study.best_trials[0])      # a trial's model (untrained)
+    model = mtlsearch.load_exported("best.yaml")                      # an exported config's model
 """
 
 from pathlib import Path
@@ -34,39 +36,35 @@ def load(source: "str | Path | dict") -> "tuple[Problem, RunConfig]":
     return Problem(space), run
 
 
-def build_model(source: Any, params: Any = None, seed: "int | None" = None):
-    """Build a multi-task model.
+def build_model(problem: Problem, trial_or_params: Any, seed: int = 0):
+    """The untrained model of one candidate of ``problem``, initialised from ``seed``.
 
-    * ``build_model("best.yaml")`` or ``build_model(exported_dict)``: the exact model of a config
-      written by ``mtlsearch export`` (initialised from its seed);
-    * ``build_model(problem_or_space, trial_or_params, seed=0)``: the candidate of an Optuna trial
-      (``Trial``/``FrozenTrial``) or of a fixed parameter dict, replayed through the same code
-      that sampled it. A family that learns its architecture inside a trial needs the learned
-      record: a FrozenTrial carries it (user attr ``learned``); with a dict, pass
-      ``{"params": ..., "learned": ...}``.
+    Args:
+        trial_or_params: an Optuna ``FrozenTrial`` (its stored learned architecture included), a
+            live ``Trial`` (sampled through it), or a parameter dict; for a family that learns its
+            architecture inside a trial, pass ``{"params": ..., "learned": ...}``.
+
+    For a config written by ``mtlsearch export``, use :func:`load_exported`.
     """
+    if not isinstance(problem, Problem):
+        raise TypeError(
+            f"build_model(problem, trial_or_params): expected a Problem first, found {type(problem).__name__}; "
+            "for an exported config use mtlsearch.load_exported(path)"
+        )
+    return problem.candidate(trial_or_params).build_model(seed)
+
+
+def load_exported(config: "str | Path | dict", seed: "int | None" = None):
+    """The exact model of a config written by ``mtlsearch export`` (a path or its dict),
+    initialised from its seed (or ``seed``); no dataset is loaded."""
     from .search.results import build_model as build_exported
 
-    if params is None:
-        return build_exported(source, seed)
-    problem = source if isinstance(source, Problem) else Problem(source)
-    from optuna.trial import FrozenTrial
-
-    if isinstance(params, dict):
-        candidate = (
-            problem.replay(params["params"], params.get("learned")) if "params" in params else problem.replay(params)
-        )
-    elif isinstance(params, FrozenTrial):  # a finished trial: replay it (FrozenTrial can suggest too)
-        candidate = problem.replay(params.params, params.user_attrs.get("learned"))
-    else:  # a live trial: sample through it
-        candidate = problem.sample(params)
-    return candidate.build_model(0 if seed is None else seed)
+    return build_exported(config, seed)
 
 
-from .search import Objective, Progress, retrain, run_search  # noqa: E402  (search imports this package)
+from .search import Objective, Progress, ensure_baselines, resume, retrain, run_search  # noqa: E402
 
 __all__ = [
-    "__version__",
     "Candidate",
     "ConfigError",
     "MTLSearchError",
@@ -77,8 +75,12 @@ __all__ = [
     "RunConfig",
     "SearchSpace",
     "StudyMismatchError",
+    "__version__",
     "build_model",
+    "ensure_baselines",
     "load",
+    "load_exported",
+    "resume",
     "retrain",
     "run_search",
 ]

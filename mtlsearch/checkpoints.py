@@ -25,7 +25,7 @@ import re
 import tempfile
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ FORMAT = 1
 _NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
 _TMP = re.compile(r"^\.tmp-.*\.pt$")
 RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+_SUB = re.compile(r"seed-\d+")
 
 
 def new_run_id() -> str:
@@ -47,7 +48,7 @@ def check_run_id(value: object) -> str | None:
     return value if isinstance(value, str) and RUN_ID.fullmatch(value) else None
 
 
-def run_id_from(attrs: dict[str, Any], warn: Callable[[str], None]) -> str:
+def run_id_from(attrs: Mapping[str, Any], warn: Callable[[str], None]) -> str:
     """The run id a trial continues (``attrs["run_id"]``, copied into a retry), or a new one.
     A stored value in another format is refused, reported through ``warn`` and never used as a
     path: the trial then starts from scratch."""
@@ -88,6 +89,12 @@ class CheckpointStore:
 
     def __repr__(self) -> str:
         return f"CheckpointStore({str(self.directory)!r}, keep={self.keep})"
+
+    def sub(self, name: str) -> CheckpointStore:
+        """A store in the subfolder ``name`` (e.g. one per seed of a trial), under the same root."""
+        if not _SUB.fullmatch(name):
+            raise ValueError(f"checkpoint subfolder {name!r} is not of the form seed-N")
+        return CheckpointStore(self.directory / name, self.keep, self.warn, root=self.directory)
 
     def files(self) -> list[Path]:
         """Checkpoint files, newest epoch first."""
@@ -139,6 +146,8 @@ class CheckpointStore:
         if not self.directory.is_dir() or self.directory.is_symlink():
             return
         for path in self.directory.iterdir():
+            if _SUB.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+                CheckpointStore(path, self.keep, self.warn).clear()
             if (_NAME.match(path.name) or _TMP.match(path.name)) and path.is_file() and not path.is_symlink():
                 path.unlink(missing_ok=True)
         try:

@@ -70,8 +70,15 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         "--early-stopping",
         choices=EARLY_STOPPING,
         help="stop trials on their validation Delta-MTL after an "
-        "epoch: below the median of complete trials at that epoch (median), or outside the top third at epochs 1, 3, 9... "
+        "epoch: below the median of complete trials at that epoch (median), or outside the top third at "
+        "epochs 1, 3, 9... "
         "(asha); recorded as PRUNED (default: none)",
+    )
+    p.add_argument(
+        "--seeds-per-trial",
+        type=int,
+        metavar="K",
+        help="train each candidate on K seeds and score the mean; the spread is stored (default 1)",
     )
     p.add_argument(
         "--heartbeat-interval", type=int, metavar="S", help="seconds between a running trial's heartbeats (default 10)"
@@ -117,7 +124,8 @@ def _backend_flags(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="mtlsearch",
-        description="Architecture search for multi-task learning: sharing trees, gating, routing, soft sharing, loss weighting; Optuna studies.",
+        description="Architecture search for multi-task learning: sharing trees, gating, routing, soft sharing, "
+        "loss weighting; Optuna studies.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -187,7 +195,8 @@ def parser() -> argparse.ArgumentParser:
         "--pick",
         choices=["delta", "knee", "min-cost"],
         default="delta",
-        help="delta: highest Delta-MTL; knee: the front's knee point; min-cost: fewest parameters with Delta-MTL >= --min-delta (default: delta)",
+        help="delta: highest Delta-MTL; knee: the front's knee point; min-cost: fewest parameters with "
+        "Delta-MTL >= --min-delta (default: delta)",
     )
     p.add_argument("--trial", type=int, metavar="N", help="export trial number N instead of picking")
     p.add_argument("--family", metavar="NAME", help="pick from the front of this family's trials alone (its winner)")
@@ -206,11 +215,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights", metavar="FILE", help="also copy the trial's trained weights to FILE (a torch state dict)"
     )
+    p.add_argument("--force", action="store_true", help="replace --output and --weights files that exist")
 
     p = verbs.add_parser(
         "train",
         help="retrain an exported config from scratch on several seeds; report test metrics",
-        description="Train CONFIG from scratch for each seed on the train split and report test-split metrics (mean ± std).",
+        description="Train CONFIG from scratch for each seed on the train split and report test-split metrics "
+        "(mean ± std).",
     )
     p.add_argument("config", metavar="CONFIG", help="a YAML file written by `mtlsearch export`")
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds (default: 3)")
@@ -266,79 +277,72 @@ def cmd_run(args) -> None:
     )
     args.study, args.storage = run.study or problem.space.name, run.storage  # for the resume hint on Ctrl-C
     if args.backend == "ray":
-        study = _ray_search(problem.space, run, args, problem)
+        _check_ray_flags(args)
+        from .search.ray_backend import run_ray  # Ray is imported only here
+
+        study = run_ray(problem, run, _progress(args), **_ray_options(args))
     else:
         _no_ray_flags(args)
-        study = run_search(problem.space, run, _progress(args), problem=problem)
+        study = run_search(problem, run, _progress(args))
     _print_front(study, args)
 
 
 def cmd_resume(args) -> None:
-    from .config import RunConfig
-    from .search.optuna_backend import run_search
-    from .search.records import study_record
-    from .search.results import load
-    from .search.study import stored_space
+    from .search.resume import resume
 
     _positive(args.n_trials, "--n-trials")
-    study = load(args.study, args.storage)
-    record = study_record(study)
-    stored = {k: v for k, v in (record.run or {}).items() if k in RunConfig.KEYS and k != "n_trials"}
-    run = RunConfig(
-        **{
-            **stored,
-            "study": args.study,
-            "storage": args.storage,
-            "sampler": record.sampler or "tpe",
-            "seed": record.seed or 0,
-            "n_trials": args.n_trials or record.n_trials or 20,
-            "timeout": args.timeout,
-            "device": args.device or "auto",
-            "artifacts": record.artifacts,
-        }
-    ).replace(**_engine_overrides(args))
     if args.backend == "ray":
-        study = _ray_search(stored_space(study), run, args, resume=True)
+        _check_ray_flags(args)
+        ray = _ray_options(args)
     else:
         _no_ray_flags(args)
-        study = run_search(stored_space(study), run, _progress(args))
+        ray = None
+    study = resume(
+        args.study,
+        args.storage,
+        n_trials=args.n_trials,
+        backend=args.backend,
+        progress=_progress(args),
+        ray=ray,
+        timeout=args.timeout,
+        device=args.device,
+        **_engine_overrides(args),
+    )
     _print_front(study, args)
 
 
 def _engine_overrides(args) -> dict:
     _positive(args.workers, "--workers")
+    _positive(args.seeds_per_trial, "--seeds-per-trial")
     return {
         "workers": args.workers,
+        "seeds_per_trial": args.seeds_per_trial,
         "early_stopping": args.early_stopping,
         "heartbeat_interval": args.heartbeat_interval,
         "grace_period": args.grace_period,
     }
 
 
-def _ray_search(space, run, args, problem=None, resume: bool = False):
-    """The study run by Ray Tune (``--backend ray``); Ray is imported only here."""
+def _check_ray_flags(args) -> None:
     from .errors import ConfigError
 
     for flag, value in (("--workers", args.workers), ("--early-stopping", args.early_stopping)):
         if value is not None:
             raise ConfigError(
                 flag,
-                "not used with --backend ray (Ray runs trials side by side up to --max-concurrent, and ASHA stops them early)",
+                "not used with --backend ray (Ray runs trials side by side up to --max-concurrent, and ASHA stops "
+                "them early)",
             )
     _positive(args.max_concurrent, "--max-concurrent")
-    from .search.ray_backend import run_ray
 
-    return run_ray(
-        space,
-        run,
-        _progress(args),
-        problem=problem,
-        address=args.address,
-        resume=resume,
-        cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
-        gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial,
-        max_concurrent=args.max_concurrent,
-    )
+
+def _ray_options(args) -> dict:
+    return {
+        "address": args.address,
+        "cpus_per_trial": 1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+        "gpus_per_trial": 0.0 if args.gpus_per_trial is None else args.gpus_per_trial,
+        "max_concurrent": args.max_concurrent,
+    }
 
 
 def _no_ray_flags(args) -> None:
@@ -371,10 +375,20 @@ def cmd_report(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .search.results import export_config, load, pick, save_weights, write_yaml
+    from pathlib import Path
 
+    from .errors import ConfigError
+    from .search.results import check_output, export_config, load, pick, save_weights, weights_file, write_yaml
+
+    check_output(args.output, "--output", args.force)  # before anything is read or written
+    if args.weights:
+        check_output(args.weights, "--weights", args.force)
+        if Path(args.weights).resolve() == Path(args.output).resolve():
+            raise ConfigError("--weights", "names the same file as --output")
     study = load(args.study, args.storage)
     trial = pick(study, args.pick, args.max_params, args.max_macs, args.min_delta, args.trial, args.family)
+    if args.weights:
+        weights_file(study, trial)  # the artifact exists: nothing is written otherwise
     config = export_config(study, trial, args.storage)
     write_yaml(config, args.output)
     if args.weights:
@@ -417,6 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from_env = getattr(args, "storage", None) is None and bool(os.environ.get(ENV))
     if hasattr(args, "storage") and args.verb != "run":  # run: the space's run.storage comes before the default
         args.storage = resolve(args.storage, None, DEFAULT_STORAGE)
+    if args.verb in ("run", "resume", "worker"):
+        from .search.signals import terminate_as_interrupt
+
+        terminate_as_interrupt()
     try:
         COMMANDS[args.verb](args)
     except MTLSearchError as err:

@@ -20,7 +20,7 @@ A YAML file maps onto these dataclasses 1:1 (``yaml.safe_load`` only)::
 Every bad value raises one :class:`~mtlsearch.errors.ConfigError` naming its path, the value found
 and what is allowed. This module checks structure and ranges; names that live in registries of
 higher layers (families, weightings, backbones, benchmarks) are checked by
-:mod:`mtlsearch.problem`, which :func:`mtlsearch.load_space` runs right after parsing.
+:mod:`mtlsearch.problem`, which :func:`mtlsearch.load` runs right after parsing.
 """
 
 from __future__ import annotations
@@ -131,8 +131,9 @@ class ParamSpec:
     """A value that is fixed, chosen from a list, or drawn from a range.
 
     YAML forms: a scalar (``lr: 0.001``) is fixed; a list (``batch_size: [64, 128]``) is a
-    categorical choice; a mapping ``{low, high, log?, step?}`` is a numeric range (integers when
-    ``low`` and ``high`` are both integers and ``int: true`` is not overridden, else floats).
+    categorical choice; a mapping ``{low, high, log?, step?}`` is a numeric range: of integers
+    when the field takes integers (``parse(..., integer=True)``, e.g. ``epochs``, ``batch_size``, a
+    method hyperparameter whose default is an integer), else of floats.
     ``default`` is the value used where one setting is needed without a trial (single-task
     baselines): the fixed value, the first choice, or the range's (geometric, if ``log``) midpoint.
     """
@@ -232,7 +233,8 @@ def _optimizer_name(v: Any, path: str) -> str:
     if v not in OPTIMIZER_NAMES:
         raise ConfigError(
             path,
-            f"unknown optimizer {show(v)}; choose one of: {', '.join(OPTIMIZER_NAMES)}{did_you_mean(str(v), OPTIMIZER_NAMES)}",
+            f"unknown optimizer {show(v)}; choose one of: {', '.join(OPTIMIZER_NAMES)}"
+            f"{did_you_mean(str(v), OPTIMIZER_NAMES)}",
         )
     return v
 
@@ -456,7 +458,10 @@ class SearchSpace:
     def parse(cls, raw: Any, path: str = "") -> SearchSpace:
         raw = as_mapping(raw, path or "space")
         check_keys(raw, cls.TOP_KEYS, path)
-        p = lambda k: f"{path}.{k}" if path else k
+
+        def p(k: str) -> str:
+            return f"{path}.{k}" if path else k
+
         name = as_str(raw.get("name", "mtlsearch"), p("name"))
         if not re.fullmatch(r"[\w.-]+", name):
             raise ConfigError(p("name"), f"expected letters, digits, '_', '-' or '.', found {show(name)}")
@@ -481,7 +486,8 @@ class SearchSpace:
             if not OBJECTIVE_RE.match(obj):
                 raise ConfigError(
                     f"{p('objectives')}[{i}]",
-                    f"unknown objective {show(obj)}; choose from: delta_mtl, params, macs, latency_ms, or TASK.METRIC (e.g. left.accuracy)"
+                    f"unknown objective {show(obj)}; choose from: delta_mtl, params, macs, latency_ms, "
+                    "or TASK.METRIC (e.g. left.accuracy)"
                     + did_you_mean(obj, ["delta_mtl", "params", "macs", "latency_ms"]),
                 )
         constraints = parse_constraints(raw.get("constraints"), p("constraints"))
@@ -535,6 +541,7 @@ STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 # The names a run may choose; each is implemented once (search.sampler.SAMPLERS,
 # search.early_stopping.RULES, training.OPTIMIZERS), and tests/test_config.py checks they agree.
 SAMPLERS = ("tpe", "nsga2", "random")
+MAX_SEEDS_PER_TRIAL = 100
 EARLY_STOPPING = ("none", "median", "asha")
 
 
@@ -590,6 +597,7 @@ class RunConfig:
     early_stopping: str = "none"
     min_trials: int = 5
     min_epochs: int = 1
+    seeds_per_trial: int = 1
 
     KEYS = [
         "study",
@@ -607,6 +615,7 @@ class RunConfig:
         "early_stopping",
         "min_trials",
         "min_epochs",
+        "seeds_per_trial",
     ]
 
     def __post_init__(self) -> None:
@@ -617,7 +626,8 @@ class RunConfig:
         if self.sampler not in SAMPLERS:
             raise ConfigError(
                 f"{path}.sampler",
-                f"unknown sampler {show(self.sampler)}; choose one of: {', '.join(SAMPLERS)}{did_you_mean(str(self.sampler), SAMPLERS)}",
+                f"unknown sampler {show(self.sampler)}; choose one of: {', '.join(SAMPLERS)}"
+                f"{did_you_mean(str(self.sampler), SAMPLERS)}",
             )
         self.seed = as_int(self.seed, f"{path}.seed", 0)
         self.n_trials = as_int(self.n_trials, f"{path}.n_trials", 1)
@@ -642,6 +652,13 @@ class RunConfig:
             )
         self.min_trials = as_int(self.min_trials, f"{path}.min_trials", 1)
         self.min_epochs = as_int(self.min_epochs, f"{path}.min_epochs", 1)
+        self.seeds_per_trial = as_int(self.seeds_per_trial, f"{path}.seeds_per_trial", 1)
+        if self.seeds_per_trial > MAX_SEEDS_PER_TRIAL:
+            raise ConfigError(
+                f"{path}.seeds_per_trial",
+                f"expected at most {MAX_SEEDS_PER_TRIAL} (each seed trains the candidate again), "
+                f"found {self.seeds_per_trial}",
+            )
 
     @classmethod
     def parse(cls, raw: Any, path: str = "run") -> RunConfig:

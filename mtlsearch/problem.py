@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -27,7 +27,9 @@ from .models import BACKBONES, Backbone
 from .tasks import TaskSpec
 from .weighting import METHODS, Aggregator, Weighting
 
-MAXIMIZE, MINIMIZE = "maximize", "minimize"
+Direction = Literal["maximize", "minimize"]
+MAXIMIZE: Direction = "maximize"
+MINIMIZE: Direction = "minimize"
 COST_OBJECTIVES = ("params", "macs", "latency_ms")
 
 
@@ -78,15 +80,27 @@ class Candidate:
 
 
 class Problem:
-    """A :class:`~mtlsearch.config.SearchSpace` resolved: data loaded, every name checked."""
+    """A :class:`~mtlsearch.config.SearchSpace` resolved: data loaded, every name checked.
 
-    def __init__(self, space: SearchSpace):
+    Args:
+        space: the search space.
+        signature: what the model needs of the data (:meth:`signature`: the input shape and the
+            resolved tasks), as a study or an export stores it. With it, the data is loaded only
+            when something reads :attr:`data` (training, scoring), so rebuilding a model or
+            exporting a trial does not load a dataset.
+    """
+
+    def __init__(self, space: SearchSpace, signature: Mapping[str, Any] | None = None):
         self.space = space
-        self.data = load_data(space)
-        self.tasks: list[TaskSpec] = resolve_tasks(space, self.data)
-        check_targets(self.tasks, self.data)
+        self._data: MTLData | None = None
+        if signature is None:
+            self._data = load_data(space)
+            self.tasks: list[TaskSpec] = resolve_tasks(space, self._data)
+            check_targets(self.tasks, self._data)
+            self.input_shape = tuple(self._data.train[0][0].shape)
+        else:
+            self.tasks, self.input_shape = read_signature(signature)
         self.task_names = [t.name for t in self.tasks]
-        self.input_shape = tuple(self.data.train[0][0].shape)
         self.backbone: Backbone = build_backbone(space.backbone, self.input_shape)
         sections = space.search_space.sections
         self.families: dict[str, Family] = {}
@@ -100,14 +114,45 @@ class Problem:
             self.families[name] = family
         self.weighting_spaces: dict[str, dict[str, ParamSpec]] = {}
         for i, name in enumerate(space.search_space.weightings):
-            cls = METHODS.get(name, f"search_space.weightings[{i}]")
-            self.weighting_spaces[name] = cls.space(sections.get(name, {}), f"search_space.{name}")
+            method = METHODS.get(name, f"search_space.weightings[{i}]")
+            self.weighting_spaces[name] = method.space(sections.get(name, {}), f"search_space.{name}")
         space.search_space.check_sections("search_space")
         self.training_space: TrainingSpace = space.search_space.training
         self.objectives: list[str] = list(space.objectives)
-        self.directions: list[str] = [self._direction(i, o) for i, o in enumerate(self.objectives)]
+        self.directions: list[Direction] = [self._direction(i, o) for i, o in enumerate(self.objectives)]
         self.given_baselines = self._check_baselines(space.baselines)
         self.constraints: dict[str, float] = dict(space.constraints)
+
+    @property
+    def data(self) -> MTLData:
+        """The data splits, loaded on first use when the problem was built from a signature."""
+        if self._data is None:
+            data = load_data(self.space)
+            check_targets(self.tasks, data)
+            found = tuple(data.train[0][0].shape)
+            if found != self.input_shape:
+                raise ConfigError(
+                    "data", f"the data's inputs have shape {found}; the stored signature says {self.input_shape}"
+                )
+            self._data = data
+        return self._data
+
+    def signature(self) -> dict[str, Any]:
+        """What a model of this problem needs of the data: the input shape and the tasks."""
+        return {"input_shape": list(self.input_shape), "tasks": [t.to_dict() for t in self.tasks]}
+
+    def create_study(self, **kwargs: Any) -> Any:
+        """``optuna.create_study`` with this problem's directions and objective names
+        (``study.metric_names``); ``kwargs`` go to ``optuna.create_study``."""
+        import warnings
+
+        import optuna
+
+        study = optuna.create_study(directions=self.directions, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(self.objectives))
+        return study
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -121,6 +166,20 @@ class Problem:
         training = {k: getattr(self.training_space, k).suggest(trial, f"training.{k}") for k in TrainingSpace.FIELDS}
         params = dict(getattr(trial, "params", {}))
         return Candidate(params, family, arch, weighting, training, self)
+
+    def candidate(self, trial_or_params: Any) -> Candidate:
+        """The candidate of a ``FrozenTrial`` (with its learned record), a live ``Trial``
+        (sampled through it) or a parameter dict (``{"params": ..., "learned": ...}`` for a
+        learned family)."""
+        if isinstance(trial_or_params, Mapping):
+            if "params" in trial_or_params:
+                return self.replay(trial_or_params["params"], trial_or_params.get("learned"))
+            return self.replay(trial_or_params)
+        from optuna.trial import FrozenTrial
+
+        if isinstance(trial_or_params, FrozenTrial):
+            return self.replay(trial_or_params.params, trial_or_params.user_attrs.get("learned"))
+        return self.sample(trial_or_params)
 
     def replay(
         self, params: Mapping[str, Any], learned: Mapping[str, Any] | None = None, partial: bool = False
@@ -143,7 +202,8 @@ class Problem:
             if learned is None:
                 raise ConfigError(
                     "learned",
-                    f"family `{candidate.family.name}` learns its architecture inside a trial; the learned record is missing",
+                    f"family `{candidate.family.name}` learns its architecture inside a trial; "
+                    "the learned record is missing",
                 )
             candidate.architecture = candidate.family.with_learned(candidate.architecture, learned)
         return candidate
@@ -166,7 +226,7 @@ class Problem:
     def metric_directions(self) -> dict[str, dict[str, str]]:
         return {t.name: t.metric_directions() for t in self.tasks}
 
-    def _direction(self, i: int, objective: str) -> str:
+    def _direction(self, i: int, objective: str) -> Direction:
         if objective == "delta_mtl":
             return MAXIMIZE
         if objective in COST_OBJECTIVES:
@@ -176,7 +236,8 @@ class Problem:
         if task not in self.task_names:
             raise ConfigError(
                 where,
-                f"unknown task `{task}`; choose one of: {', '.join(self.task_names)}{did_you_mean(task, self.task_names)}",
+                f"unknown task `{task}`; choose one of: {', '.join(self.task_names)}"
+                f"{did_you_mean(task, self.task_names)}",
             )
         directions = self.metric_directions[task]
         if metric not in directions:
@@ -197,7 +258,8 @@ class Problem:
                 if m not in t.metrics:
                     raise ConfigError(
                         f"baselines.{t.name}.{m}",
-                        f"task `{t.name}` is not scored by `{m}`; its metrics are: {', '.join(t.metrics)}{did_you_mean(str(m), t.metrics)}",
+                        f"task `{t.name}` is not scored by `{m}`; its metrics are: {', '.join(t.metrics)}"
+                        f"{did_you_mean(str(m), t.metrics)}",
                     )
             for m in t.metrics:
                 if m not in baselines[t.name]:
@@ -219,14 +281,15 @@ class Problem:
 
 def instantiate(cls: type, params: Mapping[str, Any], path: str, *args: Any) -> Any:
     """``cls(*args, **params)`` with unknown keys and bad values reported under ``path``."""
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]  # the class's own __init__, by design
     allowed = [n for n, p in sig.parameters.items() if n != "self" and p.kind is p.POSITIONAL_OR_KEYWORD][len(args) :]
     for key in params:
         if key not in allowed:
             listed = ", ".join(allowed) if allowed else "none"
             raise ConfigError(
                 f"{path}.{key}",
-                f"unknown parameter of `{getattr(cls, 'name', cls.__name__)}`; allowed: {listed}{did_you_mean(str(key), allowed)}",
+                f"unknown parameter of `{getattr(cls, 'name', cls.__name__)}`; allowed: {listed}"
+                f"{did_you_mean(str(key), allowed)}",
             )
     try:
         return cls(*args, **params)
@@ -258,7 +321,7 @@ def load_data(space: SearchSpace) -> MTLData:
         factory = BENCHMARKS.get(d.benchmark, "data.benchmark")
         label = f"benchmark `{d.benchmark}`"
     else:
-        factory = import_factory(d.factory)
+        factory = import_factory(str(d.factory))
         label = f"factory `{d.factory}`"
     try:
         sig = inspect.signature(factory)
@@ -267,7 +330,8 @@ def load_data(space: SearchSpace) -> MTLData:
     if sig is None and not callable(factory):
         raise ConfigError(
             "data.factory",
-            f"`{d.factory}` is a {type(factory).__name__}, not a function; expected a function `factory(seed, **params)` returning mtlsearch.data.MTLData",
+            f"`{d.factory}` is a {type(factory).__name__}, not a function; expected a function "
+            "`factory(seed, **params)` returning mtlsearch.data.MTLData",
         )
     if sig is not None:
         accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
@@ -277,7 +341,8 @@ def load_data(space: SearchSpace) -> MTLData:
                 if key not in allowed:
                     raise ConfigError(
                         f"data.{key}",
-                        f"unknown parameter of {label}; allowed: {', '.join(['seed', *allowed])}{did_you_mean(str(key), allowed)}",
+                        f"unknown parameter of {label}; allowed: {', '.join(['seed', *allowed])}"
+                        f"{did_you_mean(str(key), allowed)}",
                     )
         try:
             sig.bind(seed=d.seed, **d.params)
@@ -314,7 +379,8 @@ def resolve_tasks(space: SearchSpace, data: MTLData) -> list[TaskSpec]:
                 ):
                     raise ConfigError(
                         where,
-                        f"task `{entry.name}` is {own.type} in the data ({own.to_dict()}); the space says {entry.spec.to_dict()}",
+                        f"task `{entry.name}` is {own.type} in the data ({own.to_dict()}); "
+                        f"the space says {entry.spec.to_dict()}",
                     )
                 tasks.append(entry.spec)
                 continue
@@ -327,7 +393,8 @@ def resolve_tasks(space: SearchSpace, data: MTLData) -> list[TaskSpec]:
                 names = list(provided)
                 raise ConfigError(
                     f"{where}.name",
-                    f"unknown task `{entry.name}` of the data; choose one of: {', '.join(names)}{did_you_mean(entry.name, names)}",
+                    f"unknown task `{entry.name}` of the data; choose one of: {', '.join(names)}"
+                    f"{did_you_mean(entry.name, names)}",
                 )
             if entry.metrics:
                 try:
@@ -338,6 +405,21 @@ def resolve_tasks(space: SearchSpace, data: MTLData) -> list[TaskSpec]:
     if len(tasks) < 2:
         raise ConfigError("tasks", f"expected at least 2 tasks for a multi-task search, found {len(tasks)}")
     return tasks
+
+
+def read_signature(signature: Mapping[str, Any]) -> tuple[list[TaskSpec], tuple[int, ...]]:
+    """The tasks and input shape of a stored :meth:`Problem.signature`."""
+    try:
+        shape = tuple(int(n) for n in signature["input_shape"])
+        tasks = [
+            TaskSpec(t["name"], t["type"], t.get("num_classes"), t.get("output_dim", 1), tuple(t.get("metrics", ())))
+            for t in signature["tasks"]
+        ]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(
+            "signature", f"expected {{input_shape: [...], tasks: [...]}}, found an unreadable record ({err})"
+        ) from None
+    return tasks, shape
 
 
 def check_targets(tasks: list[TaskSpec], data: MTLData) -> None:

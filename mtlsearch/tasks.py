@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -151,12 +151,14 @@ class Classification(TaskType):
         if target.dtype.is_floating_point or target.dim() != 1:
             raise ConfigError(
                 where,
-                f"task `{spec.name}` ({self.name}) needs 1-D integer targets, found dtype {target.dtype} and shape {tuple(target.shape)}",
+                f"task `{spec.name}` ({self.name}) needs 1-D integer targets, "
+                f"found dtype {target.dtype} and shape {tuple(target.shape)}",
             )
         if target.numel() and (int(target.min()) < 0 or int(target.max()) >= spec.num_classes):
             raise ConfigError(
                 where,
-                f"task `{spec.name}` has targets in [{int(target.min())}, {int(target.max())}], outside [0, {spec.num_classes}) allowed by num_classes = {spec.num_classes}",
+                f"task `{spec.name}` has targets in [{int(target.min())}, {int(target.max())}], "
+                f"outside [0, {spec.num_classes}) allowed by num_classes = {spec.num_classes}",
             )
 
 
@@ -177,7 +179,8 @@ class Binary(TaskType):
         if not target.dtype.is_floating_point or target.dim() != 1:
             raise ConfigError(
                 where,
-                f"task `{spec.name}` (binary) needs 1-D float targets in {{0, 1}}, found dtype {target.dtype} and shape {tuple(target.shape)}",
+                f"task `{spec.name}` (binary) needs 1-D float targets in {{0, 1}}, "
+                f"found dtype {target.dtype} and shape {tuple(target.shape)}",
             )
         if target.numel() and not bool(((target == 0) | (target == 1)).all()):
             raise ConfigError(where, f"task `{spec.name}` (binary) needs targets in {{0, 1}}, found other values")
@@ -201,7 +204,8 @@ class Regression(TaskType):
         if not target.dtype.is_floating_point or width != spec.output_dim:
             raise ConfigError(
                 where,
-                f"task `{spec.name}` (regression, output_dim = {spec.output_dim}) needs float targets of shape (N,) or (N, {spec.output_dim}), found dtype {target.dtype} and shape {tuple(target.shape)}",
+                f"task `{spec.name}` (regression, output_dim = {spec.output_dim}) needs float targets "
+                f"of shape (N,) or (N, {spec.output_dim}), found dtype {target.dtype} and shape {tuple(target.shape)}",
             )
 
 
@@ -241,7 +245,8 @@ class TaskSpec:
             if m not in kind.allowed_metrics:
                 raise ConfigError(
                     f"metrics[{i}]",
-                    f"metric `{m}` does not apply to a {self.type} task; choose from: {', '.join(kind.allowed_metrics)}",
+                    f"metric `{m}` does not apply to a {self.type} task; "
+                    f"choose from: {', '.join(kind.allowed_metrics)}",
                 )
         object.__setattr__(self, "metrics", metrics)
 
@@ -255,8 +260,8 @@ class TaskSpec:
     def new_metrics(self) -> list[Metric]:
         return [METRICS.get(m)() for m in self.metrics]
 
-    def to_dict(self) -> dict:
-        d = {"name": self.name, "type": self.type}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "type": self.type}
         if self.num_classes is not None:
             d["num_classes"] = self.num_classes
         if self.type == "regression":

@@ -47,7 +47,8 @@ def batches(
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            yield inputs[idx].to(device), {k: v[idx].to(device) for k, v in dataset.targets.items()}
+            targets: dict[str, torch.Tensor] = getattr(dataset, "targets")
+            yield inputs[idx].to(device), {k: v[idx].to(device) for k, v in targets.items()}
         return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
     for x, y in loader:
@@ -87,8 +88,9 @@ def evaluate(
 def task_parameters(model: nn.Module, task_names: Sequence[str]) -> dict[str, list[nn.Parameter]]:
     """The trainable parameters each task's output depends on: the model's own
     ``task_parameters()`` when it has one, else every parameter for every task (all shared)."""
-    if hasattr(model, "task_parameters"):
-        found = model.task_parameters()
+    own = getattr(model, "task_parameters", None)
+    if callable(own):
+        found = own()
         return {t: [p for p in found[t] if p.requires_grad] for t in task_names}
     params = [p for p in model.parameters() if p.requires_grad]
     return {t: list(params) for t in task_names}
@@ -154,7 +156,7 @@ def make_step(
             optimizer.step()
             return losses.detach()
 
-        aggregated_step.aggregators = {"+".join(users): agg for users, agg in aggregators.items()}
+        aggregated_step.aggregators = {"+".join(users): agg for users, agg in aggregators.items()}  # type: ignore[attr-defined]
         return aggregated_step
 
     context = StepContext(
@@ -207,7 +209,7 @@ def training_state(
     history: list[EpochEnd],
 ) -> dict[str, Any]:
     """Everything needed to continue training after ``epoch`` exactly as if never stopped."""
-    rng = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
@@ -263,8 +265,9 @@ def train(
     """Train ``model`` for ``training["epochs"]`` epochs; raise :class:`NonFiniteLossError` on NaN/inf.
 
     ``training`` holds ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``.
-    Shuffling and torch's global RNG (dropout, random weightings) are seeded by ``seed``. The finiteness check runs once per epoch on the accumulated
-    task losses (NaN and inf propagate through the sum), so the hot loop never waits on the device.
+    Shuffling and torch's global RNG (dropout, random weightings) are seeded by ``seed``. The
+    finiteness check runs once per epoch on the accumulated task losses (NaN and inf propagate
+    through the sum), so the hot loop never waits on the device.
 
     With ``checkpoints``, the state after every epoch is saved (:func:`training_state`), and
     training starts from the newest readable checkpoint already there: a run killed after epoch
@@ -282,7 +285,7 @@ def train(
     torch.manual_seed(seed)  # dropout and random weightings/aggregators draw from torch's global RNG
     result = TrainResult(epochs=training["epochs"], train_loss=math.nan)
     state = checkpoints.load() if checkpoints is not None else None
-    if state is not None:
+    if checkpoints is not None and state is not None:
         unfit = restore_training_state(state, model, weighting, optimizer, step, generator)
         if unfit is None:
             result.history = [EpochEnd(**h) for h in state["history"]]

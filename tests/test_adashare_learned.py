@@ -126,6 +126,7 @@ def test_sampled_policy_is_hard_forces_blocks_below_the_curriculum_and_reaches_t
 # -- learning inside a trial --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_learning_moves_the_logits_and_returns_a_run_skip_architecture(problem):
     candidate = problem.sample(FixedTrial(PARAMS))
     assert candidate.needs_learning and candidate.architecture.paths is None
@@ -237,6 +238,7 @@ def test_bad_learned_records_are_named(problem, change, message):
 # -- in a study ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_study_learns_each_trials_policy_and_stores_it(space, tmp_path):
     from mtlsearch.config import RunConfig
     from mtlsearch.search.optuna_backend import run_search
@@ -244,7 +246,7 @@ def test_study_learns_each_trials_policy_and_stores_it(space, tmp_path):
     del space["search_space"]["adashare_learned"]["sparsity_weight"]  # searched by default
     problem = mtlsearch.load(space)[0]
     run = RunConfig(study="learned", storage=f"sqlite:///{tmp_path}/s.db", n_trials=2, seed=0, device="cpu")
-    study = run_search(problem.space, run, problem=problem)
+    study = run_search(problem, run)
     trials = study.get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for t in trials:

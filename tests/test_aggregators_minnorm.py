@@ -130,6 +130,7 @@ def test_simplex_qp_with_linear_term_matches_enumeration():
         assert solvers.simplex_kkt_residual(q, lin, w) <= 1e-10
 
 
+@pytest.mark.slow
 def test_box_solver_matches_enumeration():
     for k, g in enumerate(instances(120, seed=2)):
         q = g @ g.T
@@ -167,6 +168,7 @@ def test_solvers_on_degenerate_gram_matrices():
     assert torch.equal(solvers.simplex_qp(torch.zeros(2, 2, dtype=F64), torch.tensor([1.0, -1.0], dtype=F64)), torch.tensor([0.0, 1.0], dtype=F64))
 
 
+@pytest.mark.slow
 def test_enumeration_of_supports_agrees_with_the_active_set_method():
     """Small problems are solved by enumerating the supports (Python floats up to 3 variables,
     one batch of torch solves up to 8); that path must give the active-set method's point (the
@@ -327,6 +329,7 @@ def test_cagrad_tends_to_the_sum_as_c_tends_to_zero():
         assert gap[0] > gap[1] > gap[2]
 
 
+@pytest.mark.slow
 def test_cagrad_solves_the_papers_problem_exactly():
     """Strong duality of the paper's problem, max_{||d - g0|| <= s} min_t g_t . d (s = c ||g0||):
     d = g0 + s g_w/||g_w|| lies on the ball's boundary and min_t g_t . d equals the dual optimum
@@ -412,6 +415,7 @@ def test_upgrad_hand_cases():
     assert torch.allclose(UPGrad()(HAND), torch.tensor([0.5, 1.5], dtype=F64), atol=1e-15)
 
 
+@pytest.mark.slow
 def test_upgrad_never_conflicts_and_projects_exactly():
     gen = torch.Generator().manual_seed(7)
     for k, g in enumerate(instances(60, seed=8)):

@@ -35,11 +35,12 @@ def test_custom_factory_by_import_path(tmp_path, monkeypatch):
 
     space = dataclasses.replace(space, search_space=dataclasses.replace(
         space.search_space, training=dataclasses.replace(space.search_space.training, epochs=mtlsearch.config.ParamSpec("fixed", (1,)))))
-    study = run_search(space, run, problem=mtlsearch.Problem(space))
+    study = run_search(mtlsearch.Problem(space), run)
     assert len([t for t in study.trials if t.values]) == 2
     sys.modules.pop("custom_data", None)
 
 
+@pytest.mark.slow
 def test_mixed_family_example_runs_and_names_a_winner(tmp_path, monkeypatch, capsys):
     from mtlsearch.families import FAMILIES
 

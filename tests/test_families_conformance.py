@@ -83,7 +83,7 @@ def test_trial_fixed_dict_and_export_build_the_same_structure(problem, family):
         export = {"format": EXPORT_FORMAT, "space": problem.space.to_raw(), "params": params, "seed": 7}
         if learned is not None:
             export["learned"] = learned
-        from_export = mtlsearch.build_model(export)
+        from_export = mtlsearch.load_exported(export)
         assert signature(from_trial) == signature(from_dict) == signature(from_export)
         assert same_weights(from_trial, from_dict) and same_weights(from_trial, from_export)
         assert candidate.describe().strip()

@@ -52,6 +52,7 @@ def start_with_each_family(space: dict, storage: str, families) -> None:
         study.enqueue_trial({"family": family})
 
 
+@pytest.mark.slow
 def test_mixed_family_search_from_the_cli_exports_and_retrains_each_winner(tmp_path, capsys):
     space = mixed_space()
     path = tmp_path / "mixed.yaml"
@@ -123,7 +124,7 @@ def test_infeasible_candidates_are_pruned_untrained_and_never_on_the_front(tmp_p
     storage = f"sqlite:///{tmp_path}/c.db"
     start_with_each_family(space, storage, ["single_task", "hard_sharing"])
     problem, run = mtlsearch.load(space)
-    study = mtlsearch.run_search(problem.space, run.replace(storage=storage, n_trials=2), problem=problem)
+    study = mtlsearch.run_search(problem, run.replace(storage=storage, n_trials=2))
 
     by_family = {t.params["family"]: t for t in study.trials}
     pruned, kept = by_family["single_task"], by_family["hard_sharing"]

@@ -25,6 +25,8 @@ import yaml
 from optuna.trial import TrialState
 from pgserver import postgres_server
 
+pytestmark = [pytest.mark.slow, pytest.mark.process]  # a PostgreSQL server and worker processes
+
 STUDY = "pgfault"
 TARGET = 5  # study-wide finished trials: 1 from `mtlsearch run`, the rest from the two workers
 GRACE = 3  # seconds without heartbeat before a trial is stale

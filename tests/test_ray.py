@@ -100,6 +100,8 @@ def saved_trial_checkpoint(experiment: Path) -> bool:
     return False
 
 
+@pytest.mark.slow
+@pytest.mark.process
 def test_killed_ray_driver_is_resumed_and_stopped_trials_are_pruned(ray_address, tmp_path, capsys):
     space = write_space(tmp_path)
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -152,6 +154,7 @@ def test_killed_ray_driver_is_resumed_and_stopped_trials_are_pruned(ray_address,
     assert front and not {t.number for t in front} & {t.number for t in pruned}
 
 
+@pytest.mark.process
 def test_gpu_request_on_a_gpu_less_cluster_fails_before_any_trial(ray_address, tmp_path, capsys):
     space = write_space(tmp_path)
     storage = f"sqlite:///{tmp_path}/g.db"
@@ -176,3 +179,19 @@ def test_resource_and_flag_errors_name_the_flag(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ray_backend, "ray", None)
     with pytest.raises(MTLSearchError, match=r"the Ray backend needs Ray Tune: pip install 'mtlsearch\[ray\]' \(or 'ray\[tune\]'\)"):
         ray_backend.run_ray(None, None)
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_seeds_per_trial_on_the_ray_backend(ray_address, tmp_path):
+    """The per-trial feature of search/trial.py, unchanged on Ray: each Tune trial trains its
+    candidate on 2 seeds and the study stores the mean and every seed's score."""
+    from test_seeds_per_trial import check_seed_records
+
+    import mtlsearch
+
+    space = write_process_space(tmp_path, "rs", epochs=1, n_train=128, seeds_per_trial=2, n_trials=2, sampler="random")
+    problem, run = mtlsearch.load(space)
+    run = run.replace(storage=f"sqlite:///{tmp_path}/rs.db", artifacts=str(tmp_path / "art"))
+    study = ray_backend.run_ray(problem, run, address=ray_address)
+    assert check_seed_records(study, problem, 2) == 2

@@ -76,6 +76,8 @@ def test_checkpoint_store_stays_in_its_root_and_clears_only_its_files(tmp_path):
     assert (victim / "data.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 def test_crafted_run_ids_in_a_stored_study_delete_nothing(tmp_path, capsys):
     space = write_process_space(tmp_path, "rid", epochs=2, n_train=128)
     storage = f"sqlite:///{tmp_path}/rid.db"
@@ -117,6 +119,7 @@ def test_crafted_run_ids_in_a_stored_study_delete_nothing(tmp_path, capsys):
     assert [t.user_attrs["run_id"] for t in trials[1:]].count(planted) == 1  # kept, never followed
 
 
+@pytest.mark.slow
 def test_export_refuses_a_crafted_weights_artifact(tmp_path, capsys):
     space = write_process_space(tmp_path, "art", n_train=128)
     storage = f"sqlite:///{tmp_path}/art.db"
@@ -161,6 +164,7 @@ def test_missing_driver_names_the_right_one(capsys):
     assert "Topsecret9" not in err and "psycopg" not in err
 
 
+@pytest.mark.slow
 def test_storage_from_the_environment(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MTLSEARCH_STORAGE", f"sqlite:///{tmp_path}/env.db")
     space = write_process_space(tmp_path, "envstudy", n_train=128)
@@ -201,6 +205,10 @@ def _mtlsearch(*args: str, env: dict, **kw) -> subprocess.Popen:
                             text=True, env=env, **kw)
 
 
+@pytest.mark.slow
+@pytest.mark.process
+@pytest.mark.slow
+@pytest.mark.process
 def test_a_storage_password_is_never_shown_written_or_in_argv(secret_postgres, tmp_path):
     assert PASSWORD in secret_postgres and secret_postgres.startswith("postgresql://")
     shown = secret_postgres.replace(PASSWORD, "***")
@@ -260,3 +268,59 @@ def test_a_storage_password_is_never_shown_written_or_in_argv(secret_postgres, t
 
     study = optuna.load_study(study_name="secret", storage=with_installed_driver(secret_postgres))
     assert {k: v for k, v in _snapshot(study).items() if k in before} == before
+
+
+def test_an_unwritable_artifacts_folder_is_refused_before_anything_trains(tmp_path, capsys):
+    space = write_process_space(tmp_path, "unw", n_train=128)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the artifacts folder should go")
+    storage = f"sqlite:///{tmp_path}/u.db"
+    assert main(["run", space, "--storage", storage, "--artifacts", str(blocker / "art"), "--n-trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: run.artifacts: cannot write to `{blocker / 'art'}`: Not a directory" in err
+    assert "baseline" not in err  # nothing trained
+    assert optuna.get_all_study_summaries(storage) == []  # and no study left behind
+
+
+ZERO_FACTORY = """
+import torch
+from mtlsearch.data import MTLData, TensorMTLDataset
+from mtlsearch.tasks import TaskSpec
+
+
+def make(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    def split(n, label):
+        x = torch.randn(n, 8, generator=g)
+        # `flip` is 0 in the train split and 1 elsewhere: its single-task baseline scores 0 on val
+        return TensorMTLDataset(x, {"sign": (x[:, 0] > 0).long(), "flip": torch.full((n,), label)})
+    tasks = [TaskSpec("sign", "classification", num_classes=2, metrics=("accuracy",)),
+             TaskSpec("flip", "classification", num_classes=2, metrics=("accuracy",))]
+    return MTLData(split(128, 0), split(32, 1), split(32, 1), tasks)
+"""
+
+
+@pytest.mark.slow
+def test_a_baseline_of_zero_stops_the_study_before_any_trial(tmp_path, capsys, monkeypatch):
+    (tmp_path / "zero_data.py").write_text(ZERO_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    space = {
+        "name": "zero",
+        "data": {"factory": "zero_data:make", "seed": 0},
+        "backbone": {"name": "mlp", "width": 8, "depth": 2},
+        "search_space": {"families": ["hard_sharing"], "weightings": ["equal"],
+                         "training": {"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 1.0e-2}},
+        "objectives": ["delta_mtl", "params"],
+        "run": {"study": "zero", "device": "cpu", "n_trials": 2},
+    }
+    path = tmp_path / "zero.yaml"
+    path.write_text(yaml.safe_dump(space))
+    storage = f"sqlite:///{tmp_path}/z.db"
+    for _ in range(2):  # a resume does not add failed trials either
+        assert main(["run", str(path), "--storage", storage, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert ("error: baselines.flip.accuracy: the trained single-task baseline scores exactly 0 on the validation "
+                "split, and Delta-MTL divides by it; no trial was run. Give the baseline in the space "
+                "(baselines: {flip: {accuracy: VALUE}}), score the task with another metric (tasks[].metrics), or give "
+                "it more training (search_space.training.epochs)") in err
+        assert optuna.load_study(study_name="zero", storage=storage).trials == []

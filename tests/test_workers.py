@@ -18,8 +18,12 @@ import mtlsearch
 from mtlsearch.cli import main
 from mtlsearch.search import results
 from mtlsearch.search.budget import finished_trials
+from mtlsearch.search.study import open_study
 
 from conftest import write_process_space
+
+# every test trains a study of several trials; all but the early-stopping one start mtlsearch processes
+pytestmark = pytest.mark.slow
 
 
 def write_space(tmp_path, epochs: int = 1, n_train: int = 256, **run) -> str:
@@ -39,6 +43,7 @@ def assert_settled(study: optuna.Study, n_trials: int) -> None:
     assert len(numbers) == len(set(numbers))
 
 
+@pytest.mark.process
 def test_four_local_workers_share_one_study_without_storage_errors(tmp_path):
     space = write_space(tmp_path)
     storage = f"journal:///{tmp_path}/w.log"
@@ -71,6 +76,7 @@ def kill_after_a_checkpoint(tmp_path, name: str, grace: int) -> str:
     return pattern
 
 
+@pytest.mark.process
 def test_killed_worker_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
     pattern = kill_after_a_checkpoint(tmp_path, "k", grace=3)
     storage = f"journal:///{tmp_path}/k.log"
@@ -95,6 +101,7 @@ def test_killed_worker_trial_is_retried_from_its_epoch_checkpoint(tmp_path):
     assert not os.path.exists(run_dir), "checkpoints of a finished trial are removed"
 
 
+@pytest.mark.process
 def test_truncated_checkpoint_restarts_one_trial_with_a_warning(tmp_path):
     pattern = kill_after_a_checkpoint(tmp_path, "t", grace=2)
     storage = f"journal:///{tmp_path}/t.log"
@@ -116,7 +123,7 @@ def test_early_stopping_prunes_on_the_validation_proxy_and_keeps_pruned_trials_o
     space = write_space(tmp_path, epochs=3)
     problem, run = mtlsearch.load(space)
     run = run.replace(storage=f"sqlite:///{tmp_path}/e.db", n_trials=12, early_stopping="median", min_trials=2)
-    study = mtlsearch.run_search(problem.space, run, problem=problem)
+    study = mtlsearch.run_search(problem, run)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert pruned, "no trial was stopped early"
@@ -131,12 +138,13 @@ def test_early_stopping_prunes_on_the_validation_proxy_and_keeps_pruned_trials_o
     assert len(finished_trials(study)) == 12
 
 
+@pytest.mark.process
 def test_nan_loss_fails_one_trial_and_the_workers_go_on(tmp_path):
     space = write_space(tmp_path)
     problem, run = mtlsearch.load(space)
     storage = f"journal:///{tmp_path}/n.log"
     run = run.replace(storage=storage, n_trials=4)
-    study = mtlsearch.search.open_study(problem.space, run, problem.directions)
+    study = open_study(problem.space, run, problem.directions)
     study.enqueue_trial({"family": "hard_sharing", "weighting": "equal", "training.lr": 1.0e30})
     proc = mtlsearch_process("run", space, "--storage", storage, "--workers", "2", "--n-trials", "4", "--quiet", cwd=tmp_path)
     _, err = proc.communicate(timeout=300)
@@ -147,6 +155,7 @@ def test_nan_loss_fails_one_trial_and_the_workers_go_on(tmp_path):
     assert_settled(study, 4)
 
 
+@pytest.mark.process
 def test_study_wide_timeout_stops_every_worker_and_leaves_nothing_running(tmp_path):
     space = write_space(tmp_path)
     storage = f"journal:///{tmp_path}/to.log"

@@ -19,8 +19,9 @@ The search reads only ``train`` and ``val``; ``test`` is read by ``mtlsearch tra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch.utils.data import Dataset
@@ -61,7 +62,12 @@ class MTLData:
     info: dict = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        # A split must have a length; torch's Dataset does not declare `__len__`.
+        return {
+            "train": len(cast(Sized, self.train)),
+            "val": len(cast(Sized, self.val)),
+            "test": len(cast(Sized, self.test)),
+        }
 
 
 DataFactory = Callable[..., MTLData]

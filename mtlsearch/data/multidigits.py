@@ -3,9 +3,9 @@
 Each input is a 1x8x16 image made of two 8x8 digits from scikit-learn's ``load_digits()`` (1,797
 images, UCI optical recognition of handwritten digits; ships with scikit-learn, so no download).
 Tasks: ``left`` and ``right`` classify each digit (10 classes); ``sum`` regresses the sum of the
-two labels, centred (left + right - 9, so -9..9). The tasks are related in a useful way: ``left`` and ``right`` need the same
-digit features on different halves of the image, and ``sum`` needs both, so sharing layers should
-help while the two classifiers compete for where they look.
+two labels, centred (left + right - 9, so -9..9). The tasks are related in a useful way: ``left``
+and ``right`` need the same digit features on different halves of the image, and ``sum`` needs
+both, so sharing layers should help while the two classifiers compete for where they look.
 
 The base images are partitioned 60/20/20 into train / val / test *pools* before any pair is drawn,
 and each split pairs images of its own pool only, so no base image is seen in two splits.

@@ -1,4 +1,5 @@
-"""Search families: each a registered :class:`Family` (see :mod:`mtlsearch.families.base`)."""
+"""Search families: each a registered :class:`Family` (see :mod:`mtlsearch.families.base` and
+docs/families.md)."""
 
 from . import adapters, adashare, adashare_learned, paths, routing, soft  # noqa: F401  (registration)
 from .base import FAMILIES, Architecture, Family

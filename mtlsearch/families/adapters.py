@@ -15,7 +15,8 @@ class Adapters(BlockSwitches):
     adapter, ``y = x + BN(conv1x1(x))`` on images and ``y = x + Linear(x)`` on vectors (both start
     as the identity). Whether a candidate block (``blocks``, default every block) is adapted is the
     boolean trial parameter ``adapters.<block>``; settings: ``{"adapted": [block, ...]}``. Tasks
-    share the trunk's computation up to the first adapter; no adapter is hard sharing.
+    share the trunk's computation up to the first adapter; no adapter is hard sharing. See
+    docs/families.md#adapters.
     """
 
     citation = "Rebuffi et al., NeurIPS 2017"

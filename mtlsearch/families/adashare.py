@@ -60,6 +60,7 @@ def gating_paths(policy: dict[str, Sequence[bool]], block_names: Sequence[str]) 
 
 
 def gating_table(architecture: Architecture, block_names: Sequence[str]) -> list[str]:
+    assert architecture.paths is not None  # a gating architecture (learned ones once learned)
     rows = {t: [RUN if key is not None else SKIP for key in p] for t, p in architecture.paths.items()}
     return [
         "per task, each block run or skipped:",
@@ -78,7 +79,7 @@ class AdaShare(Family):
     Gumbel-softmax; ``adashare_learned`` does that). A skipped block is an identity, so only blocks
     whose input and output shapes match can be gated: ``blocks`` lists them (default: every such
     block); the other blocks always run. Tasks with the same run/skip prefix share computation up
-    to the first block where their policies differ.
+    to the first block where their policies differ. See docs/families.md#adashare-searched.
     """
 
     citation = "Sun et al., NeurIPS 2020"

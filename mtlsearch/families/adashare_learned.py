@@ -27,22 +27,22 @@ GATING = {
 
 @FAMILIES.register("adashare_learned")
 class AdaShareLearned(Family):
-    """AdaShare with the policy learned inside the trial (Sun et al., NeurIPS 2020, arXiv:1911.12423).
+    """AdaShare with the run/skip policy learned inside the trial by Gumbel-softmax.
 
-    The candidate is one trunk whose gateable ``blocks`` (default: every block whose input and
-    output shapes match) each task runs or skips, as in ``adashare``; here the policy is not a
-    trial parameter but learned by :meth:`learn` (:mod:`mtlsearch.families.adashare_learning`): warm-up of the
-    shared weights, then ``policy_epochs`` epochs alternating weight and policy updates through
-    straight-through Gumbel-softmax (initial ``temperature``, decayed by 0.965 per epoch) with the
-    sparsity (``sparsity_weight``) and sharing (``sharing_weight``) regularisers and the paper's
-    top-down curriculum; the final policy is sampled from the learned select probabilities and
-    the candidate is retrained from scratch on it.
+    AdaShare (Sun et al., 2020, arXiv:1911.12423). :meth:`learn` learns the policy on the train
+    split and samples the final one; the candidate is then retrained from scratch on it. Each
+    gating hyperparameter is fixed, a list of choices or a ``{low, high, log}`` range, drawn as
+    trial parameter ``adashare_learned.<name>``.
 
-    Each gating hyperparameter is fixed, a list of choices or a ``{low, high, log}`` range, drawn
-    as trial parameter ``adashare_learned.<name>``. Defaults: both regulariser weights searched on
-    ``[1e-3, 1e-1]`` (log), the range the paper's configurations fall in and the choice that most
-    changes the learned policy; ``temperature`` 5 (the paper's); 2 warm-up and 5 policy epochs, a
-    learning cost about the size of the default training budget.
+    Args:
+        blocks: the gateable blocks (default: every block whose input and output shapes match).
+        sparsity_weight, sharing_weight: the regularisers' weights, >= 0 (default: each searched
+            on ``[1e-3, 1e-1]``, log).
+        temperature: initial Gumbel-softmax temperature, > 0 (default 5, the paper's).
+        warmup_epochs: weight-only epochs, >= 0 (default 2).
+        policy_epochs: epochs alternating weight and policy updates, >= 1 (default 5).
+
+    See docs/families.md#adashare-learned.
     """
 
     citation = "Sun et al., NeurIPS 2020"
@@ -143,7 +143,8 @@ def check_learned(learned: Any, tasks: list[str], blocks: list[str], gated: list
                 if key == "policy" and v == SKIP and blocks[i] not in gated:
                     raise ConfigError(
                         where,
-                        f"block `{blocks[i]}` is not gated and always runs, found `{SKIP}`; gated blocks: {', '.join(gated)}",
+                        f"block `{blocks[i]}` is not gated and always runs, found `{SKIP}`; "
+                        f"gated blocks: {', '.join(gated)}",
                     )
                 if key == "select_probability" and (
                     isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1

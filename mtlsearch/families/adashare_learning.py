@@ -1,16 +1,15 @@
-"""Learning an architecture inside a trial, for families with ``learned = True``.
+"""AdaShare's policy learning inside a trial (Sun et al., 2020, arXiv:1911.12423).
 
-:func:`learn_architecture` runs AdaShare's policy learning (Sun et al., NeurIPS 2020,
-arXiv:1911.12423) on the candidate's train split and returns the final architecture; the search
-then retrains that architecture from scratch, as the paper does. Validation and test data are
-never read here.
+Reached through :meth:`~mtlsearch.families.base.Family.learn` of ``adashare_learned``. Only the
+candidate's train split is read. See docs/families.md#the-learning-schedule.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
+from typing import cast
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -27,17 +26,19 @@ TEMPERATURE_DECAY = 0.965  # per policy epoch, as in the paper
 
 
 def split_halves(dataset: Dataset, generator: torch.Generator) -> tuple[Dataset, Dataset]:
-    """Two disjoint random halves of ``dataset``: one trains the weights, the other the policy
-    (the paper holds out part of the training data for the policy, so it is not fit to data the
-    weights have memorised)."""
-    n = len(dataset)
+    """Two disjoint random halves of ``dataset``: one trains the weights, the other the policy."""
+    n = len(cast(Sized, dataset))  # a split has a length (mtlsearch.data.base.MTLData)
     if n < 2:
         raise ValueError(f"policy learning needs at least 2 training samples to split, found {n}")
     order = torch.randperm(n, generator=generator)
-    halves = order[: n // 2], order[n // 2 :]
+    first, second = order[: n // 2], order[n // 2 :]
     if isinstance(dataset, TensorMTLDataset):
-        return tuple(TensorMTLDataset(dataset.inputs[i], {k: v[i] for k, v in dataset.targets.items()}) for i in halves)
-    return tuple(Subset(dataset, i.tolist()) for i in halves)
+        inputs, targets = dataset.inputs, dataset.targets
+        return (
+            TensorMTLDataset(inputs[first], {k: v[first] for k, v in targets.items()}),
+            TensorMTLDataset(inputs[second], {k: v[second] for k, v in targets.items()}),
+        )
+    return Subset(dataset, first.tolist()), Subset(dataset, second.tolist())
 
 
 def learn_architecture(
@@ -45,24 +46,20 @@ def learn_architecture(
 ) -> Architecture:
     """AdaShare policy learning (Sun et al., 2020) for an ``adashare_learned`` candidate.
 
-    1. Warm-up: ``warmup_epochs`` epochs training the supernet's weights with every block run
-       (equal task weights, the candidate's optimizer, learning rate, weight decay, batch size).
-    2. ``policy_epochs`` epochs, each one pass over the weight half updating the weights under
-       policies drawn by straight-through hard Gumbel-softmax, then one pass over the policy half
-       updating only the logits (Adam, lr 0.01) on ``sum_t L_t + sparsity_weight * sparsity +
-       sharing_weight * sharing`` (:mod:`mtlsearch.models.gated`). The temperature of policy
-       epoch ``e`` (0-based) is ``temperature * 0.965**e``. Curriculum from the top: in epoch
-       ``e`` only the last ``min(e + 1, G)`` gated blocks are gated (and regularised); the
-       others run.
-    3. The final policy: each task runs each gated block with its learned probability ``alpha``
-       (one Bernoulli draw, generator seeded by ``seed``); a gated block the curriculum never
-       reached runs, and its recorded probability is 1, as for blocks that are not gated.
+    Warm-up, then ``policy_epochs`` epochs alternating weight and policy passes under the
+    top-down curriculum, then one Bernoulli draw of the final policy (seeded by ``seed``).
 
-    Returns ``family.with_learned(architecture, learned)`` with ``learned = {"policy": {task: [run
-    | skip per block]}, "select_probability": {task: [alpha per block]}, "epochs": {"warmup": w,
-    "policy": p}}``. Raises :class:`~mtlsearch.errors.NonFiniteLossError` when a loss becomes NaN
-    or inf (checked once per epoch). ``on_epoch`` gets an :class:`EpochEnd` after every epoch,
-    numbered over warm-up and policy epochs together, with the weight pass's training loss.
+    Args:
+        candidate: a :class:`~mtlsearch.problem.Candidate` of the ``adashare_learned`` family.
+        device: where the supernet trains.
+        seed: seeds the data halves, batch order, initialisation, Gumbel noise and final draw.
+        on_epoch: called with an :class:`EpochEnd` after every epoch (warm-up and policy epochs
+            numbered together), with the weight pass's training loss.
+
+    Returns ``family.with_learned(architecture, learned)``, ``learned`` holding ``policy``,
+    ``select_probability`` and ``epochs``. Raises :class:`~mtlsearch.errors.NonFiniteLossError`
+    when a loss becomes NaN or inf (checked once per epoch). See
+    docs/families.md#the-learning-schedule.
     """
     problem, arch, training = candidate.problem, candidate.architecture, candidate.training
     s = arch.settings

@@ -6,24 +6,18 @@ architecture into a model.
 
 Contract of :class:`Family`:
 
-* ``__init__(**hyperparameters)`` takes the family's fixed settings from the space
-  (``search_space.tree: {max_groups: 3}``), validates them and raises
-  :class:`~mtlsearch.errors.ConfigError` naming the field; ``repr`` shows them.
-* ``check(backbone, tasks)`` validates those settings against the backbone (a block that cannot be
-  skipped, a split point that does not exist) with the same kind of error.
-* ``sample(trial, tasks, backbone)`` draws the architecture through an Optuna-like trial
-  (``Trial``, ``FixedTrial``); its parameter names start with ``"<family name>."``. Replaying the
-  same parameters through ``FixedTrial`` returns the same architecture: this is how an exported
-  candidate is rebuilt. Any value the sampler can produce must be a valid architecture.
-* ``build(architecture, backbone, tasks)`` returns a
-  :class:`~mtlsearch.models.MultiTaskNetwork` (``forward(x) -> {task: output}``). Path families use
-  :class:`~mtlsearch.models.PathNetwork`, which computes each distinct path prefix once.
-* ``describe(architecture, block_names)`` is a few readable lines for ``report`` and ``export``.
-* A family whose architecture is *learned inside a trial* (``learned = True``) samples an
-  architecture whose ``settings`` hold the learning hyperparameters and whose ``paths`` are
-  ``None``; :mod:`mtlsearch.learning` trains it and returns the final architecture, and
-  ``with_learned(architecture, learned)`` rebuilds that final architecture from its stored
-  ``learned`` record (what an export carries).
+* ``__init__(**hyperparameters)`` validates the family's settings from the space
+  (``search_space.tree: {max_groups: 3}``), raising :class:`~mtlsearch.errors.ConfigError`.
+* ``check(backbone, tasks)`` validates them against the backbone.
+* ``sample(trial, tasks, backbone)`` draws an architecture through an Optuna-like trial, with
+  parameter names ``"<family name>."...``; replaying the parameters gives the same architecture.
+* ``build(architecture, backbone, tasks)`` returns a :class:`~mtlsearch.models.MultiTaskNetwork`.
+* ``describe(architecture, block_names)``: a few readable lines for ``report`` and ``export``.
+* Learned families (``learned = True``) learn the final architecture inside the trial with
+  :meth:`Family.learn` (AdaShare: :mod:`mtlsearch.families.adashare_learning`), and
+  ``with_learned(architecture, learned)`` rebuilds it from its stored record.
+
+See docs/families.md#the-family-contract.
 """
 
 from __future__ import annotations
@@ -44,10 +38,10 @@ from ..tasks import TaskSpec
 class Architecture:
     """A sampled architecture.
 
-    ``paths``: for path families, per task and block the key of the module that computes it
-    (``None`` = skip); ``None`` for families that are not path-shaped (soft sharing). ``settings``:
-    the family's structural choices as plain data (experts, split block, unit positions, a learned
-    policy...). ``learned``: for learned families, the outcome of learning (JSON), else ``None``.
+    ``paths``: per task and block, the key of the module that computes it (``None`` = skip), or
+    ``None`` for families that are not path-shaped. ``settings``: the structural choices as plain
+    data. ``learned``: the outcome of learning (JSON) for learned families, else ``None``. See
+    docs/families.md#architectures.
     """
 
     family: str
@@ -89,9 +83,10 @@ def block_table(rows: Mapping[str, Sequence[str]], block_names: Sequence[str]) -
     """A fixed-width table, one row per task and one column per block."""
     first = max(len("task"), *(len(t) for t in rows))
     widths = [max(len(b), *(len(str(r[i])) for r in rows.values())) for i, b in enumerate(block_names)]
-    line = lambda head, cells: "  ".join(
-        [head.ljust(first), *(str(c).ljust(w) for c, w in zip(cells, widths))]
-    ).rstrip()  # noqa: E731
+
+    def line(head: str, cells: Sequence[Any]) -> str:
+        return "  ".join([head.ljust(first), *(str(c).ljust(w) for c, w in zip(cells, widths))]).rstrip()
+
     return [line("task", block_names), *(line(t, r) for t, r in rows.items())]
 
 
@@ -129,7 +124,7 @@ class Family(ABC):
         return sharing_lines(architecture, block_names)
 
     def with_learned(self, architecture: Architecture, learned: Mapping[str, Any]) -> Architecture:
-        """The final architecture of a learned family from its stored record (see the module doc)."""
+        """The final architecture of a learned family from its stored ``learned`` record."""
         raise ValueError(f"family `{self.name}` does not learn its architecture inside a trial")
 
     def learn(

@@ -35,7 +35,8 @@ class Tree(Family):
     groups can only split with depth, and at most G branches leave any node. The first task's
     labels are fixed to 0 (relabelling does not change the tree), so the trial has
     ``(T - 1) * B`` categorical parameters ``tree.<task>.<block>``. Node keys are the prefixes with
-    labels renumbered in order of first appearance, so equal trees get equal parameter names.
+    labels renumbered in order of first appearance, so equal trees get equal parameter names. See
+    docs/families.md#tree.
     """
 
     citation = "Lu et al., CVPR 2017; Guo et al., ICML 2020; Bruggemann et al., BMVC 2020"

@@ -14,7 +14,7 @@ class Routing(Family):
     copy ``routing.<task>.<block>`` it runs at ``b`` (a categorical trial parameter, where the paper
     learns the router by reinforcement). Routes may part and meet again; tasks whose routes agree
     up to block ``b`` share all computation up to ``b`` (the network computes each distinct route
-    prefix once). ``modules: 1`` is hard sharing.
+    prefix once). ``modules: 1`` is hard sharing. See docs/families.md#routing.
     """
 
     citation = "Rosenbaum et al., ICLR 2018"

@@ -1,7 +1,8 @@
 """Soft-sharing families: cross-stitch networks, MTAN, MMoE and PLE.
 
 Their candidates are not task paths (``Architecture.paths`` is ``None``): ``settings`` holds the
-structure as plain data (block names and counts), and ``build`` makes the network from it alone.
+structure as plain data, and ``build`` makes the network from it alone. See
+docs/families.md#soft-sharing.
 """
 
 from __future__ import annotations
@@ -79,13 +80,11 @@ class BlockSwitches(Family):
 
 @FAMILIES.register("cross_stitch")
 class CrossStitch(BlockSwitches):
-    """Cross-stitch networks (Misra, Shrivastava, Gupta and Hebert, CVPR 2016, arXiv:1604.03539).
+    """Cross-stitch networks: one column per task, mixed by trained units after chosen blocks.
 
-    One column (a full backbone copy) per task; a cross-stitch unit after a block mixes the
-    columns' outputs, ``x'_t = sum_s alpha[t, s] * x_s``, one trained alpha per channel
-    (initialised 0.9 for the own column, 0.1 / (T - 1) for the others). Whether a unit sits after
-    a candidate block (``blocks``, default every block) is the boolean trial parameter
-    ``cross_stitch.<block>``; settings: ``{"units": [block, ...]}``. No unit: independent columns.
+    Cross-stitch networks (Misra et al., 2016, arXiv:1604.03539). A unit follows a candidate block
+    (``blocks``, default every block) when the boolean trial parameter ``cross_stitch.<block>`` says
+    so; settings ``{"units": [block, ...]}``. See docs/families.md#cross_stitch.
     """
 
     citation = "Misra et al., CVPR 2016"
@@ -105,13 +104,12 @@ class CrossStitch(BlockSwitches):
 
 @FAMILIES.register("mtan")
 class MTAN(BlockSwitches):
-    """Multi-Task Attention Network (Liu, Johns and Davison, CVPR 2019, arXiv:1803.10704).
+    """MTAN: one shared trunk, per-task attention modules at the attended blocks.
 
-    One shared trunk; at an attended block each task has an attention module,
-    ``feature_t = sigmoid(net([shared output, task's previous attended feature])) * shared output``.
-    The last block is always attended (the heads read it); whether an earlier candidate block
-    (``blocks``, default every block but the last) is attended is the boolean trial parameter
-    ``mtan.<block>``. Settings: ``{"attended": [block, ..., last block]}``.
+    Multi-Task Attention Network (Liu, Johns & Davison, 2019, arXiv:1803.10704). The last block is
+    always attended; an earlier candidate block (``blocks``, default every block but the last) is
+    when the boolean trial parameter ``mtan.<block>`` says so; settings
+    ``{"attended": [block, ..., last block]}``. See docs/families.md#mtan.
     """
 
     citation = "Liu et al., CVPR 2019"
@@ -135,7 +133,8 @@ class MTAN(BlockSwitches):
         if backbone.block_names[-1] not in attended:
             raise ConfigError(
                 "settings.attended",
-                f"the last block `{backbone.block_names[-1]}` must be attended (the heads read it), found {show(attended)}",
+                f"the last block `{backbone.block_names[-1]}` must be attended (the heads read it), "
+                f"found {show(attended)}",
             )
         return MTANNetwork(backbone, tasks, attended)
 
@@ -148,6 +147,8 @@ class MTAN(BlockSwitches):
 
 class Experts(Family):
     """Mixture-of-experts families: a ``split`` block (choices, default every block)."""
+
+    split: list[str] | None
 
     def candidate_splits(self, backbone: Backbone) -> list[str]:
         return candidate_blocks(self.split, backbone, "split", backbone.block_names)
@@ -166,14 +167,11 @@ class Experts(Family):
 
 @FAMILIES.register("mmoe")
 class MMoE(Experts):
-    """Multi-gate Mixture-of-Experts (Ma, Zhao, Yi, Chen, Hong and Chi, KDD 2018).
+    """MMoE: a shared bottom, then K expert towers mixed by a softmax gate per task.
 
-    Blocks before the split block are a shared bottom (run once); ``K`` experts are independent
-    towers over the split block and all after it; per task a gate ``softmax(Linear(pool(h)))``
-    on the bottom's output ``h`` (the raw input when the split is the first block) weighs them:
-    ``feature_t = sum_k g_tk * expert_k(h)``. Trial parameters ``mmoe.experts`` (from
-    ``experts``: a fixed count or a list of choices, default [2, 3, 4]) and ``mmoe.split`` (from
-    ``split``, default every block). Settings: ``{"experts": K, "split": block}``.
+    Multi-gate Mixture-of-Experts (Ma et al., 2018, KDD). Trial parameters ``mmoe.experts`` (from
+    ``experts``: a count or a list, default [2, 3, 4]) and ``mmoe.split`` (from ``split``, default
+    every block); settings ``{"experts": K, "split": block}``. See docs/families.md#mmoe.
     """
 
     citation = "Ma et al., KDD 2018"
@@ -210,16 +208,12 @@ class MMoE(Experts):
 
 @FAMILIES.register("ple")
 class PLE(Experts):
-    """Progressive Layered Extraction (Tang, Liu, Zhao and Gong, RecSys 2020).
+    """PLE: a shared bottom, then one extraction layer of shared and per-task experts per block.
 
-    Blocks before the split block are a shared bottom; from the split block on, every block is a
-    CGC extraction layer with ``S`` shared experts and ``E`` experts per task, each a copy of the
-    block. Task t's gate (on task t's input) mixes its own experts and the shared ones into task
-    t's input of the next layer; a shared gate (on the shared input) mixes all experts into the
-    next layer's shared input (none at the last layer). Gates are ``softmax(Linear(pool(input)))``.
-    Trial parameters ``ple.shared_experts``, ``ple.task_experts`` (fixed counts or lists of
-    choices, default [1, 2]) and ``ple.split`` (default every block). Settings:
-    ``{"shared_experts": S, "task_experts": E, "split": block}``.
+    Progressive Layered Extraction (Tang et al., 2020, RecSys). Trial parameters
+    ``ple.shared_experts`` and ``ple.task_experts`` (counts or lists, default [1, 2]) and
+    ``ple.split`` (default every block); settings ``{"shared_experts": S, "task_experts": E,
+    "split": block}``. See docs/families.md#ple.
     """
 
     citation = "Tang et al., RecSys 2020"

@@ -89,7 +89,7 @@ class MLP(Backbone):
     def num_blocks(self) -> int:
         return self.depth
 
-    def _make_block(self, index):
+    def _make_block(self, index: int) -> nn.Module:
         layers: list[nn.Module] = []
         if index == 0:
             in_features = 1
@@ -120,7 +120,8 @@ class CNN(Backbone):
         if len(tuple(input_shape)) != 3:
             raise ConfigError(
                 "name",
-                f"backbone `cnn` needs image inputs of shape (C, H, W), found input shape {tuple(input_shape)}; use `mlp` for vectors",
+                f"backbone `cnn` needs image inputs of shape (C, H, W), found input shape {tuple(input_shape)}; "
+                "use `mlp` for vectors",
             )
         self.channels = as_int(channels, "channels", 1)
         self.depth = as_int(depth, "depth", 1)
@@ -138,7 +139,7 @@ class CNN(Backbone):
     def num_blocks(self) -> int:
         return self.depth
 
-    def _make_block(self, index):
+    def _make_block(self, index: int) -> nn.Module:
         c_in = self.input_shape[0] if index == 0 else self.channels
         layers: list[nn.Module] = [
             nn.Conv2d(c_in, self.channels, 3, padding=1, bias=False),

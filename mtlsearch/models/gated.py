@@ -3,12 +3,14 @@ per-task policy logits, and AdaShare's two policy regularisers as pure functions
 
 AdaShare (Sun et al., NeurIPS 2020, arXiv:1911.12423) learns, for every task ``k`` and gated block
 ``l``, the probability ``alpha_{k,l}`` of *selecting* (running) the block; a skipped block is an
-identity. :mod:`mtlsearch.learning` trains this supernet and samples the final policy from it.
+identity. :mod:`mtlsearch.families.adashare_learning` (reached through ``Family.learn``) trains
+this supernet and samples the final policy from it. See docs/families.md#the-supernet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -94,10 +96,10 @@ class GatedSupernet(nn.Module):
 
     def forward(self, x: torch.Tensor, policy: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         hard = policy is not None and not policy.requires_grad and bool(((policy == 0) | (policy == 1)).all())
-        values = policy.tolist() if hard else None
+        values: list[list[float]] = policy.tolist() if hard and policy is not None else []
         groups: list[tuple[torch.Tensor, list[int]]] = [(x, list(range(len(self.task_names))))]
         for b, name in enumerate(self.block_names):
-            block = self.blocks[name]["shared"]
+            block = cast(nn.ModuleDict, self.blocks[name])["shared"]
             g = self.gate_column.get(b)
             if g is None or policy is None:
                 groups = [(block(f), tasks) for f, tasks in groups]

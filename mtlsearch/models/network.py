@@ -11,6 +11,7 @@ trunk once for all tasks, and a tree runs each node once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -93,12 +94,13 @@ class PathNetwork(MultiTaskNetwork):
                 raise ConfigError(f"paths.{t}", f"expected {len(names)} entries (one per block), found {len(path)}")
         self.blocks = nn.ModuleDict()
         for b, block_name in enumerate(names):
-            keys = sorted({p[b] for p in self.paths.values() if p[b] is not None})
+            keys = sorted({key for p in self.paths.values() if (key := p[b]) is not None})
             in_shape, out_shape = backbone.shapes[b]
             if any(p[b] is None for p in self.paths.values()) and in_shape != out_shape:
                 raise ConfigError(
                     f"paths.{block_name}",
-                    f"block `{block_name}` cannot be skipped: its input shape {in_shape} differs from its output shape {out_shape}",
+                    f"block `{block_name}` cannot be skipped: its input shape {in_shape} differs from its "
+                    f"output shape {out_shape}",
                 )
             self.blocks[block_name] = nn.ModuleDict({k: backbone.build_block(b) for k in keys})
         self.heads = nn.ModuleDict({t.name: build_head(backbone.output_shape, t) for t in tasks})
@@ -115,7 +117,7 @@ class PathNetwork(MultiTaskNetwork):
         features: dict[Path, torch.Tensor] = {(): x}
         self.shared_feature = None
         for block_name, level in zip(self._block_names, self._plan):
-            modules = self.blocks[block_name]
+            modules = cast(nn.ModuleDict, self.blocks[block_name])
             features = {
                 prefix: features[parent] if key is None else modules[key](features[parent])
                 for prefix, (parent, key) in level.items()
@@ -133,7 +135,7 @@ class PathNetwork(MultiTaskNetwork):
                 p
                 for name, key in zip(self._block_names, path)
                 if key is not None
-                for p in self.blocks[name][key].parameters()
+                for p in cast(nn.ModuleDict, self.blocks[name])[key].parameters()
             ]
             out[t] = params + list(self.heads[t].parameters())
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -111,7 +112,7 @@ class CrossStitchNetwork(SoftNetwork):
         self.shared_feature = None
         features = [x] * len(self.task_names)
         for name in self._block_names:
-            features = [self.columns[t][name](f) for t, f in zip(self.task_names, features)]
+            features = [cast(Segment, self.columns[t])[name](f) for t, f in zip(self.task_names, features)]
             if name in self.units:
                 stacked = torch.stack(features)
                 self.shared_feature = stacked
@@ -147,7 +148,8 @@ class Attention(nn.Module):
 
     def forward(self, shared: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
         if self.image:
-            parts = [shared] if previous is None else [shared, F.adaptive_avg_pool2d(previous, shared.shape[-2:])]
+            size = (shared.shape[-2], shared.shape[-1])
+            parts = [shared] if previous is None else [shared, F.adaptive_avg_pool2d(previous, size)]
             mask = self.net(torch.cat(parts, 1))
         else:
             parts = [shared.flatten(1)] if previous is None else [shared.flatten(1), pool(previous)]
@@ -181,10 +183,12 @@ class MTANNetwork(SoftNetwork):
         for name, block in self.trunk.items():
             x = block(x)
             for t in self.task_names:
-                if name in self.attention[t]:
-                    attended[t] = self.attention[t][name](x, attended[t])
+                modules = cast(nn.ModuleDict, self.attention[t])
+                if name in modules:
+                    attended[t] = modules[name](x, attended[t])
         self.shared_feature = x
-        return self.read_out(attended)
+        # The last block is always attended, so every task has its feature by now.
+        return self.read_out(cast("dict[str, torch.Tensor]", attended))
 
 
 # -- mixtures of experts -------------------------------------------------------------------------
@@ -234,7 +238,10 @@ class ExtractionLayer(nn.Module):
     def forward(self, shared: torch.Tensor, inputs: Mapping[str, torch.Tensor]):
         """Returns (the next shared input or ``None``, ``{task: feature}``, the stacked shared experts)."""
         shared_out = torch.stack([e(shared) for e in self.shared_experts], 1)
-        own = {t: torch.stack([e(inputs[t]) for e in experts], 1) for t, experts in self.task_experts.items()}
+        own = {
+            t: torch.stack([e(inputs[t]) for e in cast(nn.ModuleList, experts)], 1)
+            for t, experts in self.task_experts.items()
+        }
         features = {t: mix(self.task_gates[t](inputs[t]), torch.cat([own[t], shared_out], 1)) for t in own}
         next_shared = None
         if self.shared_gate is not None:
@@ -281,14 +288,18 @@ class ResidualAdapter(nn.Module):
 
     def __init__(self, shape: Shape):
         super().__init__()
+        self.net: nn.Module
         if is_image(shape):
-            self.net = nn.Sequential(nn.Conv2d(shape[0], shape[0], 1, bias=False), nn.BatchNorm2d(shape[0]))
-            nn.init.zeros_(self.net[1].weight)
+            conv = nn.Conv2d(shape[0], shape[0], 1, bias=False)
+            norm = nn.BatchNorm2d(shape[0])
+            self.net = nn.Sequential(conv, norm)
+            nn.init.zeros_(norm.weight)
         else:
             size = math.prod(shape)
-            self.net = nn.Linear(size, size)
-            nn.init.zeros_(self.net.weight)
-            nn.init.zeros_(self.net.bias)
+            linear = nn.Linear(size, size)
+            self.net = linear
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + (self.net(x) if x.dim() == 4 else self.net(x.flatten(1)).view_as(x))
@@ -317,11 +328,13 @@ class AdapterNetwork(SoftNetwork):
                 x = block(x)
                 if name in self.adapters:
                     self.shared_feature = x
-                    features = {t: self.adapters[name][t](x) for t in self.task_names}
+                    adapters = cast(nn.ModuleDict, self.adapters[name])
+                    features = {t: adapters[t](x) for t in self.task_names}
             else:
                 features = {t: block(f) for t, f in features.items()}
                 if name in self.adapters:
-                    features = {t: self.adapters[name][t](f) for t, f in features.items()}
+                    adapters = cast(nn.ModuleDict, self.adapters[name])
+                    features = {t: adapters[t](f) for t, f in features.items()}
         if features is None:
             self.shared_feature = x
             features = dict.fromkeys(self.task_names, x)

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 import torch
 
+from ..errors import MTLSearchError
 from ..problem import Problem
 from ..tasks import TaskSpec
 from ..training import evaluate, train
@@ -17,20 +18,46 @@ from .records import study_record, write_study
 
 
 def ensure_baselines(
-    study: optuna.Study | None, problem: Problem, seed: int, device: torch.device, progress: Progress = QUIET
+    study: optuna.Study | None,
+    problem: Problem,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: Progress = QUIET,
 ) -> dict[str, dict[str, float]]:
-    """The single-task baselines of the study: given by the space, already stored, or trained now
-    (once per study, on the validation split) and stored."""
+    """The single-task baselines of ``study``: given by the space, already stored in the study,
+    or trained now (once per study: train split, validation scores) and stored with it.
+
+    Call it once before ``study.optimize(Objective(problem))`` to train them as an explicit
+    step (the objective otherwise calls it before its first trial). Returns
+    ``{task: {metric: value}}``.
+    """
+    from ..training import resolve_device
+
+    device = device if isinstance(device, torch.device) else resolve_device(device)
     if problem.given_baselines is not None:
         record: dict[str, Any] = {"source": "given", "values": problem.given_baselines}
-    elif study is not None and study_record(study).baselines is not None:
-        return study_record(study).baselines["values"]
+    elif study is not None and (stored := study_record(study).baselines) is not None:
+        return stored["values"]
     else:
         record = train_baselines(problem, seed, device, progress)
     if study is not None:
         data = {"seed": problem.space.data.seed, "sizes": problem.data.sizes(), **problem.data.info}
         write_study(study, baselines=record, data=data)
     return record["values"]
+
+
+def check_nonzero(values: dict[str, dict[str, float]], problem: Problem) -> None:
+    """Delta-MTL divides by each baseline metric that it scores: a trained baseline of exactly 0
+    would fail every trial after its training, so the study stops here, before any trial."""
+    for task, directions in problem.metric_directions.items():
+        for metric in directions:
+            if values[task][metric] == 0:
+                raise MTLSearchError(
+                    f"baselines.{task}.{metric}: the trained single-task baseline scores exactly 0 on the validation "
+                    "split, and Delta-MTL divides by it; no trial was run. Give the baseline in the space "
+                    f"(baselines: {{{task}: {{{metric}: VALUE}}}}), score the task with another metric "
+                    "(tasks[].metrics), or give it more training (search_space.training.epochs)"
+                )
 
 
 def train_single_task(problem: Problem, task: TaskSpec, seed: int, device: torch.device) -> torch.nn.Module:
@@ -68,6 +95,7 @@ def train_baselines(problem: Problem, seed: int, device: torch.device, progress:
             task=task.name,
             metrics=values[task.name],
         )
+    check_nonzero(values, problem)
     return {
         "source": "trained",
         "values": values,

@@ -65,7 +65,7 @@ def surplus_reason(study: optuna.Study, number: int, n_trials: int) -> str | Non
     return None
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial, drop: tuple[str, ...] = ()) -> None:
+def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial, drop: tuple[str, ...] = ()) -> None:
     """Queue ``trial`` again with its parameters and user attributes (its run id and seed, so the
     retry continues from its checkpoints), marked ``retry_of`` so that the old one does not count."""
     attrs = {k: v for k, v in trial.user_attrs.items() if k not in drop}
@@ -94,10 +94,16 @@ class TrialEnd:
         if trial.state == TrialState.COMPLETE and record.delta_mtl is not None:
             self.best = max(self.best, record.delta_mtl)
             arch: Mapping[str, Any] = record.architecture or {}
+            method = f"{arch.get('family', '?')}/{arch.get('weighting', {}).get('name', '?')}"
+            spread = (
+                f" ± {record.delta_mtl_std:.2f} over {len(record.seeds)} seeds"
+                if record.seeds and record.delta_mtl_std is not None
+                else ""
+            )
             message = (
-                f"trial {finished}/{self.n_trials} #{trial.number} {arch.get('family', '?')}/{arch.get('weighting', {}).get('name', '?')}: "
-                f"Delta-MTL {record.delta_mtl:+.2f}%  params {record.params or 0:,}  ({record.train_seconds or 0:.1f}s)  "
-                f"best Delta-MTL {self.best:+.2f}%"
+                f"trial {finished}/{self.n_trials} #{trial.number} {method}: "
+                f"Delta-MTL {record.delta_mtl:+.2f}%{spread}  "
+                f"params {record.params or 0:,}  ({record.train_seconds or 0:.1f}s)  best Delta-MTL {self.best:+.2f}%"
             )
         else:
             reason = record.fail_reason or record.pruned_reason or "see the log above"

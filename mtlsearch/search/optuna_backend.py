@@ -25,8 +25,9 @@ from .early_stopping import EarlyStopping
 from .progress import QUIET, Progress
 from .records import TrialRecord, study_record, write_trial
 from .sampler import make_sampler
+from .signals import deferred
 from .storage import load_study, open_storage, recover
-from .study import artifacts_dir, start_run, stored_space
+from .study import artifacts_dir, check_writable, start_run, stored_problem
 from .trial import EpochReport, TrialHooks, TrialOutcome, nan_values, run_trial, trial_identity, upload_weights
 
 
@@ -91,6 +92,7 @@ class Objective:
             ``<checkpoints>/<run_id>``; a retry continues from it.
         total: the study-wide budget (a trial started after it was met elsewhere is not run).
         early_stopping: stops trials on their per-epoch validation Delta-MTL (PRUNED).
+        seeds_per_trial: trains each candidate on this many seeds and scores the mean.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class Objective:
         total: int | None = None,
         early_stopping: EarlyStopping | None = None,
         checkpoints: str | Path | None = None,
+        seeds_per_trial: int = 1,
     ):
         self.problem = problem
         self.checkpoint_root = Path(checkpoints) if checkpoints else None
@@ -113,6 +116,7 @@ class Objective:
         self.progress = progress
         self.total = total
         self.early_stopping = early_stopping
+        self.seeds_per_trial = seeds_per_trial
         self._baselines: dict[str, Any] = {}  # per study name ("" without a study)
 
     def baselines(self, study: optuna.Study | None) -> dict[str, dict[str, float]]:
@@ -159,10 +163,12 @@ class Objective:
                 hooks=hooks,
                 checkpoints=checkpoints,
                 previous=TrialRecord.from_attrs(stored),
+                seeds_per_trial=self.seeds_per_trial,
             )
         except KeyboardInterrupt:
             if study is not None and isinstance(trial, optuna.Trial):
-                requeue(study, trial)  # Ctrl-C: a resume continues it from its last checkpoint
+                with deferred():  # a second Ctrl-C must not lose the first one's work
+                    requeue(study, trial)  # a resume continues it from its last checkpoint
             raise
         if checkpoints is not None:
             checkpoints.clear()
@@ -194,24 +200,25 @@ def make_objective(
         progress=progress,
         total=settings["n_trials"],
         early_stopping=None if rule == "none" else EarlyStopping(rule, settings["min_trials"], settings["min_epochs"]),
+        seeds_per_trial=int(settings.get("seeds_per_trial", 1)),
     )
 
 
-def run_search(
-    space: SearchSpace, run: RunConfig, progress: Progress = QUIET, problem: Problem | None = None
-) -> optuna.Study:
-    """Run (or continue) the study of ``space`` until it holds ``run.n_trials`` finished trials
+def run_search(problem: Problem | SearchSpace, run: RunConfig, progress: Progress = QUIET) -> optuna.Study:
+    """Run (or continue) the study of ``problem`` until it holds ``run.n_trials`` finished trials
     (complete, pruned, or failed and not retried) over all its workers, or until ``run.timeout``
     seconds pass. With ``run.workers > 1``, that many local worker processes share the study (the
     baselines are trained first, here). Trials of dead workers are retried (see :func:`optimize`)."""
-    problem = problem or Problem(space)
+    problem = problem if isinstance(problem, Problem) else Problem(problem)
+    space = problem.space
+    artifacts = check_writable(artifacts_dir(run))  # before anything is created or trained
     device = resolve_device(run.device)
     storage = open_storage(run.storage, heartbeat=(run.heartbeat_interval, run.grace_period))
     workers = f", {run.workers} workers" if run.workers > 1 else ""
     study, settings = start_run(
         space, run, problem, storage, progress, f"device {device}{workers}", device=str(device), workers=run.workers
     )
-    objective = make_objective(problem, settings, device, str(artifacts_dir(run)), progress)
+    objective = make_objective(problem, settings, device, str(artifacts), progress)
     if len(finished_trials(study)) < run.n_trials:
         objective.baselines(study)  # once per study, before any worker starts
     if run.workers > 1:
@@ -293,7 +300,7 @@ def join_study(
             "(it has no run settings to join)"
         )
     study = load_study(study_name, storage_url, heartbeat=(settings["heartbeat_interval"], settings["grace_period"]))
-    problem = Problem(stored_space(study))
+    problem = stored_problem(study)
     dev = resolve_device(device)
     progress.event(
         "worker",

@@ -56,7 +56,7 @@ from .progress import QUIET, Progress
 from .records import TrialRecord, study_record, write_study, write_trial
 from .sampler import make_sampler
 from .storage import open_storage
-from .study import artifacts_dir, start_run
+from .study import artifacts_dir, check_writable, start_run
 from .trial import EpochReport, TrialHooks, run_trial, trial_identity, upload_weights
 
 # Ray is optional: this module is imported only for ``--backend ray`` (lazily, by the CLI), and
@@ -67,8 +67,8 @@ try:
     from ray import tune
     from ray.tune.search import Searcher
 except ImportError:  # pragma: no cover - exercised only without Ray
-    ray = tune = None
-    Searcher = object
+    ray = tune = None  # type: ignore[assignment]
+    Searcher = object  # type: ignore[assignment,misc]
 
 RAY_HINT = "the Ray backend needs Ray Tune: pip install 'mtlsearch[ray]' (or 'ray[tune]')"
 PROXY = "delta_mtl_proxy"  # what ASHA compares: validation Delta-MTL after each epoch (max)
@@ -111,7 +111,11 @@ def max_epochs(space: SearchSpace) -> int:
 
 
 def train_trial(
-    config: Mapping[str, Any], space: Mapping[str, Any], baselines: Mapping[str, Any], cpus_per_trial: float = 1.0
+    config: Mapping[str, Any],
+    space: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    cpus_per_trial: float = 1.0,
+    seeds_per_trial: int = 1,
 ) -> None:
     """One Tune trial: train the drawn candidate epoch by epoch, reporting after each epoch the
     validation Delta-MTL (``delta_mtl_proxy``, for ASHA), the objective values, the trial's user
@@ -144,6 +148,7 @@ def train_trial(
             hooks=hooks,
             checkpoints=store,
             previous=TrialRecord.from_attrs(side),
+            seeds_per_trial=seeds_per_trial,
         )
         if outcome.state != TrialState.COMPLETE:  # failed or infeasible: the one report of a trial that did not finish
             hooks.report_end(len(outcome.record.epoch_delta_mtl or []))
@@ -238,7 +243,8 @@ class StudySearch(Searcher):
     ):
         objectives = list(study_record(study).objectives or [])
         modes = ["max" if d == optuna.study.StudyDirection.MAXIMIZE else "min" for d in study.directions]
-        super().__init__(metric=[OBJECTIVE + o for o in objectives], mode=modes)
+        # Tune's multi-objective searchers take lists here (its annotation says str)
+        super().__init__(metric=[OBJECTIVE + o for o in objectives], mode=modes)  # type: ignore[arg-type]
         study.sampler = sampler
         self._study = study
         self._raw = dict(raw_space)
@@ -270,12 +276,12 @@ class StudySearch(Searcher):
 
     # -- budget and suggestions
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._live:  # the study-wide budget, as the Optuna backend keeps it
             ours = {t.number for t in self._live.values()}
             live = [t for t in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number in ours]
             if len(finished_trials(self._study)) + len(live) >= self._driver().get("n_trials", self._n_trials):
-                return Searcher.FINISHED
+                return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel for "no more trials"
             trial = self._study.ask()
             problem_of(self._raw).sample(trial)
             self._live[trial_id] = trial
@@ -346,17 +352,18 @@ class StudySearch(Searcher):
             record["stopped_at_epoch"] = epoch
             return TrialState.PRUNED, None
         values = [result.get(m) for m in self.metric]
-        if any(v is None or not math.isfinite(v) for v in values):
+        finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+        if len(finite) != len(values):
             record["fail_reason"] = f"its last report has no finite objective values ({dict(zip(self.metric, values))})"
             return TrialState.FAIL, None
-        return TrialState.COMPLETE, [float(v) for v in values]
+        return TrialState.COMPLETE, finite
 
     def _save_weights(self, trial: optuna.Trial, result: Mapping[str, Any]) -> None:
         """Upload the final epoch's model weights (from the trial's last Tune checkpoint) as the
         trial's Optuna artifact; skipped when the checkpoint is not on this machine's file system."""
         folder = Path(result.get(TRIAL_PATH) or "/nonexistent") / str(result.get("checkpoint_dir_name") or "")
         state = CheckpointStore(folder / "state", warn=lambda m: log.warning(m)).load() if folder.is_dir() else None
-        if state is not None:
+        if state is not None and self._artifacts:
             write_trial(trial, weights_artifact=upload_weights(trial, state["model"], self._artifacts))
 
 
@@ -426,22 +433,22 @@ def largest_node(nodes: list[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def run_ray(
-    space: SearchSpace,
+    problem: Problem | SearchSpace,
     run,
     progress: Progress = QUIET,
-    problem: Problem | None = None,
     address: str | None = None,
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     max_concurrent: int | None = None,
     resume: bool = False,
 ) -> optuna.Study:
-    """Run (or continue) the study of ``space`` with Ray Tune until it holds ``run.n_trials``
+    """Run (or continue) the study of ``problem`` with Ray Tune until it holds ``run.n_trials``
     finished trials (see the module docstring). ``address``: a Ray cluster (``auto``,
     ``HOST:PORT``), else a local Ray instance. ``resume``: restore the study's interrupted Tune
     experiment when there is one (``mtlsearch resume --backend ray``)."""
     require_ray()
     check_request(cpus_per_trial, gpus_per_trial, max_concurrent)
+    problem = problem if isinstance(problem, Problem) else Problem(problem)
     started = not ray.is_initialized()
     if started:
         try:
@@ -461,10 +468,10 @@ def run_ray(
     try:
         check_resources(ray.cluster_resources(), largest_node(ray.nodes()), cpus_per_trial, gpus_per_trial)
         return _drive(
-            space,
+            problem.space,
             run,
             progress,
-            problem or Problem(space),
+            problem,
             address,
             cpus_per_trial,
             gpus_per_trial,
@@ -481,6 +488,7 @@ def run_ray(
 def _drive(
     space, run, progress, problem, address, cpus_per_trial, gpus_per_trial, max_concurrent, resume
 ) -> optuna.Study:
+    root = check_writable(artifacts_dir(run))  # before anything is created or trained
     storage = open_storage(run.storage)
     resources = {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
     cluster = ", ".join(f"{k} {v:g}" for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU"))
@@ -490,13 +498,19 @@ def _drive(
     )
     deadline = settings["deadline"]
     write_study(study, ray={"address": address, **resources, "max_concurrent": max_concurrent})
-    root = artifacts_dir(run)
     experiment = root / "ray" / study.study_name
     baselines = ensure_baselines(study, problem, run.seed, resolve_device(run.device), progress)
     raw = space.to_raw()
     _PROBLEMS.setdefault(json.dumps(raw, sort_keys=True, default=str), problem)  # the driver samples with it
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, space=raw, baselines=baselines, cpus_per_trial=cpus_per_trial), resources
+        tune.with_parameters(
+            train_trial,
+            space=raw,
+            baselines=baselines,
+            cpus_per_trial=cpus_per_trial,
+            seeds_per_trial=run.seeds_per_trial,
+        ),
+        resources,
     )
     trial_end = TrialEnd(study, run.n_trials, progress)
 

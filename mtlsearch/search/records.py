@@ -50,7 +50,18 @@ class TrialRecord:
         ),
     )
     val_metrics: dict | None = field(default=None, metadata=_doc("`{task: {metric: value}}` on the validation split"))
-    delta_mtl: float | None = field(default=None, metadata=_doc("validation Delta-MTL against the baselines, in %"))
+    delta_mtl: float | None = field(
+        default=None, metadata=_doc("validation Delta-MTL against the baselines, in % (the mean over `seeds`)")
+    )
+    seeds: list | None = field(
+        default=None, metadata=_doc("with `run.seeds_per_trial` > 1: the seeds the candidate trained on")
+    )
+    seed_delta_mtl: list | None = field(
+        default=None, metadata=_doc("with several seeds: the validation Delta-MTL of each")
+    )
+    delta_mtl_std: float | None = field(
+        default=None, metadata=_doc("with several seeds: the standard deviation of those")
+    )
     params: int | None = field(default=None, metadata=_doc("parameters of the model"))
     macs: int | None = field(default=None, metadata=_doc("multiply-accumulates of one forward for all tasks"))
     latency_ms: float | None = field(default=None, metadata=_doc("median forward latency on the trial's device"))
@@ -119,6 +130,10 @@ class StudyRecord:
         ),
     )
     data: dict | None = field(default=None, metadata=_doc("split seed and sizes, facts of the benchmark"))
+    signature: dict | None = field(
+        default=None,
+        metadata=_doc("the input shape and the resolved tasks: export and rebuild need no data"),
+    )
     baselines: dict | None = field(
         default=None, metadata=_doc("the single-task baselines' validation values and how they were obtained")
     )
@@ -170,6 +185,16 @@ def trial_record(trial: Any) -> TrialRecord:
 def documented_fields() -> dict[str, dict[str, str]]:
     """Each record's fields and their one-line meaning (what the README lists)."""
     return {
-        "trial": {f.name: f.metadata["doc"] for f in fields(TrialRecord)},
         "study": {STUDY_PREFIX + f.name: f.metadata["doc"] for f in fields(StudyRecord)},
+        "trial": {f.name: f.metadata["doc"] for f in fields(TrialRecord)},
     }
+
+
+def markdown() -> str:
+    """The README's tables of stored attributes."""
+    lines = []
+    for kind, docs in documented_fields().items():
+        lines += [f"| {kind} user attribute | what it holds |", "|---|---|"]
+        lines += [f"| `{name}` | {doc} |" for name, doc in docs.items()]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"

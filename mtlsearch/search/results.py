@@ -31,7 +31,7 @@ from .baselines import train_single_task
 from .progress import QUIET, Progress
 from .records import StudyRecord
 from .storage import load_study
-from .study import stored_space
+from .study import stored_problem, stored_space
 
 EXPORT_FORMAT = "mtlsearch-export/1"
 ARTIFACT_ID = re.compile(
@@ -158,7 +158,8 @@ def format_report(data: Mapping[str, Any]) -> str:
         if lines:
             architectures.append(f"#{r['trial']} {r['family']}:\n" + "\n".join("  " + line for line in lines))
     return (
-        f"{head}\nPareto front ({len(front_)} of the complete trials; validation split; families on it: {', '.join(families)}):\n"
+        f"{head}\nPareto front ({len(front_)} of the complete trials; validation split; "
+        f"families on it: {', '.join(families)}):\n"
         f"{format_table(rows, header)}\nsingle-task baselines ({baselines.get('source', '?')}): {bl}"
         + ("\narchitectures on the front:\n" + "\n".join(architectures) if architectures else "")
     )
@@ -224,14 +225,14 @@ def pick(
 
 def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_url: str = "") -> dict[str, Any]:
     """A plain-data config that rebuilds and retrains the trial's candidate, with provenance."""
-    space = stored_space(study)
-    problem = Problem(space)
+    problem = stored_problem(study)
     a = trial.user_attrs
     candidate = problem.replay(trial.params, a.get("learned"))
     learned = {"learned": a["learned"]} if "learned" in a else {}
     return {
         "format": EXPORT_FORMAT,
-        "space": space.to_raw(),
+        "space": problem.space.to_raw(),
+        "signature": problem.signature(),
         "params": dict(trial.params),
         **learned,
         "seed": a["seed"],
@@ -257,10 +258,9 @@ def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_
     }
 
 
-def save_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str | Path) -> None:
-    """Copy the trial's trained weights (kept as an Optuna artifact) to ``path``."""
-    from optuna.artifacts import FileSystemArtifactStore, download_artifact
-
+def weights_file(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Path:
+    """The file of the trial's trained weights (an Optuna artifact), checked: stored values are
+    untrusted, and the artifacts folder may have moved or been cleaned."""
     artifact = trial.user_attrs.get("weights_artifact")
     if artifact is None:
         raise MTLSearchError(f"trial #{trial.number} has no saved weights (the study ran with save_weights: false)")
@@ -269,14 +269,55 @@ def save_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
             f"trial #{trial.number}: stored weights_artifact {describe_value(artifact)} is not an artifact "
             "id (a UUID); refused"
         )
-    store = FileSystemArtifactStore(study.user_attrs[StudyRecord.key("artifacts")])
-    if Path(path).exists():
-        Path(path).unlink()
-    download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact)
+    folder = Path(str(study.user_attrs.get(StudyRecord.key("artifacts"), "")))
+    file = folder / artifact
+    if not file.is_file():
+        raise MTLSearchError(
+            f"trial #{trial.number}: its weights artifact {artifact} is not in {folder} (moved or deleted); "
+            "export without --weights, or retrain the config with `mtlsearch train`"
+        )
+    return file
+
+
+def save_weights(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str | Path) -> None:
+    """Copy the trial's trained weights (kept as an Optuna artifact) to ``path``, atomically."""
+    write_atomic(path, weights_file(study, trial).read_bytes())
+
+
+def check_output(path: str | Path, flag: str, force: bool = False) -> Path:
+    """``path`` as a file that may be written: not a folder, not an existing file unless
+    ``force``; its missing parent folders are created."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(flag, f"`{path}` is a folder; give a file name, e.g. {out / 'best.yaml'}")
+    if out.exists() and not force:
+        raise ConfigError(flag, f"`{path}` exists; pass --force to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(flag, f"cannot create the folder of `{path}`: {err.strerror}") from None
+    return out
+
+
+def write_atomic(path: str | Path, content: bytes) -> None:
+    """Write ``content`` to a temporary file beside ``path``, then rename it over ``path``: a
+    reader never sees half a file, and a failed write leaves the old one."""
+    import os
+    import tempfile
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_yaml(data: Mapping[str, Any], path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(dict(data), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(dict(data), sort_keys=False).encode())
 
 
 # -- rebuilding ----------------------------------------------------------------------------------
@@ -297,7 +338,7 @@ def read_export(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 
 def candidate_of(config: str | Path | Mapping[str, Any]):
     raw = read_export(config)
-    problem = Problem(SearchSpace.parse(raw["space"], "space"))
+    problem = Problem(SearchSpace.parse(raw["space"], "space"), raw.get("signature"))
     return raw, problem.replay(raw["params"], raw.get("learned"))
 
 

@@ -8,16 +8,17 @@ What a study stores is typed in :mod:`mtlsearch.search.records`; it is readable 
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from ..config import RunConfig, SearchSpace
-from ..errors import StudyMismatchError
-from ..problem import Problem
+from ..errors import ConfigError, StudyMismatchError
+from ..problem import Direction, Problem
 from ..storage_url import redact
 from ..version import __version__
 from .budget import finished_trials
@@ -38,7 +39,21 @@ def artifacts_dir(run: RunConfig) -> Path:
     return Path("mtlsearch_artifacts").resolve()
 
 
-def open_study(space: SearchSpace, run: RunConfig, directions: list[str], storage: Any = None) -> optuna.Study:
+def check_writable(folder: Path) -> Path:
+    """``folder`` exists (created when missing) and takes a file: checked before the baselines
+    train, so an unusable artifacts folder costs no trial."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError("run.artifacts", f"cannot write to `{folder}`: {err.strerror or err}") from None
+    return folder
+
+
+def open_study(
+    space: SearchSpace, run: RunConfig, directions: Sequence[Direction], storage: Any = None
+) -> optuna.Study:
     """Create the study, or continue it after checking it was made for this space and objectives."""
     name = run.study or space.name
     storage = storage if storage is not None else open_storage(run.storage)
@@ -49,7 +64,7 @@ def open_study(space: SearchSpace, run: RunConfig, directions: list[str], storag
         study.sampler = make_sampler(study_record(study).sampler or run.sampler, run.seed, len(finished_trials(study)))
         return study
     study = optuna.create_study(
-        study_name=name, storage=storage, directions=directions, sampler=make_sampler(run.sampler, run.seed, 0)
+        study_name=name, storage=storage, directions=list(directions), sampler=make_sampler(run.sampler, run.seed, 0)
     )
     write_study(
         study,
@@ -64,13 +79,13 @@ def open_study(space: SearchSpace, run: RunConfig, directions: list[str], storag
     return study
 
 
-def check_compatible(study: optuna.Study, space: SearchSpace, directions: list[str], run: RunConfig) -> None:
+def check_compatible(study: optuna.Study, space: SearchSpace, directions: Sequence[Direction], run: RunConfig) -> None:
     record = study_record(study)
     where = f"study `{study.study_name}` in {redact(run.storage)}"
     if record.fingerprint is None:
         raise StudyMismatchError(f"{where} was not created by mtlsearch; choose another --study name")
     stored = [d.name.lower() for d in study.directions]
-    if stored != directions or record.objectives != list(space.objectives):
+    if stored != list(directions) or record.objectives != list(space.objectives):
         raise StudyMismatchError(
             f"{where} optimises {record.objectives} ({', '.join(stored)}), but this space asks for "
             f"{list(space.objectives)} ({', '.join(directions)}); use a new --study name or the original objectives"
@@ -104,6 +119,31 @@ def stored_space(study: optuna.Study) -> SearchSpace:
     return SearchSpace.parse(raw)
 
 
+def stored_problem(study: optuna.Study) -> Problem:
+    """The problem of a stored study; its data is loaded only when used (training, scoring)."""
+    return Problem(stored_space(study), study_record(study).signature)
+
+
+def resumed_run(study: optuna.Study, storage: str, **overrides: Any) -> RunConfig:
+    """The run settings that continue a stored study: its seed, sampler, artifacts folder and
+    stored run settings, its last budget unless ``n_trials`` is given, and ``overrides``
+    (``None`` values are ignored)."""
+    record = study_record(study)
+    stored = {k: v for k, v in (record.run or {}).items() if k in RunConfig.KEYS and k not in ("n_trials", "deadline")}
+    base = {
+        **stored,
+        "study": study.study_name,
+        "storage": storage,
+        "sampler": record.sampler or "tpe",
+        "seed": record.seed or 0,
+        "n_trials": record.n_trials or 20,
+        "timeout": None,
+        "device": "auto",
+        "artifacts": record.artifacts,
+    }
+    return RunConfig(**base).replace(**overrides)
+
+
 def run_settings(run: RunConfig, deadline: float | None) -> dict[str, Any]:
     """The run settings a study stores for workers that join it (study record ``run``)."""
     return {
@@ -116,6 +156,7 @@ def run_settings(run: RunConfig, deadline: float | None) -> dict[str, Any]:
         "early_stopping": run.early_stopping,
         "min_trials": run.min_trials,
         "min_epochs": run.min_epochs,
+        "seeds_per_trial": run.seeds_per_trial,
         "deadline": deadline,
     }
 
@@ -129,7 +170,7 @@ def start_run(
     study = open_study(space, run, problem.directions, storage)
     deadline = time.time() + run.timeout if run.timeout else None
     settings = run_settings(run, deadline)
-    write_study(study, n_trials=run.n_trials, run=settings)
+    write_study(study, n_trials=run.n_trials, run=settings, signature=problem.signature())
     info = problem.data.info
     extra = f", measured label correlation {info['label_correlation']}" if "label_correlation" in info else ""
     done = len(finished_trials(study))

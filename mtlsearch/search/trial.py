@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -107,6 +108,7 @@ def run_trial(
     hooks: TrialHooks | None = None,
     checkpoints: CheckpointStore | None = None,
     previous: TrialRecord | None = None,
+    seeds_per_trial: int = 1,
 ) -> TrialOutcome:
     """Run the trial of ``params`` (see the module docstring).
 
@@ -117,6 +119,10 @@ def run_trial(
             newest readable checkpoint there.
         previous: the record of an earlier attempt at this trial (a retry, a restored Tune trial):
             its learned architecture, per-epoch validation Delta-MTL and seconds are kept.
+        seeds_per_trial: train the candidate on this many seeds (:func:`trial_seeds`) and score
+            the mean of their validation metrics; the per-seed Delta-MTL and its standard
+            deviation are recorded. Per-epoch reports (early stopping, Ray's ASHA) follow the
+            first seed; the final one comes after every seed has trained.
     """
     hooks = hooks or TrialHooks()
     previous = previous or TrialRecord()
@@ -141,7 +147,7 @@ def run_trial(
             )
         except NonFiniteLossError as err:
             return ended(TrialState.FAIL, fail_reason=str(err))
-        write(learned=dict(candidate.architecture.learned))
+        write(learned=dict(candidate.architecture.learned or {}))
     write(architecture=candidate.summary())
     model = candidate.build_model(seed).to(device)
     costs = measure_costs(model, problem.input_shape)
@@ -153,14 +159,19 @@ def run_trial(
             return ended(TrialState.PRUNED, pruned_reason=reason)
 
     proxies = list(previous.epoch_delta_mtl or [])
+    seeds = trial_seeds(seed, seeds_per_trial)
+    final_epoch_waits = len(seeds) > 1  # the final report comes once every seed has trained
     last: dict[str, Any] = {}
 
-    def report(epoch: int, epochs: int, train_loss: float) -> None:
+    def score(metrics: dict[str, dict[str, float]]) -> tuple[float, dict[str, float]]:
+        delta = delta_mtl(metrics, baselines, problem.metric_directions)
+        return delta, objective_values(problem.objectives, metrics, delta, costs)
+
+    def report(epoch: int, epochs: int, train_loss: float, metrics: dict[str, dict[str, float]] | None = None) -> None:
         out = EpochReport(epoch, epochs, train_loss)
         if hooks.evaluate_each_epoch:
-            out.metrics = evaluate(model, problem.tasks, problem.data.val, device)
-            out.proxy = delta_mtl(out.metrics, baselines, problem.metric_directions)
-            out.values = objective_values(problem.objectives, out.metrics, out.proxy, costs)
+            out.metrics = metrics or evaluate(model, problem.tasks, problem.data.val, device)
+            out.proxy, out.values = score(out.metrics)
             proxies[epoch - 1 :] = [out.proxy]
             last.update(epoch=epoch, metrics=out.metrics)
             write(epoch_delta_mtl=list(proxies), train_seconds=seconds())
@@ -172,36 +183,49 @@ def run_trial(
         if end.resumed_from and write.record.resumed_from_epoch != end.resumed_from:
             write(resumed_from_epoch=end.resumed_from)
         hooks.phase_epoch(end)
-        report(end.epoch, end.epochs, end.train_loss)
+        if end.epoch < end.epochs or not final_epoch_waits:
+            report(end.epoch, end.epochs, end.train_loss)
 
+    runs: list[dict[str, dict[str, float]]] = []
     try:
-        result = train(
-            model,
-            problem.tasks,
-            candidate.new_weighting(),
-            problem.data.train,
-            candidate.training,
-            device,
-            seed,
-            on_epoch,
-            checkpoints,
-        )
-        if result.resumed_from and result.resumed_from >= result.epochs:  # restored after its last epoch
-            write(resumed_from_epoch=result.resumed_from)
-            report(result.epochs, result.epochs, result.train_loss)
+        for j, run_seed in enumerate(seeds):
+            net = model if j == 0 else candidate.build_model(run_seed).to(device)
+            store = checkpoints if j == 0 or checkpoints is None else checkpoints.sub(f"seed-{j}")
+            label = f" seed {j + 1}/{len(seeds)}"
+            callback = on_epoch if j == 0 else (lambda e, label=label: hooks.phase_epoch(e, label))
+            weighting = candidate.new_weighting()
+            result = train(
+                net, problem.tasks, weighting, problem.data.train, candidate.training, device, run_seed, callback, store
+            )
+            if j == 0 and result.resumed_from >= result.epochs and not final_epoch_waits:
+                write(resumed_from_epoch=result.resumed_from)  # restored after its last epoch: report it again
+                report(result.epochs, result.epochs, result.train_loss)
+            fresh = j > 0 or last.get("epoch") != result.epochs
+            runs.append(evaluate(net, problem.tasks, problem.data.val, device) if fresh else last["metrics"])
+        metrics = mean_metrics(runs)
+        if final_epoch_waits:
+            per_seed = [score(m)[0] for m in runs]
+            write(seeds=seeds, seed_delta_mtl=per_seed, delta_mtl_std=statistics.stdev(per_seed))
+            report(result.epochs, result.epochs, result.train_loss, metrics)
     except NonFiniteLossError as err:
         return ended(TrialState.FAIL, fail_reason=str(err))
     except optuna.TrialPruned as err:
         return ended(TrialState.PRUNED, pruned_reason=str(err))
-    metrics = (
-        last["metrics"]
-        if last.get("epoch") == result.epochs
-        else evaluate(model, problem.tasks, problem.data.val, device)
-    )
-    delta = delta_mtl(metrics, baselines, problem.metric_directions)
+    delta, values = score(metrics)
     write(train_seconds=seconds(), val_metrics=metrics, delta_mtl=delta)
-    values = list(objective_values(problem.objectives, metrics, delta, costs).values())
-    return TrialOutcome(TrialState.COMPLETE, write.record, values, constraints, model)
+    return TrialOutcome(TrialState.COMPLETE, write.record, list(values.values()), constraints, model)
+
+
+def trial_seeds(seed: int, k: int) -> list[int]:
+    """The seeds of a trial trained ``k`` times: its own seed, then ``k - 1`` seeds derived from it
+    (far from the next trials' seeds ``seed + 1, seed + 2, ...``)."""
+    return [seed] + [(seed * 1_000_003 + j * 7_919_113) % 2**31 for j in range(1, k)]
+
+
+def mean_metrics(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Every metric averaged over the runs (Delta-MTL is linear in the metrics, so the Delta-MTL
+    of the mean is the mean of the runs' Delta-MTL)."""
+    return {task: {m: statistics.fmean(r[task][m] for r in runs) for m in runs[0][task]} for task in runs[0]}
 
 
 def trial_identity(attrs: Mapping[str, Any], default_seed: int, warn: Callable[[str], None]) -> tuple[str, int]:
@@ -212,7 +236,8 @@ def trial_identity(attrs: Mapping[str, Any], default_seed: int, warn: Callable[[
     seed = attrs.get("seed", default_seed)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         warn(
-            f"stored seed {describe_value(seed)} is not an integer in [0, 2**63); refused: the trial uses seed {default_seed}"
+            f"stored seed {describe_value(seed)} is not an integer in [0, 2**63); refused: "
+            f"the trial uses seed {default_seed}"
         )
         seed = default_seed
     return run_id, seed

@@ -19,6 +19,9 @@ from ..config import RunConfig
 from ..errors import MTLSearchError
 from ..storage_url import ENV, redact
 from .progress import Progress
+from .signals import deferred
+
+STOP_TIMEOUT = 60  # seconds a stopped worker gets to re-queue its trial
 
 
 def worker_command(study: str, run: RunConfig, index: int, threads: int, mode: str) -> list[str]:
@@ -41,8 +44,9 @@ def worker_command(study: str, run: RunConfig, index: int, threads: int, mode: s
 
 
 def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
-    """Start ``run.workers`` worker processes and wait for all of them. Ctrl-C is passed on to
-    each (they re-queue their running trials and stop); a worker that fails is reported."""
+    """Start ``run.workers`` worker processes and wait for all of them. Ctrl-C or SIGTERM is
+    passed on to each as Ctrl-C (they re-queue their running trials and stop; one still running
+    after :data:`STOP_TIMEOUT` seconds is killed); a worker that fails is reported."""
     threads = max(1, (os.cpu_count() or 1) // run.workers)
     progress.event(
         "workers",
@@ -57,12 +61,17 @@ def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
     ]
     try:
         codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each worker re-queues its trial and stops
+        with deferred():  # a second signal must not leave workers behind
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+            for p in procs:
+                try:
+                    p.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         raise
     failed = [(i, c) for i, c in enumerate(codes, 1) if c != 0]
     if failed:

@@ -1,9 +1,10 @@
 """Loss weightings and gradient aggregators (see :mod:`mtlsearch.weighting.base`).
 
-Importing this package registers every method under its search-space name.
+Importing this package registers every method under its search-space name. The maths, solvers
+and differences from the papers are in docs/weighting.md.
 """
 
-from . import (  # noqa: F401  loss weightings  # noqa: F401  aggregators  # noqa: F401  min-norm / game-theoretic methods
+from . import (  # noqa: F401  (registers every method)
     aligned_mtl,
     cagrad,
     dwa,
@@ -17,7 +18,7 @@ from . import (  # noqa: F401  loss weightings  # noqa: F401  aggregators  # noq
     nash_mtl,
     pcgrad,
     rlw,
-    static,  # noqa: F401  equal, static
+    static,
     uncertainty,
     upgrad,
 )

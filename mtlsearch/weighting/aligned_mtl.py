@@ -10,28 +10,14 @@ from .pcgrad import combine, gram_float64
 
 @register("aligned_mtl")
 class AlignedMTL(Aggregator):
-    """Aligned-MTL of Senushkin et al., "Independent Component Alignment for Multi-Task Learning",
-    CVPR 2023 (arXiv:2305.19000).
+    """Aligned-MTL: the task gradients made orthogonal with equal norms, then summed.
 
-    The gradient matrix ``G`` (rows ``g_i``) is replaced by the closest matrix, up to a scale,
-    whose rows are orthogonal with equal norms, i.e. whose condition number is 1. With the Gram
-    matrix ``G G^T = V diag(lambda) V^T``::
+    Aligned-MTL (Senushkin et al., 2023, arXiv:2305.19000). ``G`` becomes ``B G``, whose singular
+    values all equal the smallest non-zero one of ``G``; the update is the sum of its rows (equal
+    task weights). Eigenvalues below 1e-10 times the largest are dropped, so ``[g, g]`` gives
+    ``2 g`` and ``[g, -g]`` gives 0. No hyperparameters.
 
-        B = sqrt(lambda_min) V diag(1 / sqrt(lambda)) V^T,     aligned = B G
-
-    If ``G = V Sigma W^T`` then ``B G = sigma_min V W^T``: every singular value becomes the smallest
-    one, ``sigma_min = sqrt(lambda_min)`` (the paper's default scale). The update is the sum of the
-    aligned rows (equal task weights ``w = 1``), ``1^T B G = sum_i (B 1)_i g_i``. No
-    hyperparameters (the task weights are not exposed).
-
-    Rank-deficient ``G`` (equal, parallel or exactly opposite rows, zero rows): only the non-zero
-    spectrum is used -- eigenvalues below ``1e-10`` times the largest are dropped, with their
-    eigenvectors, and ``lambda_min`` is the smallest one kept. ``[g, g]`` thus gives ``2 g``,
-    ``[g, -g]`` gives 0, and an all-zero matrix gives zeros. Permuting the tasks permutes the
-    aligned rows, so the update does not depend on the task order. Computed on the ``T x T`` Gram
-    matrix, formed in the input dtype (see :func:`~mtlsearch.weighting.pcgrad.gram_float64`), with
-    the eigendecomposition in float64 on the CPU; the update ``(B 1)^T G`` is formed in float32
-    when the Gram matrix was, else in float64.
+    Returns the ``(P,)`` update in the input's dtype. See docs/weighting.md#aligned-mtl.
     """
 
     label = "Aligned-MTL"
@@ -41,7 +27,7 @@ class AlignedMTL(Aggregator):
         pass
 
     def balance(self, gram: torch.Tensor) -> torch.Tensor:
-        """The ``(T, T)`` matrix ``B`` of the module docstring, from the float64 Gram matrix."""
+        """The ``(T, T)`` matrix ``B`` (``aligned = B G``), from the float64 Gram matrix."""
         eigenvalues, vectors = torch.linalg.eigh(gram)
         largest = float(eigenvalues.max())
         if not largest > 0.0:

@@ -17,10 +17,11 @@ _ZERO_NORM = 1e-7
 
 
 def cagrad_kkt_residual(gram: torch.Tensor, c: float, w: torch.Tensor) -> float:
-    """Natural residual ``|| w - proj_simplex(w - grad F(w)) ||_inf`` of CAGrad's dual problem
-    ``F(w) = w^T b + s ||G^T w||`` (``b = Q 1 / T``, ``s = c ||g0||``) on the Gram matrix scaled
-    to unit largest diagonal; 0 exactly at the minimiser. ``inf`` where ``F`` is not
-    differentiable (``G^T w = 0``)."""
+    """Natural residual ``|| w - proj_simplex(w - grad F(w)) ||_inf`` of CAGrad's dual problem.
+
+    0 exactly at the minimiser; ``inf`` where ``F`` is not differentiable (``G^T w = 0``). See
+    docs/weighting.md#cagrad.
+    """
     q = gram.detach().to(device="cpu", dtype=_F64)
     top = float(q.diagonal().max())
     w = w.detach().to(device="cpu", dtype=_F64)
@@ -36,29 +37,15 @@ def cagrad_kkt_residual(gram: torch.Tensor, c: float, w: torch.Tensor) -> float:
 
 
 def cagrad_weights(gram: torch.Tensor, c: float) -> tuple[torch.Tensor, float | None]:
-    r"""Solve CAGrad's dual problem exactly on the Gram matrix ``Q = G G^T``.
+    """Solve CAGrad's dual problem ``argmin_{w in simplex} g_w . g0 + c ||g0|| ||g_w||`` exactly.
 
-    ``w* = argmin_{w in simplex} F(w)``, ``F(w) = g_w . g0 + s ||g_w||`` with ``g_w = G^T w``,
-    ``g0 = G^T 1 / T``, ``s = c ||g0||``; in Gram terms ``F(w) = w^T b + s sqrt(w^T Q w)``,
-    ``b = Q 1 / T``.
+    Args:
+        gram: the ``(T, T)`` Gram matrix ``G G^T``.
+        c: the radius factor, in ``[0, 1)``.
 
-    Method (exact to rounding, no step sizes): the variational form of the norm,
-    ``||x|| = min_{tau > 0} ||x||^2 / (2 tau) + tau / 2``, turns the problem into
-    ``min_tau h(tau)`` with ``h(tau) = min_{w in simplex} [w^T b + s w^T Q w / (2 tau)] + s tau / 2``,
-    a convex function of tau whose inner problem is a simplex QP solved exactly
-    (:func:`~mtlsearch.weighting.solvers.simplex_qp`) and whose derivative is
-    ``h'(tau) = s/2 (1 - ||g_w(tau)||^2 / tau^2)`` (envelope theorem). The root ``tau* = ||g_w*||``
-    is bracketed in ``(0, max_t ||g_t||]`` and found by safeguarded bisection; at every iterate
-    the support of ``w(tau)`` is tried for a closed-form finish: on a fixed support the KKT
-    conditions ``b + s Q w / tau = mu 1`` give ``w = w0 + (tau / s) w1`` (two linear solves) and
-    ``tau^2 = w^T Q w`` a quadratic equation in tau; the candidate is accepted when it is feasible
-    and its KKT residual (:func:`cagrad_kkt_residual`) is below 1e-12.
-
-    Returns ``(w, ratio)`` with ``ratio = s / ||g_w*||`` so that the CAGrad direction is
-    ``d = g0 + ratio * g_w*``; ``ratio = 0`` when ``s = 0`` (``c = 0`` or ``g0 = 0``: the ball is
-    the point ``g0``), and ``ratio = None`` when the optimum has ``g_w* = 0`` (below
-    ``1e-7 max_t ||g_t||``; zero is then in the hull and the dual optimum is 0), where the
-    formula for ``d`` is undefined: see :func:`cagrad_coefficients`.
+    Returns ``(w, ratio)``: the float64 CPU weights and ``ratio = c ||g0|| / ||g_w*||``, so that the
+    direction is ``d = g0 + ratio * g_w*``; ``ratio = 0`` when ``c ||g0|| = 0`` and ``None`` when
+    ``g_w* = 0`` (see :func:`cagrad_coefficients`). See docs/weighting.md#cagrad.
     """
     q = gram.detach().to(device="cpu", dtype=_F64)
     q = (q + q.T) / 2
@@ -111,7 +98,7 @@ def cagrad_weights(gram: torch.Tensor, c: float) -> tuple[torch.Tensor, float | 
 
     lo, hi = 0.0, 1.0
     tau = 0.5
-    best = None
+    best: tuple[torch.Tensor, float] | None = None
     for _ in range(200):
         w, norm = inner(tau)
         best = (w, norm)
@@ -125,6 +112,7 @@ def cagrad_weights(gram: torch.Tensor, c: float) -> tuple[torch.Tensor, float | 
         if hi - lo <= 1e-15 * hi or hi <= _ZERO_NORM:
             break
         tau = hi / 8 if lo == 0.0 else (lo + hi) / 2  # geometric while the root may be at 0
+    assert best is not None  # the loop runs at least once
     w, norm = best
     if norm <= _ZERO_NORM or hi <= _ZERO_NORM:
         return w, None
@@ -132,13 +120,10 @@ def cagrad_weights(gram: torch.Tensor, c: float) -> tuple[torch.Tensor, float | 
 
 
 def cagrad_coefficients(gram: torch.Tensor, c: float) -> torch.Tensor:
-    r"""Coefficients ``a`` (float64, CPU) of the sum-scale CAGrad update ``G^T a = T d / (1 + c^2)``.
+    """Coefficients ``a`` (float64, CPU) of the sum-scale CAGrad update ``G^T a = T d / (1 + c^2)``.
 
-    Regular case: ``a = (1 + T * ratio * w*) / (1 + c^2)`` from :func:`cagrad_weights`.
-    When ``g_w* = 0`` the dual optimum is 0, so by strong duality the ball meets the dual cone
-    ``C* = {x : G x >= 0}``; its primal solutions are the ``d`` in that intersection, and the one
-    used is the point of ``C*`` nearest to ``g0``: ``d = G^T v``, ``v = argmin_{v >= 1/T} v^T Q v``
-    (the projection of ``g0`` onto ``C*``, solved exactly as in UPGrad).
+    When ``g_w* = 0``, ``d`` is the projection of ``g0`` onto the dual cone of the rows. See
+    docs/weighting.md#cagrad.
     """
     q = gram.detach().to(device="cpu", dtype=_F64)
     t = q.shape[0]
@@ -151,39 +136,20 @@ def cagrad_coefficients(gram: torch.Tensor, c: float) -> torch.Tensor:
 
 @register("cagrad")
 class CAGrad(Aggregator):
-    r"""CAGrad of Liu, Liu, Jin, Stone & Liu, "Conflict-Averse Gradient Descent for Multi-task
-    Learning", NeurIPS 2021 (arXiv:2110.14048).
+    """CAGrad: the update in a ball around the mean gradient that helps the worst task most.
 
-    With ``g0 = (1/T) sum_t g_t`` the average gradient, CAGrad looks for the update ``d`` in the
-    ball ``||d - g0|| <= c ||g0||`` that maximises the worst task improvement ``min_t g_t . d``.
-    Its dual, with ``phi = c^2 ||g0||^2`` and ``g_w = sum_t w_t g_t``::
+    CAGrad (Liu et al., 2021, arXiv:2110.14048). The dual is solved exactly on the Gram matrix and
+    the update is ``T d / (1 + c^2)``, with ``d`` the paper's direction; it never is NaN.
 
-        w* = argmin_{w in simplex} g_w . g0 + sqrt(phi) ||g_w||
-        d  = g0 + sqrt(phi) / ||g_w*|| * g_w*
+    Args:
+        c: the ball's radius relative to ``||g0||``, in ``[0, 1)`` (default 0.4, the paper's
+            choice for most benchmarks; searchable).
 
-    and the paper (its Algorithm 1 and code, ``rescale = 1``) steps along ``d / (1 + c^2)``.
-    ``w*`` is solved exactly (to rounding) by :func:`cagrad_weights`, not by a generic solver
-    stopped at ~1e-2 as in torchjd, which also leaves out the ``1 / (1 + c^2)`` rescaling.
+    Returns the ``(P,)`` update in the input's dtype. See docs/weighting.md#cagrad.
 
-    **Scale**: the paper's update is mean-scale (``c = 0`` gives ``g0``, the mean); it is
-    multiplied by T, so the update is ``T d / (1 + c^2)``: ``c = 0`` gives the *sum* of the task
-    gradients, like equal weighting. For T identical rows ``g`` the paper's math gives
-    ``d = (1 + c) g``, so the update is ``T (1 + c) / (1 + c^2) g``, not ``T g`` (equal only at
-    ``c = 0``); this factor is the paper's and is kept.
-
-    ``c`` in ``[0, 1)`` (default 0.4, the paper's choice for most benchmarks) is searchable.
-    Degenerate cases (no NaN): ``g0 = 0`` (e.g. exactly opposite rows, all-zero matrix) gives 0
-    (the ball is the point 0). When the optimum has ``g_w* = 0`` (zero in the hull, e.g. a zero
-    row or two opposite rows among others, and the ball reaches directions that conflict with no
-    task), the formula's ``g_w / ||g_w||`` is undefined; ``d`` is then the projection of ``g0``
-    onto the dual cone of the rows, a solution of the paper's primal problem
-    (:func:`cagrad_coefficients`). ``||g_w*||`` below ``1e-7 max_t ||g_t||`` counts as zero: a
-    norm computed from the Gram matrix cannot resolve less.
-
-    **Precision**: the Gram matrix is formed in the input's dtype on its device
-    (:func:`~mtlsearch.weighting.solvers.gram_matrix`; float64 for degenerate float32 inputs),
-    the dual problem is solved in float64 on the CPU, and the coefficients are applied in the
-    input's dtype.
+    .. note::
+        The paper's update is mean-scale; here it is multiplied by T (``c = 0`` gives the sum of
+        the task gradients). The paper's factor ``(1 + c) / (1 + c^2)`` on identical rows is kept.
     """
 
     label = "CAGrad"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from array import array
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -18,25 +18,20 @@ _ARRAY_CODES = {torch.float32: "f", torch.float64: "d"}
 
 @register("dwa")
 class DWA(Weighting):
-    """Dynamic Weight Average of Liu, Johns & Davison, "End-to-End Multi-Task Learning with
-    Attention" (MTAN), CVPR 2019 (arXiv:1803.10704)::
+    """DWA: ``T * softmax(r / temperature)`` with ``r_t`` the ratio of task t's last two mean losses.
 
-        w_t(k) = T * exp(r_t(k-1) / temperature) / sum_j exp(r_j(k-1) / temperature)
-        r_t(k-1) = L_t(k-1) / L_t(k-2)
+    DWA (Liu, Johns & Davison, 2019, arXiv:1803.10704). The mean losses are taken over windows of
+    ``window`` steps; every weight is 1 during the first two windows. The weights are detached
+    and sum to T.
 
-    The paper's ``L_t(k)`` is task t's average loss over *epoch* k, and ``w_t(1) = w_t(2) = 1``.
-    A weighting only sees steps, so here ``k`` counts *windows* of ``window`` consecutive steps:
+    Args:
+        temperature: softmax temperature, > 0 (default 2.0, the paper's; searchable).
+        window: steps per window, an integer >= 1 (default 1: step-wise; searchable).
 
-    * the losses of each completed window are averaged, and the last two window means are kept;
-    * the weights used during window k are computed from windows k-1 and k-2, and stay constant
-      within the window; during the first two windows every weight is 1;
-    * ``window = 1`` (the default) is the step-wise variant: step k uses ``L(k-1) / L(k-2)`` of the
-      two previous steps; ``window`` = the number of batches per epoch recovers the paper exactly
-      (when the epoch length divides evenly), and the count runs on across epochs.
+    Returns T weights. See docs/weighting.md#dwa.
 
-    A task whose previous window mean is 0 gets ratio 1. The weights are detached and sum to T.
-    ``temperature`` (> 0, default 2.0 as in the paper) and ``window`` (an integer >= 1) are
-    searchable. The step count is kept in the module's state (``state_dict``).
+    .. note::
+        The paper averages over epochs; ``window`` = the number of batches per epoch recovers it.
     """
 
     label = "DWA"
@@ -73,11 +68,9 @@ class DWA(Weighting):
         return weights
 
     def _close_window_floats(self, losses: torch.Tensor, code: str) -> None:
-        """The last step of a window with the buffers on the CPU: the arithmetic of the tensor
-        path on Python floats, rounded to the buffers' dtype where the tensor path stores (a dozen
-        ``torch`` calls on T-element tensors cost more than the arithmetic, about 0.1 ms a step).
-        The buffers are read and written once each and end with the same values."""
-        buffers = self._buffers
+        """The last step of a window with the buffers on the CPU: the tensor path's arithmetic on
+        Python floats, with the same results (see docs/weighting.md#dwa)."""
+        buffers = cast("dict[str, torch.Tensor]", self._buffers)  # all three registered in __init__
         window_sum, window_means, current = buffers["window_sum"], buffers["window_means"], buffers["current_weights"]
         previous = window_sum.tolist()
         # window_sum + losses, each loss first cast to the buffers' dtype, as `+=` does.

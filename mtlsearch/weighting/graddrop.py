@@ -10,33 +10,21 @@ from .hyper import check_number
 
 @register("graddrop")
 class GradDrop(Aggregator):
-    """Gradient Sign Dropout of Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models
-    with Gradient Sign Dropout", NeurIPS 2020 (arXiv:2010.06808).
+    """GradDrop: per coordinate, only one sign of the task gradients is kept, drawn by sign purity.
 
-    Per coordinate p of the shared parameters, the sign purity of the task gradients is::
+    GradDrop (Chen et al., 2020, arXiv:2010.06808). The positive entries of a coordinate survive
+    with probability ``P = 0.5 (1 + sum_i g_i / sum_i |g_i|)``, else the negative ones; one draw
+    from torch's global RNG per coordinate.
 
-        P_p = 0.5 (1 + sum_i g_ip / sum_i |g_ip|)        (P = 1: all positive, 0: all negative)
+    Args:
+        leak: the share of the plain sum mixed into the update, in [0, 1] (default 0.0;
+            searchable); ``leak = 1`` is the plain sum.
 
-    One ``U_p ~ Uniform[0, 1)`` is drawn per coordinate; the positive entries are kept where
-    ``U_p < P_p`` and the negative ones where ``U_p >= P_p`` (so exactly one sign survives at every
-    coordinate, the positive one with probability ``P_p``). The update mixes the masked sum with
-    the plain sum through the leak ``l`` (the paper's per-task leak, one value for all tasks)::
+    Returns the ``(P,)`` update in the input's dtype. See docs/weighting.md#graddrop.
 
-        d = l sum_i g_i + (1 - l) sum_i M_i * g_i,   M_ip = [g_ip > 0][U_p < P_p] + [g_ip < 0][U_p >= P_p]
-
-    Differences from the paper, on purpose:
-
-    * The paper applies GradDrop at an activation layer (to gradients w.r.t. a shared feature map,
-      batch-summed); here it is applied directly to the gradient matrix of the shared *parameters*,
-      one draw per parameter coordinate.
-    * The paper writes both conditions strictly (``P > U``, ``P < U``); the tie ``U = P`` is given
-      to the negative sign, which only matters on a set of measure zero and makes the all-same-sign
-      case exact (``P = 0`` keeps the negatives even when ``U = 0`` is drawn).
-
-    A coordinate where every task's gradient is 0 has purity 0/0; it is set to 0.5 and the update
-    there is 0. ``U`` comes from torch's global RNG on the matrix's device (reproducible under
-    ``torch.manual_seed``). ``leak`` (default 0.0, in [0, 1]) is searchable; ``leak = 1`` is the
-    plain sum.
+    .. note::
+        The paper drops gradients at an activation layer; here they are dropped on the gradient
+        matrix of the shared parameters, one draw per parameter coordinate.
     """
 
     label = "GradDrop"

@@ -11,41 +11,20 @@ from .hyper import check_number
 
 @register("gradnorm")
 class GradNorm(Weighting):
-    """GradNorm of Chen, Badrinarayanan, Lee & Rabinovich, "GradNorm: Gradient Normalization for
-    Adaptive Loss Balancing in Deep Multitask Networks", ICML 2018 (arXiv:1711.02257).
+    """GradNorm: learned task weights that balance the gradient norms on the shared parameters.
 
-    Learned weights ``w_t`` (an ``nn.Parameter``, initialised to 1). At each step, with ``W`` the
-    shared parameters::
+    GradNorm (Chen et al., 2018, arXiv:1711.02257). ``forward`` sets the gradient of the learned
+    weights (an ``nn.Parameter``, stepped by the network's optimizer) and returns them detached,
+    renormalised to sum to T. Needs a :class:`~mtlsearch.weighting.base.StepContext`.
 
-        G_t   = || grad_W (w_t L_t) ||                     (= w_t ||grad_W L_t||)
-        r_t   = (L_t / L_t(0)) / mean_j (L_j / L_j(0))     (relative inverse training rate)
-        L_grad = sum_t | G_t - mean_j(G_j) * r_t^alpha |    (the target is a constant)
+    Args:
+        alpha: how strongly tasks that train more slowly are pushed up, >= 0 (default 1.5;
+            searchable); ``alpha = 0`` asks for equal gradient norms.
 
-    ``forward`` sets ``w.grad = dL_grad/dw`` (the optimizer of the network, which also holds ``w``,
-    then steps it) and returns the current weights detached, so the network is trained on
-    ``sum_t w_t L_t``. At the start of every ``forward`` the weights are renormalised in place so
-    that ``sum_t w_t = T`` (after clamping at a tiny positive floor, so a step that pushed a weight
-    below zero cannot flip a task's loss); the returned weights therefore always sum to T.
+    Returns T weights. See docs/weighting.md#gradnorm.
 
-    Conventions of this implementation:
-
-    * ``W`` is every parameter that *all* tasks share (those of ``context.shared_parameters`` that
-      appear in every ``context.task_parameters[t]``; all of ``shared_parameters`` when no
-      per-task lists are given), not only the last shared layer the paper suggests: it needs no
-      knowledge of the architecture, and every ``G_t`` is a norm over the same parameters (in a
-      tree, a node shared by only some tasks is left out). When no parameter is common to all
-      tasks (single-task networks, trees that split at the first block), task t's norm is taken
-      over its own parameters (``context.task_parameters[t]``) instead.
-    * ``L_t(0)`` are the losses of the first ``forward`` call (stored in a buffer, so they are kept
-      in checkpoints). A task whose initial loss is 0 gets ratio 1; when every ratio is 0 all
-      ``r_t`` are 1.
-    * As ``G_t = w_t ||grad_W L_t||`` with the target held constant, ``dL_grad/dw`` needs only the
-      first-order gradients ``grad_W L_t`` (one ``torch.autograd.grad`` per task, keeping the graph
-      for the trainer's backward), no double back-propagation.
-    * ``w`` uses the network's optimizer and learning rate (the paper allows a separate one).
-
-    ``alpha`` (>= 0, default 1.5, searchable) sets how strongly tasks that train more slowly are
-    pushed up; ``alpha = 0`` asks for equal gradient norms.
+    .. note::
+        The norms are taken over every parameter all tasks share, not only the last shared layer.
     """
 
     label = "GradNorm"

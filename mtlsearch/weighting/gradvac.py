@@ -13,39 +13,19 @@ from .pcgrad import RowCombination
 
 @register("gradvac")
 class GradVac(RowCombination):
-    """Gradient Vaccine of Wang et al., "Gradient Vaccine: Investigating and Improving Multi-task
-    Optimization in Massively Multilingual Models", ICLR 2021 (arXiv:2010.05874).
+    """GradVac: each pair of task gradients pulled up to a learned target cosine similarity.
 
-    Each ordered pair of tasks (i, j) has a target cosine similarity ``phi_hat_ij``, an exponential
-    moving average of the similarities observed so far (initialised at 0, so the first steps act
-    like PCGrad). For each task i, starting from ``g_i' = g_i``, the other tasks j are visited in a
-    random order; with ``phi = cos(g_i', g_j)`` (current ``g_i'``, *original* ``g_j``), if
-    ``phi < phi_hat_ij`` the smallest multiple of ``g_j`` that lifts the similarity exactly to the
-    target is added::
+    GradVac (Wang et al., 2021, arXiv:2010.05874). As PCGrad, but a row is corrected whenever its
+    similarity with another task's original row is below that pair's target, an exponential
+    moving average of the observed similarities (starting at 0, so the first steps act like
+    PCGrad). The update is the sum of the corrected rows.
 
-        g_i' <- g_i' + g_j * ||g_i'|| (phi_hat sqrt(1 - phi^2) - phi sqrt(1 - phi_hat^2))
-                             / (||g_j|| sqrt(1 - phi_hat^2))
+    Args:
+        beta: the targets' moving-average rate, in [0, 1] (default 0.01; searchable, e.g.
+            ``gradvac: {beta: {low: 0.001, high: 0.1, log: true}}``). ``beta = 0`` is PCGrad.
 
-    The update is ``sum_i g_i'``.
-
-    Target update convention: the paper's (Algorithm 1) -- every call, every visited pair,
-    ``phi_hat_ij <- (1 - beta) phi_hat_ij + beta phi``, with ``phi`` measured *before* the
-    correction at that pair, whether or not a correction was made (not only on conflicts, and not
-    with the corrected similarity). ``beta`` is searchable (``gradvac: {beta: {low: 0.001, high:
-    0.1, log: true}}``), in [0, 1]; ``beta = 0`` keeps the targets at 0, i.e. PCGrad.
-
-    State: the ``(T, T)`` targets, created on the first call from T (the trainer keeps one instance
-    per group of shared parameters, so T is fixed for an instance). The visiting order is drawn per
-    task with ``torch.randperm`` (torch's global CPU RNG, reproducible under ``torch.manual_seed``).
-
-    Numerical guards: a pair where ``g_i'`` or ``g_j`` is zero has no similarity; it is skipped
-    (no correction, target unchanged). ``phi`` is clipped to [-1, 1]. A target of (almost) 1 can
-    only be reached by an unbounded multiple of ``g_j``, so the target used in the correction is
-    capped at ``1 - 1e-6`` (reachable only with ``beta`` near 1 and near-parallel gradients).
-    Computed on the ``T x T`` Gram matrix (formed in the input dtype, see
-    :func:`~mtlsearch.weighting.pcgrad.gram_float64`; the loop runs in float64), with ``g_i'`` kept
-    as coefficients over the original rows; the update ``(sum_i c_i) G`` is formed in float32
-    when the Gram matrix was, else in float64.
+    Returns the ``(P,)`` update in the input's dtype. State: the ``(T, T)`` targets. See
+    docs/weighting.md#gradvac.
     """
 
     label = "GradVac"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 from ..config import ParamSpec, check_keys
 from ..errors import ConfigError
@@ -14,6 +14,33 @@ from ..errors import ConfigError
 def hyperparameter_error(owner: str, name: str, allowed: str, value: Any) -> ConfigError:
     """``Parameter `c` of CAGrad should be in [0, 1). Found `c = 1.5`.``"""
     return ConfigError("", f"Parameter `{name}` of {owner} should be {allowed}. Found `{name} = {value!r}`.")
+
+
+@overload
+def check_number(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float | None = ...,
+    high: float | None = ...,
+    low_open: bool = ...,
+    high_open: bool = ...,
+    *,
+    integer: Literal[True],
+) -> int: ...
+
+
+@overload
+def check_number(
+    owner: str,
+    name: str,
+    value: Any,
+    low: float | None = ...,
+    high: float | None = ...,
+    low_open: bool = ...,
+    high_open: bool = ...,
+    integer: bool = ...,
+) -> float: ...
 
 
 def check_number(

@@ -34,9 +34,8 @@ def _times_pinv(row: list[float], system: list[list[float]], atol: float, rtol: 
     """``row @ pinv(system)`` for a small square ``system``, singular values at most
     ``max(atol, rtol * sigma_max)`` treated as 0 (``torch.linalg.pinv``'s rule).
 
-    Clearly non-singular systems (``sigma_min >= 1 / ||system^-1||_F`` at least ``1e4`` times
-    above the cut-off, ``sigma_max <= ||system||_F``) are inverted directly: no singular value is cut
-    and the pseudo-inverse is the inverse. The others go through one SVD."""
+    Clearly non-singular systems are inverted directly; see docs/weighting.md#imtl-g.
+    """
     size = len(system)
     if size == 1:
         value = system[0][0]
@@ -62,40 +61,18 @@ def _times_pinv(row: list[float], system: list[list[float]], atol: float, rtol: 
 
 @register("imtl_g")
 class IMTLG(Aggregator):
-    """The gradient part of Impartial Multi-Task Learning, Liu et al., "Towards Impartial
-    Multi-task Learning", ICLR 2021.
+    """IMTL-G: the update whose projections onto every task's unit gradient are equal.
 
-    IMTL-G looks for ``d = sum_i alpha_i g_i`` with ``sum_i alpha_i = 1`` whose projections onto
-    the unit task gradients ``u_i = g_i / ||g_i||`` are all equal, ``d . u_1 = d . u_i``. With
-    ``D`` the ``(T-1, P)`` matrix of rows ``g_1 - g_i`` and ``U`` that of rows ``u_1 - u_i``
-    (i = 2..T), the closed form is::
+    IMTL-G, the gradient half of Impartial Multi-Task Learning (Liu et al., 2021, ICLR). Closed
+    form on the Gram matrix, with weights summing to T over the non-zero rows. Zero rows get
+    weight 0, and a pseudo-inverse handles parallel rows: ``[g, g]`` gives ``2 g`` and two exactly
+    opposite rows give 0. No hyperparameters.
 
-        alpha_{2..T} = g_1 U^T (D U^T)^{-1},   alpha_1 = 1 - sum_{i>=2} alpha_i
+    Returns the ``(P,)`` update in the input's dtype. See docs/weighting.md#imtl-g.
 
-    Scale convention: the update is ``T * sum_i alpha_i g_i`` (weights summing to T rather than
-    1; T counts the non-zero rows, see below), so that, like every aggregator here, gradients that
-    do not conflict (identical rows) give the plain sum of task gradients, as equal weighting
-    would; the paper's ``sum alpha = 1`` is only a rescaling of the learning rate. No
-    hyperparameters.
-
-    Singular cases and fallback, so the result is always finite:
-
-    * Zero rows have no direction; they are left out (weight 0) and the closed form, scale
-      included, runs on the remaining rows, the first of them playing ``g_1``. One non-zero row:
-      that row (the plain sum). All rows zero: zeros.
-    * ``D U^T`` is singular when two rows point the same way (equal or parallel rows: ``U`` has a
-      zero row) and can be ill-conditioned when rows nearly coincide. It is inverted with a
-      pseudo-inverse (``torch.linalg.pinv``'s rule, from one SVD) whose singular values below
-      ``1e-12 * max_i ||g_i||`` (``D U^T`` scales like the gradients) or ``1e-12`` times the
-      largest are treated as 0: the minimum-norm ``alpha`` is used. Equal rows then give their
-      plain sum (``[g, g]`` -> ``2 g``) and two exactly opposite rows, of any norms, give 0.
-
-    Computed on the ``T x T`` Gram matrix ``Q = G G^T`` only (formed in the input dtype, see
-    :func:`~mtlsearch.weighting.pcgrad.gram_float64`; the rest in float64): ``||g_i|| =
-    sqrt(Q_ii)``, and since the rows of ``D`` and ``U`` are combinations of the ``g_i``,
-    ``G U^T`` has entries ``Q_i1 / ||g_1|| - Q_ik / ||g_k||``, ``g_1 U^T`` is its first row and
-    ``D U^T`` its first row minus each other row. The update ``T alpha^T G`` is formed in float32
-    when the Gram matrix was, else in float64.
+    .. note::
+        The paper's weights sum to 1; here to T, so identical rows give the plain sum, as equal
+        weighting would.
     """
 
     label = "IMTL-G"
@@ -107,9 +84,7 @@ class IMTLG(Aggregator):
     def weights_from_gram(self, gram: torch.Tensor) -> torch.Tensor:
         """The ``T`` weights (float64) from the float64 ``(T, T)`` Gram matrix ``G G^T``.
 
-        Plain Python floats on the small matrices (float64 arithmetic, like tensors, without the
-        per-operation overhead); the pseudo-inverse of ``D U^T`` keeps the singular values above
-        ``max(atol, rtol * sigma_max)``, as ``torch.linalg.pinv(system, atol=..., rtol=...)`` does.
+        Computed on plain Python floats; see docs/weighting.md#imtl-g.
         """
         k = gram.tolist()
         count = len(k)

@@ -10,24 +10,15 @@ from .base import Weighting, register
 
 @register("imtl_l")
 class IMTLL(Weighting):
-    """IMTL-L of Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021.
+    """IMTL-L: ``total = sum_t exp(s_t) L_t - s_t`` with a learned ``s_t``, balancing the losses.
 
-    Each task t has a learned scale parameter ``s_t`` (an ``nn.Parameter``, initialised to 0,
-    trained by the same optimizer as the network); the raw loss is scaled by ``exp(s_t)`` and
-    ``s_t`` is subtracted::
+    IMTL-L, the loss half of Impartial Multi-Task Learning (Liu et al., 2021, ICLR). ``s_t`` is an
+    ``nn.Parameter`` (initialised to 0, trained by the network's optimizer); at the optimum every
+    scaled loss ``exp(s_t) L_t`` is 1. ``forward`` returns ``exp(s)`` in the graph and
+    :meth:`regularizer` returns ``-sum_t s_t``. No hyperparameters; the gradient half is
+    ``imtl_g``.
 
-        total = sum_t exp(s_t) * L_t - s_t
-
-    Minimising over ``s_t`` gives ``exp(s_t) L_t = 1``: every scaled loss is driven to the same
-    value, so no task dominates by the scale of its loss (the paper's loss-balance condition);
-    the network receives ``exp(s_t) grad L_t``. The gradient-balance half (IMTL-G) is the
-    separate aggregator ``imtl_g``.
-
-    ``forward`` returns ``exp(s)`` *in the graph* (so the weighted loss trains ``s``), and
-    :meth:`regularizer` returns ``-sum_t s_t``. There are no hyperparameters.
-
-    Note: a task whose loss stays exactly 0 keeps pushing its ``s_t`` up (the gradient is -1),
-    so its weight grows without bound over very long runs; the product ``exp(s_t) L_t`` stays 0.
+    Returns T weights. See docs/weighting.md#imtl-l.
     """
 
     label = "IMTL-L"

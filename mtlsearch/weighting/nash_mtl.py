@@ -16,26 +16,19 @@ _F64 = torch.float64
 def nash_weights(
     gram: torch.Tensor, max_iter: int = 20, init: torch.Tensor | None = None, tol: float = 1e-11
 ) -> tuple[torch.Tensor, bool]:
-    r"""Solve ``Q alpha = 1 / alpha`` (elementwise), ``alpha > 0``, for a PSD ``Q`` (T x T).
+    """Solve ``Q alpha = 1 / alpha`` (elementwise), ``alpha > 0``, for a PSD ``Q`` (T x T).
 
-    The equation is the stationarity condition of the strictly convex, self-concordant function
-    ``phi(alpha) = 1/2 alpha^T Q alpha - sum_t log alpha_t`` on ``alpha > 0``, which is minimised
-    by **damped Newton** (Nesterov & Nemirovski; Boyd & Vandenberghe, *Convex Optimization*,
-    9.6): step ``Delta = -H^{-1} grad`` with ``H = Q + diag(1 / alpha^2)`` (positive definite),
-    Newton decrement ``lambda = sqrt(-grad . Delta)``, step size ``1 / (1 + lambda)`` while
-    ``lambda >= 1/4`` and full steps after that (quadratic convergence). Every iterate stays
-    positive: the step has local norm < 1, which bounds ``|Delta_t| / alpha_t`` below 1.
-    The start (``init``, else ``1 / ||g_t||``, the solution for orthogonal rows) is first rescaled along its ray to the best multiple,
-    ``alpha <- alpha sqrt(T / alpha^T Q alpha)``. It stops when ``lambda < tol``
-    (``phi - phi* ~ lambda^2 / 2``) or after ``max_iter`` Newton steps.
+    Damped Newton on ``1/2 alpha^T Q alpha - sum_t log alpha_t`` (Boyd & Vandenberghe, *Convex
+    Optimization*, 9.6).
 
-    A solution exists iff zero is not in the convex hull of the rows of ``G`` (``Q = G G^T``);
-    otherwise (a zero row, exactly opposite rows...) ``phi`` is unbounded below along some
-    ``d >= 0`` with ``Q d = 0`` and the iterates grow along ``d``: the iteration then ends at
-    ``max_iter`` (or when ``alpha`` grew 1e12-fold) with a finite, positive ``alpha`` whose
-    growing part has ``G^T d = 0``, and returns ``converged = False``.
+    Args:
+        gram: the ``(T, T)`` matrix ``Q``.
+        max_iter: the most Newton steps.
+        init: a warm start (used when positive, finite and of length T), else ``1 / ||g_t||``.
+        tol: stop when the Newton decrement is below it.
 
-    Returns ``(alpha, converged)``, float64 on the CPU.
+    Returns ``(alpha, converged)``, float64 on the CPU; ``converged`` is false when no solution
+    exists (zero in the convex hull of the rows). See docs/weighting.md#nash-mtl.
     """
     q = gram.detach().to(device="cpu", dtype=_F64)
     q = (q + q.T) / 2
@@ -80,37 +73,23 @@ def nash_weights(
 
 @register("nash_mtl")
 class NashMTL(Aggregator):
-    r"""Nash-MTL of Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik & Fetaya, "Multi-Task
-    Learning as a Bargaining Game", ICML 2022 (arXiv:2202.01017).
+    """Nash-MTL: the Nash bargaining solution ``Q alpha = 1 / alpha`` of the tasks.
 
-    The update ``d = G^T alpha`` is the Nash bargaining solution of the tasks, characterised by
-    ``g_t . d = 1 / alpha_t`` for every t, i.e. (the paper's equation, with ``Q = G G^T``)::
+    Nash-MTL (Navon et al., 2022, arXiv:2202.01017). ``alpha`` is solved by damped Newton on the
+    Gram matrix divided by its Frobenius norm (as in the authors' code), so T identical rows ``g``
+    give ``T g``; the update is ``G^T alpha``. An all-zero matrix gives 0; without a solution the
+    last finite Newton iterate is used.
 
-        Q alpha = 1 / alpha,  alpha > 0
+    Args:
+        max_iter: Newton steps per solve, an integer >= 1 (default 20; searchable).
+        update_weights_every: recompute ``alpha`` on every k-th call and reuse it in between, an
+            integer >= 1 (default 1; searchable).
 
-    The paper solves it by a sequence of convex approximations with cvxpy; here it is solved by
-    damped Newton on the equivalent convex problem (:func:`nash_weights`), to a Newton decrement
-    below 1e-11 (about 1e-13 relative residual of the equation) when a solution exists.
+    Returns the ``(P,)`` update in the input's dtype. See docs/weighting.md#nash-mtl.
 
-    **Scale**: the solution of the raw equation is scale-free (``G -> s G`` gives the same
-    ``d``). As in the authors' code, the Gram matrix is divided by its Frobenius norm first, so
-    ``Q' alpha = 1/alpha`` with ``Q' = Q / ||Q||_F`` and the update ``d = G^T alpha`` has norm
-    ``sqrt(T ||Q||_F)``: T identical rows ``g`` give exactly ``T g``, the scale of equal weighting
-    (the sum). ``Q`` is formed in the input's dtype on its device
-    (:func:`~mtlsearch.weighting.solvers.gram_matrix`; float64 for degenerate float32 inputs),
-    ``alpha`` is solved for in float64 on the CPU and applied in the input's dtype. The authors'
-    optional clipping of the update norm (``max_norm``) is not applied.
-
-    Hyperparameters (searchable): ``max_iter`` (integer >= 1, default 20): Newton steps per
-    solve (the paper's default number of iterations of its own solver); ``update_weights_every``
-    (integer >= 1, default 1): ``alpha`` is recomputed on every k-th call and reused (applied to
-    the new matrix) in between, as in the paper's speed-up. State: the step count, the last
-    ``alpha``, and the last *converged* ``alpha`` (the warm start of the next solve).
-
-    Fallbacks (no NaN): an all-zero matrix gives zero (``alpha = 1``). When zero is in the convex
-    hull of the rows (zero or exactly opposite rows, where no solution exists), the last Newton
-    iterate is used; it is finite and positive and its growing part is cancelled by ``G`` (e.g.
-    ``g`` and ``-g`` give 0, ``g`` and ``0`` give a multiple of ``g``).
+    .. note::
+        The paper solves with cvxpy and may clip the update norm (``max_norm``); here the
+        equation is solved by Newton to a decrement below 1e-11 and no clipping is applied.
     """
 
     label = "Nash-MTL"

@@ -16,8 +16,7 @@ from .solvers import gram_and_precision
 
 def gram_float64(matrix: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """The ``(T, T)`` Gram matrix as float64 on the CPU and whether it was formed in float32 (pass
-    that flag on to :func:`combine`); one rule for every aggregator, see
-    :func:`~mtlsearch.weighting.solvers.gram_and_precision`."""
+    that flag on to :func:`combine`); see docs/weighting.md#the-gram-matrix-and-the-float32-trust-rule."""
     return gram_and_precision(matrix)
 
 
@@ -50,27 +49,14 @@ class RowCombination(Aggregator):
 
 @register("pcgrad")
 class PCGrad(RowCombination):
-    """Projecting Conflicting Gradients of Yu et al., "Gradient Surgery for Multi-Task Learning",
-    NeurIPS 2020 (arXiv:2001.06782).
+    """PCGrad: each task gradient projected off the gradients it conflicts with, then summed.
 
-    For each task i, starting from ``g_i' = g_i``, the other tasks j are visited in a random order
-    and, whenever the current ``g_i'`` conflicts with the *original* ``g_j``
-    (``g_i' . g_j < 0``), ``g_i'`` is projected onto the normal plane of ``g_j``::
+    PCGrad (Yu et al., 2020, arXiv:2001.06782). For each task, the other tasks are visited in a
+    fresh random order (``torch.randperm``, reproducible under ``torch.manual_seed``) and the
+    current row is projected onto the normal plane of each original row it conflicts with.
+    Without conflicts the update is the plain sum. No hyperparameters.
 
-        g_i' <- g_i' - (g_i' . g_j / ||g_j||^2) g_j
-
-    The update is the sum of the projected rows, ``sum_i g_i'``; without conflicts it is the plain
-    sum of the task gradients. No hyperparameters.
-
-    Conventions: a fresh order is drawn for every task i with ``torch.randperm`` (torch's global
-    CPU RNG, so ``torch.manual_seed`` makes a run reproducible; the paper's Algorithm 1 leaves the
-    order random, its reference code reshuffles per task). A zero row ``g_j`` never conflicts
-    (``g_i' . g_j = 0``), so no division by a zero norm can happen.
-
-    The projections are carried out on the ``T x T`` Gram matrix ``G G^T`` (see
-    :func:`gram_float64`: formed in the input dtype, the small logic in float64): each ``g_i'`` is
-    kept as coefficients ``c_i`` over the original rows (``g_i' = c_i G``), so one pass over the
-    ``P`` coordinates builds the Gram matrix and one more forms the update, in the input dtype.
+    Returns the ``(P,)`` update in the input's dtype. See docs/weighting.md#pcgrad.
     """
 
     label = "PCGrad"

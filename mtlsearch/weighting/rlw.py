@@ -10,20 +10,20 @@ from .hyper import hyperparameter_error
 
 @register("rlw")
 class RLW(Weighting):
-    """Random Loss Weighting of Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus
-    Test for Multi-Task Learning", TMLR 2022 (arXiv:2111.10603).
+    """RLW: fresh random task weights at every step, ``T * softmax(z)`` with ``z ~ N(0, I)``.
 
-    At every step new weights are drawn and normalised onto the simplex:
+    RLW (Lin et al., 2022, arXiv:2111.10603). The weights are detached, sum to T, and come from
+    torch's global RNG on the losses' device (reproducible under ``torch.manual_seed``).
 
-    * ``distribution="normal"`` (the default; the paper's main variant):
-      ``z ~ N(0, I_T)``, ``lambda = softmax(z)``;
-    * ``distribution="dirichlet"``: ``lambda ~ Dirichlet(1, ..., 1)`` (uniform on the simplex).
+    Args:
+        distribution: ``"normal"`` (default, the paper's main variant: ``softmax`` of a standard
+            normal draw) or ``"dirichlet"`` (uniform on the simplex); searchable.
 
-    The returned weights are ``T * lambda``: they sum to T like equal weighting, so switching
-    between the two does not change the effective learning rate (the paper uses ``lambda`` itself;
-    the factor T is only a rescaling of the total loss). Draws come from torch's global RNG on the
-    losses' device, so a run is reproducible under ``torch.manual_seed``. The weights are constants
-    (detached). ``distribution`` is searchable (``rlw: {distribution: [normal, dirichlet]}``).
+    Returns T weights. See docs/weighting.md#rlw.
+
+    .. note::
+        The paper uses the simplex weights themselves; here they are multiplied by T, the scale
+        of equal weighting, which only rescales the total loss.
     """
 
     label = "RLW"

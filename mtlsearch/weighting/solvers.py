@@ -1,78 +1,18 @@
-"""Small exact quadratic programs on a T x T Gram matrix, in plain ``torch``.
+"""Exact small quadratic programs on a ``T x T`` Gram matrix, in plain ``torch``.
 
-The min-norm family of aggregators (MGDA, MGDA-UB, CAGrad, UPGrad) reduce to convex quadratic
-programs in the *task* space: with ``G`` the ``(T, P)`` matrix of task gradients and
-``Q = G G^T`` its Gram matrix, every quantity they need is a function of ``Q`` and of a weight
-vector of length T (T is small, at most a few tens). This module solves those programs exactly
-up to rounding, with no external solver:
+:func:`simplex_qp` (the min-norm point of a convex hull: MGDA, MGDA-UB, CAGrad) and
+:func:`nonneg_qp` (the projection onto a dual cone: UPGrad) are solved exactly up to rounding, by
+enumerating the supports for small problems and by a primal active-set method otherwise.
+:func:`gram_matrix` forms the Gram matrix, in float32 where that can be trusted.
 
-* :func:`simplex_qp`: ``min_w 1/2 w^T A w + b^T w`` over the probability simplex
-  ``{w >= 0, sum(w) = 1}``; with ``b = 0`` and ``A = Q`` it is the min-norm point of the convex
-  hull of the rows (:func:`min_norm_weights`, Desideri 2012; Sener & Koltun 2018).
-* :func:`nonneg_qp`: ``min_z 1/2 z^T A z + b^T z`` over ``z >= 0``; with ``z = v - l`` and
-  ``b = A l`` it is ``min_{v >= l} v^T Q v`` (:func:`min_quadratic_above`), the dual of the
-  projection onto the dual cone of the rows used by UPGrad (Quinton & Rey 2024).
-
-Both use the same **primal active-set method** (Nocedal & Wright, *Numerical Optimization*,
-2nd ed., Algorithm 16.3), which is exact on these problems: it keeps a working set ``W`` of
-coordinates held at zero, and repeatedly
-
-1. solves the equality-constrained problem on the free set ``F`` (a linear KKT system:
-   ``A_FF p_F + nu 1 = -g_F, 1^T p_F = 0`` on the simplex, ``A_FF p_F = -g_F`` for ``z >= 0``,
-   with ``g = A x + b``), by an SVD least-squares solve, so that singular Gram matrices (equal,
-   opposite or zero rows) give the minimum-norm step instead of a failure; when the system is
-   inconsistent (the quadratic is unbounded on that face, only possible for a linear term outside
-   the range of ``A``), the least-squares residual gives a zero-curvature descent ray instead;
-2. moves along ``p`` as far as feasibility allows (ratio test); a blocking coordinate joins ``W``;
-3. at a minimiser over ``F``, reads the multipliers of the bounds (``lambda_i = g_i - nu`` on the
-   simplex, ``lambda_i = g_i`` for ``z >= 0``); if all are ``>= -tol`` the point satisfies the
-   KKT conditions and is optimal (the problems are convex), else the most negative one leaves
-   ``W``.
-
-The objective decreases strictly at every non-zero step and a released coordinate always moves
-into the interior (its multiplier was negative), so the method ends after finitely many steps,
-each a ``(T+1) x (T+1)`` solve. Everything runs in float64 on the CPU. The variables are first
-rescaled so that the quadratic has a unit diagonal (Jacobi scaling ``x_i = y_i sqrt(m / A_ii)``,
-``m = max A_ii``; the simplex becomes ``{y >= 0, d . y = 1}``) and the objective is divided by
-its largest coefficient; the minimiser does not change, tolerances become relative, and rows of
-very different norms (task gradients 1e-8 times smaller than others) are resolved as well as
-equal ones. A final solve on the optimal support polishes the result.
-
-Accuracy: the natural KKT residual (:func:`simplex_kkt_residual`, :func:`nonneg_kkt_residual`,
-``|| x - proj(x - grad f(x)) ||_inf`` on the normalised problem; zero exactly at a minimiser)
-is about 1e-15 on random, rank-deficient, equal/opposite-row and 1e-8-scaled-row instances
-(T = 2..20), and stays below 1e-10 when two rows differ by only 1e-10 relative (the solves then
-treat them as equal); the points ``G^T w`` agree with exhaustive enumeration of the supports to
-1e-12 (tests: ``tests/test_aggregators_minnorm.py``).
-
-When the minimiser is not unique (``Q`` singular, e.g. equal rows) the solution returned is the
-one reached by minimum-norm steps (in the rescaled variables) from the start point: the
-barycentre ``1/T`` for the simplex (so T equal rows get equal weights) and ``z = 0`` for
-``z >= 0``. The quantities the aggregators use (``G^T w``) are unique.
-
-**Small problems** (at most :data:`ENUMERATE_MAX` variables, the usual case: one per task) are
-first solved by **enumerating the supports**: when the rescaled quadratic is clearly positive
-definite (smallest eigenvalue above ``1e-10``; it has a unit diagonal), the minimiser is unique
-and the stationarity system on every support ``S`` (``A_SS x_S = -b_S``, plus the equality
-row on the simplex) is solved directly; the support whose point is feasible and has
-non-negative bound multipliers (to ``1e-12``, relative) gives the minimiser, the point the
-active-set method also ends at. Up to 3 variables this runs on Python floats (Cholesky solves
-of at most 3 x 3), above as one batch of ``2^T`` ``torch`` solves; several right-hand sides
-are solved together (:func:`min_quadratic_above_rows`: UPGrad's T problems share one pass).
-A singular or near-singular quadratic (equal, opposite or zero rows, ``T > P``, where the
-tie-breaking rule above matters) or a point that fails the check falls back to the active-set
-method. For T = 3 this takes a few dozen microseconds instead of several hundred: the cost of
-the active-set method is the per-call overhead of its many small ``torch`` operations.
-
-:func:`gram_matrix` forms ``Q`` from the ``(T, P)`` matrix: in the input's dtype on its device
-(one pass, no float64 copy of ``G``) when that is float32 and the result can be trusted, else
-in float64.
+See docs/weighting.md#solvers.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -108,10 +48,10 @@ def _tf32_possible(device: torch.device) -> bool:
 
 
 def _trusted_float32_gram(rows: list[list[float]]) -> bool:
-    """Whether a float32-computed Gram matrix (as rows of Python floats) is finite, has squared
-    row norms of at least ``tiny / eps`` of float32 (no zero or underflowing row) and a
-    correlation matrix whose smallest eigenvalue exceeds :data:`GRAM_RECHECK` (Cholesky of
-    ``corr - GRAM_RECHECK * I``)."""
+    """Whether a float32 Gram matrix (rows of Python floats) can be trusted.
+
+    See docs/weighting.md#the-gram-matrix-and-the-float32-trust-rule.
+    """
     n = len(rows)
     if not all(math.isfinite(v) for row in rows for v in row):
         return False
@@ -124,20 +64,16 @@ def _trusted_float32_gram(rows: list[list[float]]) -> bool:
         corr = torch.tensor(rows, dtype=_F64) * s[:, None] * s[None, :]
         corr.diagonal().sub_(GRAM_RECHECK)
         return int(torch.linalg.cholesky_ex(corr).info) == 0
-    corr = [[1.0 if i == j else rows[i][j] * scale[i] * scale[j] for j in range(n)] for i in range(n)]
-    return _cholesky(corr, range(n), GRAM_RECHECK) is not None
+    unit = [[1.0 if i == j else rows[i][j] * scale[i] * scale[j] for j in range(n)] for i in range(n)]
+    return _cholesky(unit, range(n), GRAM_RECHECK) is not None
 
 
 def gram_matrix(matrix: torch.Tensor) -> torch.Tensor:
     """The ``(T, T)`` Gram matrix ``G G^T`` of a ``(T, P)`` matrix, as float64 on the CPU.
 
-    float64 input: formed in float64. float32 input: formed in float32 on the input's device (one
-    pass over ``G``, no copy; its entries are exact to about float32 rounding relative to
-    ``||g_i|| ||g_j||``) and only the ``T x T`` result is cast, as long as it can be trusted:
-    finite, no zero or underflowing row, rows clearly independent (:data:`GRAM_RECHECK`), and no
-    TF32 matmul allowed on the device. Otherwise (zero, parallel, opposite or nearly dependent
-    rows, overflow, TF32), and for any other dtype, it is recomputed from a float64 copy of ``G``,
-    so degenerate cases keep their exact float64 handling.
+    Formed in float32 on the input's device when the input is float32 and the result can be
+    trusted, else from a float64 copy of ``G``. See
+    docs/weighting.md#the-gram-matrix-and-the-float32-trust-rule.
     """
     return gram_and_precision(matrix)[0]
 
@@ -191,12 +127,11 @@ def _lstsq(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 def _free_step(
     quad: torch.Tensor, grad: torch.Tensor, free: torch.Tensor, border: torch.Tensor | None, size: float
 ) -> tuple[torch.Tensor, bool]:
-    """The step ``p_F`` to the minimiser of the quadratic over the free coordinates (keeping
-    ``border . x`` fixed when ``border`` is given), and whether it is a *ray* instead: when that
-    minimum does not exist (the KKT system is inconsistent: a linear term outside the range of
-    ``quad``), the least-squares residual ``r`` lies in the null space of the symmetric KKT
-    matrix, so its ``p`` part has zero curvature and ``grad . r_p = -||r||^2 < 0``: a descent
-    ray, followed until a bound blocks it."""
+    """The step ``p_F`` to the minimiser over the free coordinates (``border . x`` kept fixed
+    when given), and whether it is a descent *ray* instead (no minimum on that face).
+
+    See docs/weighting.md#the-primal-active-set-method.
+    """
     sub = quad[free][:, free]
     k = sub.shape[0]
     if border is not None:
@@ -237,15 +172,13 @@ def _support_masks(n: int, nonempty: bool) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def _enumerate(quad: torch.Tensor, lin: torch.Tensor, simplex: bool) -> tuple[torch.Tensor, list[bool]] | None:
-    """Solve the problem by enumerating the supports (module docstring), for the ``R`` linear
-    terms in the columns of ``lin`` (``(n, R)``; ``R = 1`` for the simplex) at once.
+    """Solve by enumerating the supports, for the ``R`` linear terms in the columns of ``lin``
+    (``(n, R)``; ``R = 1`` for the simplex) at once.
 
     Returns ``(x, ok)``: the minimisers ``(n, R)`` and, per column, whether the point passed the
-    KKT check; ``None`` when the problem is too large or the quadratic (Jacobi-scaled to a unit
-    diagonal) is not clearly positive definite (smallest eigenvalue ``<= 1e-10``). Up to
-    :data:`_PY_MAX` variables the work is done on Python floats (:func:`_enumerate_py`: a few
-    dozen calls of ``torch`` on 3 x 3 tensors cost more than the arithmetic), above it as one
-    batch of ``torch`` solves (:func:`_enumerate_torch`); both pick the same support."""
+    KKT check; ``None`` when the problem is too large or not clearly positive definite. See
+    docs/weighting.md#enumeration-of-the-supports.
+    """
     n = quad.shape[0]
     if not 0 < n <= ENUMERATE_MAX:
         return None
@@ -321,7 +254,7 @@ def _supports(n: int, nonempty: bool) -> list[tuple[tuple[int, ...], tuple[int, 
     return found
 
 
-def _cholesky(a: list[list[float]], idx, shift: float = 0.0) -> list[list[float]] | None:
+def _cholesky(a: list[list[float]], idx: Sequence[int], shift: float = 0.0) -> list[list[float]] | None:
     """Lower Cholesky factor of ``a[idx][idx] - shift * I`` (lists of floats, lower triangle of
     ``a`` read), or None when that matrix is not positive definite."""
     k = len(idx)
@@ -438,10 +371,12 @@ def _active_set(
     bounded: bool = True,
     enumerate_first: bool = True,
 ) -> torch.Tensor:
-    """The active-set loop (module docstring), after the enumeration of the supports for small
-    problems (unless ``enumerate_first`` is false, or a ``max_iter`` is given). ``bounded``: the
-    problem is known to be bounded below, so a ray that no bound blocks can only come from
-    rounding and ends the moves on that face instead of raising."""
+    """The active-set loop, after the enumeration of the supports for small problems (unless
+    ``enumerate_first`` is false, or a ``max_iter`` is given).
+
+    ``bounded``: the problem is known to be bounded below, so an unblocked ray ends the moves on
+    that face instead of raising. See docs/weighting.md#the-primal-active-set-method.
+    """
     n = quad.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=_F64)
@@ -536,8 +471,8 @@ def _active_set(
 def simplex_qp(quad: torch.Tensor, linear: torch.Tensor | None = None, max_iter: int | None = None) -> torch.Tensor:
     """``argmin_{w >= 0, sum(w) = 1} 1/2 w^T quad w + linear^T w`` for a symmetric PSD ``quad``.
 
-    Returns a float64 CPU vector. Ties (singular ``quad``) are broken as described in the module
-    docstring (minimum-norm steps from the barycentre).
+    Returns a float64 CPU vector. Ties (singular ``quad``) go to the point reached from the
+    barycentre, see docs/weighting.md#tie-breaking.
     """
     if max_iter is None:
         rows = _small_rows(quad)
@@ -559,12 +494,14 @@ def nonneg_qp(
 ) -> torch.Tensor:
     """``argmin_{z >= 0} 1/2 z^T quad z + linear^T z`` for a symmetric PSD ``quad``.
 
-    The problem must be bounded below (true when ``quad`` is positive definite, or when
-    ``linear`` lies in the range of ``quad``, as in :func:`min_quadratic_above`); otherwise a
-    ``ValueError`` is raised, unless ``bounded`` says it is bounded (then an unblocked descent
-    ray is taken for rounding noise and ignored). ``hint`` (a boolean mask, optional) guesses the coordinates that
-    are positive at the optimum: a good guess saves iterations, a bad one costs a few; the result
-    is optimal either way. Returns a float64 CPU vector.
+    Args:
+        quad: the ``(n, n)`` quadratic term.
+        linear: the ``(n,)`` linear term; the problem must be bounded below (else ``ValueError``).
+        max_iter: cap on the active-set iterations (default: none, enumeration first).
+        hint: optional boolean mask guessing the coordinates positive at the optimum.
+        bounded: the problem is known to be bounded; an unblocked ray is then rounding noise.
+
+    Returns a float64 CPU vector. See docs/weighting.md#the-problems.
     """
     q = _matrix(quad)
     return _active_set(q, _vector(linear, q.shape[0]), simplex=False, max_iter=max_iter, hint=hint, bounded=bounded)
@@ -577,9 +514,10 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
 
 
 def min_quadratic_above(gram: torch.Tensor, lower: torch.Tensor, hint: torch.Tensor | None = None) -> torch.Tensor:
-    """``argmin_{v >= lower} v^T Q v``, solved as :func:`nonneg_qp` in ``z = v - lower``
-    (``(l + z)^T Q (l + z) = z^T Q z + 2 (Q l)^T z + const``, bounded below since ``Q l`` is in
-    the range of ``Q``). ``hint`` as in :func:`nonneg_qp`."""
+    """``argmin_{v >= lower} v^T Q v``, solved as :func:`nonneg_qp` in ``z = v - lower``.
+
+    ``hint`` as in :func:`nonneg_qp`. See docs/weighting.md#the-problems.
+    """
     q = _matrix(gram)
     low = _vector(lower, q.shape[0])
     return low + nonneg_qp(q, q @ low, hint=hint, bounded=True)
@@ -588,10 +526,11 @@ def min_quadratic_above(gram: torch.Tensor, lower: torch.Tensor, hint: torch.Ten
 def min_quadratic_above_rows(
     gram: torch.Tensor, lowers: torch.Tensor, hints: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """:func:`min_quadratic_above` for every row ``l_r`` of ``lowers`` (``(R, T)``): row r of the
-    result is ``argmin_{v >= l_r} v^T Q v``. Small problems are solved together (one batch of
-    support systems for all R right-hand sides, module docstring); a row that the enumeration
-    does not settle is solved by the active-set method with ``hints[r]`` as its hint."""
+    """:func:`min_quadratic_above` for every row ``l_r`` of ``lowers`` (``(R, T)``).
+
+    Returns ``(R, T)``: row r is ``argmin_{v >= l_r} v^T Q v``; ``hints[r]`` is row r's hint.
+    Small problems are solved together, see docs/weighting.md#the-problems.
+    """
     rows = _small_rows(gram)
     if rows is not None:  # tiny problem: straight to the enumeration on Python floats
         n = len(rows)
@@ -603,13 +542,13 @@ def min_quadratic_above_rows(
     q = _matrix(gram)
     n = q.shape[0]
     low = torch.as_tensor(lowers).detach().to(device="cpu", dtype=_F64).reshape(-1, n)
-    found = _enumerate(q, q @ low.T, simplex=False)
-    if found is not None and all(found[1]):
-        return low + found[0].T
+    batch = _enumerate(q, q @ low.T, simplex=False)
+    if batch is not None and all(batch[1]):
+        return low + batch[0].T
     out = low.clone()
     for r in range(low.shape[0]):
-        if found is not None and found[1][r]:
-            out[r] += found[0][:, r]
+        if batch is not None and batch[1][r]:
+            out[r] += batch[0][:, r]
         else:
             hint = None if hints is None else hints[r]
             out[r] += _active_set(
@@ -619,8 +558,8 @@ def min_quadratic_above_rows(
 
 
 def project_simplex(y: torch.Tensor) -> torch.Tensor:
-    """Euclidean projection onto the probability simplex (sort-based; Held, Wolfe & Crowder
-    1974, Michelot 1986): ``max(y - theta, 0)`` with ``theta`` chosen so the result sums to 1."""
+    """Euclidean projection onto the probability simplex (Held, Wolfe & Crowder 1974; Michelot
+    1986): ``max(y - theta, 0)`` with ``theta`` chosen so the result sums to 1."""
     u, _ = torch.sort(y, descending=True)
     css = torch.cumsum(u, 0) - 1.0
     k = torch.arange(1, y.numel() + 1, dtype=y.dtype)
