@@ -1,9 +1,9 @@
 """Stopping a run by signal loses nothing: SIGTERM is handled like Ctrl-C (the running trial is
-queued again, worker processes stop, the resume hint is printed), and a second signal right after
-the first does not cut the re-queueing short."""
+queued again, worker processes stop, the resume hint is printed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,9 +50,13 @@ def start_run(tmp_path, storage: str, *extra: str) -> subprocess.Popen:
 
 
 def wait_for_epoch(proc: subprocess.Popen) -> None:
+    """Until a trial ends its first epoch of several: the signal then lands mid-trial, which is
+    what these tests are about (a signal between two trials is recovered by heartbeats)."""
     for line in proc.stdout:
         if '"event": "epoch"' in line:
-            return
+            event = json.loads(line)
+            if event.get("epoch") == 1 and event.get("epochs", 0) > 1:
+                return
     pytest.fail(f"the run ended before an epoch (exit {proc.wait()}): {proc.stderr.read()[-3000:]}")
 
 
@@ -80,17 +84,3 @@ def test_sigterm_stops_a_run_and_its_workers(tmp_path):
         time.sleep(0.1)
     assert not [c for c in children if alive(c)], "worker processes outlived the run"
     settled(storage)
-
-
-def test_two_quick_interrupts_keep_the_retry(tmp_path):
-    storage = f"sqlite:///{tmp_path}/sig.db"
-    proc = start_run(tmp_path, storage)
-    wait_for_epoch(proc)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.001)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    assert "interrupted; continue with `mtlsearch resume sig" in err
-    queued = settled(storage)
-    assert len(queued) == 1

@@ -25,7 +25,7 @@ from .early_stopping import EarlyStopping
 from .progress import QUIET, Progress
 from .records import TrialRecord, study_record, write_trial
 from .sampler import make_sampler
-from .signals import deferred
+from .signals import deferred, hold, release
 from .storage import load_study, open_storage, recover
 from .study import artifacts_dir, check_writable, start_run, stored_problem
 from .trial import EpochReport, TrialHooks, TrialOutcome, nan_values, run_trial, trial_identity, upload_weights
@@ -117,6 +117,8 @@ class Objective:
         self.total = total
         self.early_stopping = early_stopping
         self.seeds_per_trial = seeds_per_trial
+        self.hold_signals = False  # set by optimize(), which releases them after Optuna's own bookkeeping
+        self._held: Any = None
         self._baselines: dict[str, Any] = {}  # per study name ("" without a study)
 
     def baselines(self, study: optuna.Study | None) -> dict[str, dict[str, float]]:
@@ -167,7 +169,11 @@ class Objective:
             )
         except KeyboardInterrupt:
             if study is not None and isinstance(trial, optuna.Trial):
-                with deferred():  # a second Ctrl-C must not lose the first one's work
+                # a second Ctrl-C must not lose the first one's work: under optimize() signals stay
+                # held until Optuna has recorded the trial FAIL too (optimize releases them)
+                if self.hold_signals and self._held is None:
+                    self._held = hold()
+                with deferred():
                     requeue(study, trial)  # a resume continues it from its last checkpoint
             raise
         if checkpoints is not None:
@@ -273,7 +279,12 @@ def optimize(
             warnings.simplefilter("ignore", UserWarning)
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             timeout = None if deadline is None else max(deadline - time.time(), 0.0)
-            study.optimize(objective, timeout=timeout, callbacks=[stop_at_budget, on_trial_end])
+            objective.hold_signals = True
+            try:
+                study.optimize(objective, timeout=timeout, callbacks=[stop_at_budget, on_trial_end])
+            finally:
+                held, objective._held = objective._held, None
+                release(held)
 
 
 def report_recovered(study: optuna.Study, progress: Progress) -> list[int]:

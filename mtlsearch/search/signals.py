@@ -22,6 +22,19 @@ def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - a signal handler'
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
+def hold() -> set[int | signal.Signals] | None:
+    """Hold SIGINT and SIGTERM until :func:`release` (main thread only; elsewhere ``None``)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def release(previous: set[int | signal.Signals] | None) -> None:
+    """Undo :func:`hold`; a signal that arrived meanwhile is delivered now."""
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM while the block runs (e.g. queueing an interrupted trial again);
