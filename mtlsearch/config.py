@@ -542,6 +542,7 @@ STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 # search.early_stopping.RULES, training.OPTIMIZERS), and tests/test_config.py checks they agree.
 SAMPLERS = ("tpe", "nsga2", "random")
 MAX_SEEDS_PER_TRIAL = 100
+MAX_SEED = 2**32 - 1  # trial seeds are run.seed + trial number; torch and Optuna's samplers take them
 EARLY_STOPPING = ("none", "median", "asha")
 
 
@@ -630,6 +631,8 @@ class RunConfig:
                 f"{did_you_mean(str(self.sampler), SAMPLERS)}",
             )
         self.seed = as_int(self.seed, f"{path}.seed", 0)
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"{path}.seed", f"expected an integer in [0, {MAX_SEED}], found {self.seed}")
         self.n_trials = as_int(self.n_trials, f"{path}.n_trials", 1)
         if self.timeout is not None:
             self.timeout = as_float(self.timeout, f"{path}.timeout", 0.0, strict=True)

@@ -556,3 +556,16 @@ def test_run_choices_match_their_implementations():
     run = cli.parser()._subparsers._group_actions[0].choices["run"]
     choices = {a.dest: tuple(a.choices) for a in run._actions if a.choices}
     assert choices["sampler"] == config.SAMPLERS and choices["early_stopping"] == config.EARLY_STOPPING
+
+
+def test_a_huge_seed_is_refused_before_anything_is_created():
+    import copy
+
+    import mtlsearch
+    from conftest import TINY_SPACE
+
+    space = copy.deepcopy(TINY_SPACE)
+    space["run"]["seed"] = 2**70
+    with pytest.raises(mtlsearch.ConfigError) as err:
+        mtlsearch.load(space)
+    assert str(err.value) == f"run.seed: expected an integer in [0, 4294967295], found {2**70}"
