@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .progress import Progress
 from .records import TrialRecord, trial_record
-from .storage import retried_numbers
+from .storage import RETRY_OF, retried_numbers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (trial record `worker`)
@@ -71,7 +71,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial, drop: tuple[
     attrs = {k: v for k, v in trial.user_attrs.items() if k not in drop}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        study.enqueue_trial(dict(trial.params), user_attrs={**attrs, "retry_of": trial.number}, skip_if_exists=False)
+        study.enqueue_trial(dict(trial.params), user_attrs={**attrs, RETRY_OF: trial.number}, skip_if_exists=False)
 
 
 def best_delta(study: optuna.Study) -> float:

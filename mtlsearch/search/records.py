@@ -23,8 +23,26 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
+class _Record:
+    """Conversion of a frozen record dataclass to and from Optuna user attributes, each field
+    stored under ``PREFIX + name`` (``None`` fields are not stored, unknown attributes ignored)."""
+
+    PREFIX: ClassVar[str] = ""
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The stored attributes: every field that is not ``None``."""
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))  # type: ignore[arg-type]
+        return {self.PREFIX + name: value for name, value in values if value is not None}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> Any:
+        """A record of stored attributes; attributes that are not fields are ignored."""
+        names = (f.name for f in fields(cls))  # type: ignore[arg-type]
+        return cls(**{n: attrs[cls.PREFIX + n] for n in names if cls.PREFIX + n in attrs})
+
+
 @dataclass(frozen=True)
-class TrialRecord:
+class TrialRecord(_Record):
     """The user attributes of one trial. ``None`` fields are not stored."""
 
     run_id: str | None = field(
@@ -95,14 +113,9 @@ class TrialRecord:
 
     KEYS: ClassVar[tuple[str, ...]]
 
-    def to_attrs(self) -> dict[str, Any]:
-        """The stored attributes: every field that is not ``None``."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
-        """A record of stored attributes; attributes that are not fields are ignored."""
-        return cls(**{k: attrs[k] for k in cls.KEYS if k in attrs})
+        return super().from_attrs(attrs)
 
     def replace(self, **changes: Any) -> TrialRecord:
         return dataclasses.replace(self, **changes)
@@ -112,7 +125,7 @@ TrialRecord.KEYS = tuple(f.name for f in fields(TrialRecord))
 
 
 @dataclass(frozen=True)
-class StudyRecord:
+class StudyRecord(_Record):
     """The study user attributes, each stored as ``mtlsearch.<field>``."""
 
     version: str | None = field(default=None, metadata=_doc("the mtlsearch version that created the study"))
@@ -141,6 +154,7 @@ class StudyRecord:
         default=None, metadata=_doc("the Ray cluster address and per-trial resources (Ray backend)")
     )
 
+    PREFIX: ClassVar[str] = STUDY_PREFIX
     KEYS: ClassVar[tuple[str, ...]]
 
     @staticmethod
@@ -150,12 +164,9 @@ class StudyRecord:
             raise KeyError(f"unknown study record field `{name}`; choose one of: {', '.join(StudyRecord.KEYS)}")
         return STUDY_PREFIX + name
 
-    def to_attrs(self) -> dict[str, Any]:
-        return {STUDY_PREFIX + f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyRecord:
-        return cls(**{k: attrs[STUDY_PREFIX + k] for k in cls.KEYS if STUDY_PREFIX + k in attrs})
+        return super().from_attrs(attrs)
 
 
 StudyRecord.KEYS = tuple(f.name for f in fields(StudyRecord))
