@@ -40,11 +40,11 @@ import yaml
 from optuna.trial import TrialState
 
 import mtlsearch
-from mtlsearch.search.baselines import ensure_baselines
-from mtlsearch.search.budget import finished_trials
-from mtlsearch.search.records import write_study
-from mtlsearch.search.study import open_study, run_settings
-from mtlsearch.search.storage import open_storage
+from mtlsearch.search._baselines import ensure_baselines
+from mtlsearch.search._budget import finished_trials
+from mtlsearch.search._records import write_study
+from mtlsearch.search._study import open_study, run_settings
+from mtlsearch.search._storage import open_storage
 from mtlsearch.training import resolve_device
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import mtlsearch
 from mtlsearch.search import results
-from mtlsearch.search.ray_backend import run_ray
+from mtlsearch.search import run_ray
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -235,7 +235,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _progress(args):
-    from .search.progress import Progress
+    from .search._progress import Progress
 
     return Progress("json" if getattr(args, "json", False) else "quiet" if getattr(args, "quiet", False) else "normal")
 
@@ -259,7 +259,7 @@ def _print_front(study, args) -> None:
 
 def cmd_run(args) -> None:
     from . import load
-    from .search.optuna_backend import run_search
+    from .search._optuna_backend import run_search
 
     _positive(args.n_trials, "--n-trials")
     problem, run = load(args.space)
@@ -278,7 +278,7 @@ def cmd_run(args) -> None:
     args.study, args.storage = run.study or problem.space.name, run.storage  # for the resume hint on Ctrl-C
     if args.backend == "ray":
         _check_ray_flags(args)
-        from .search.ray_backend import run_ray  # Ray is imported only here
+        from .search._ray_backend import run_ray  # Ray is imported only here
 
         study = run_ray(problem, run, _progress(args), **_ray_options(args))
     else:
@@ -288,7 +288,7 @@ def cmd_run(args) -> None:
 
 
 def cmd_resume(args) -> None:
-    from .search.resume import resume
+    from .search._resume import resume
 
     _positive(args.n_trials, "--n-trials")
     if args.backend == "ray":
@@ -356,8 +356,8 @@ def _no_ray_flags(args) -> None:
 def cmd_worker(args) -> None:
     import torch
 
-    from .search.optuna_backend import join_study
-    from .search.progress import Progress
+    from .search._optuna_backend import join_study
+    from .search._progress import Progress
 
     _positive(args.threads, "--threads")
     if args.threads:
@@ -432,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "storage") and args.verb != "run":  # run: the space's run.storage comes before the default
         args.storage = resolve(args.storage, None, DEFAULT_STORAGE)
     if args.verb in ("run", "resume", "worker"):
-        from .search.signals import terminate_as_interrupt
+        from .search._signals import terminate_as_interrupt
 
         terminate_as_interrupt()
     try:

@@ -580,7 +580,7 @@ class RunConfig:
     continuing from its last epoch checkpoint. ``early_stopping``: ``none``, ``median`` or
     ``asha`` (stop a trial on its validation Delta-MTL after an epoch against the other trials at
     that epoch, once ``min_trials`` trials reached it and from epoch ``min_epochs`` on; recorded as
-    PRUNED; see :mod:`mtlsearch.search.early_stopping`).
+    PRUNED; see :mod:`mtlsearch.search._early_stopping`).
     """
 
     study: str | None = None

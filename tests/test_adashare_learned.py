@@ -241,7 +241,7 @@ def test_bad_learned_records_are_named(problem, change, message):
 @pytest.mark.slow
 def test_study_learns_each_trials_policy_and_stores_it(space, tmp_path):
     from mtlsearch.config import RunConfig
-    from mtlsearch.search.optuna_backend import run_search
+    from mtlsearch.search._optuna_backend import run_search
 
     del space["search_space"]["adashare_learned"]["sparsity_weight"]  # searched by default
     problem = mtlsearch.load(space)[0]

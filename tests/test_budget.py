@@ -13,7 +13,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from mtlsearch.search.budget import (
+from mtlsearch.search._budget import (
     TrialEnd,
     best_delta,
     budget_met,
@@ -22,7 +22,7 @@ from mtlsearch.search.budget import (
     requeue,
     surplus_reason,
 )
-from mtlsearch.search.progress import Progress
+from mtlsearch.search._progress import Progress
 
 DIRECTIONS = ["maximize", "minimize"]  # delta_mtl, params: what mtlsearch studies optimise
 DISTRIBUTIONS = {

@@ -1,4 +1,4 @@
-"""The Optuna internals mtlsearch relies on (mtlsearch/search/compat.py) still exist and behave:
+"""The Optuna internals mtlsearch relies on (mtlsearch/search/_compat.py) still exist and behave:
 this fails loudly on a new Optuna major version, or when one of them changes."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from mtlsearch.search import compat
-from mtlsearch.search.storage import HeartbeatJournalStorage
+from mtlsearch.search import _compat as compat
+from mtlsearch.search._storage import HeartbeatJournalStorage
 
 
 def test_optuna_major_version_is_the_one_checked():
     major = optuna.__version__.split(".")[0]
     assert major == compat.TESTED, (
-        f"Optuna {optuna.__version__} is installed; mtlsearch/search/compat.py was checked against {compat.TESTED}.x. "
+        f"Optuna {optuna.__version__} is installed; mtlsearch/search/_compat.py was checked against {compat.TESTED}.x. "
         "Check BaseHeartbeat and FrozenTrial._trial_id on the new release, then update compat.TESTED."
     )
 

@@ -548,7 +548,8 @@ def test_run_section_may_be_left_out():
 def test_run_choices_match_their_implementations():
     """config lists the names a space or the CLI may choose; each is implemented once."""
     from mtlsearch import cli, config, training
-    from mtlsearch.search import early_stopping, sampler
+    from mtlsearch.search import _early_stopping as early_stopping
+    from mtlsearch.search import _sampler as sampler
 
     assert tuple(sampler.SAMPLERS) == config.SAMPLERS
     assert ("none", *early_stopping.RULES) == config.EARLY_STOPPING

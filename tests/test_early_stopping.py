@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtlsearch.search.early_stopping import asha_stop, median_stop
+from mtlsearch.search._early_stopping import asha_stop, median_stop
 
 OTHERS = [[1.0, 2.0, 3.0], [2.0, 4.0], [3.0], [5.0, 6.0, 7.0]]  # proxies per epoch of 4 trials
 

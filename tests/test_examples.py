@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import mtlsearch
-from mtlsearch.search.optuna_backend import run_search
+from mtlsearch.search._optuna_backend import run_search
 
 ROOT = Path(__file__).parents[1]
 

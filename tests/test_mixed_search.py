@@ -14,7 +14,7 @@ import mtlsearch
 from mtlsearch.cli import main
 from mtlsearch.families import FAMILIES
 from mtlsearch.search import results
-from mtlsearch.search.study import open_study
+from mtlsearch.search._study import open_study
 
 from conftest import TINY_SPACE
 

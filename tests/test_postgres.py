@@ -74,9 +74,9 @@ def _read_events(proc: subprocess.Popen, index: int, events: queue.Queue) -> Non
 
 
 def test_worker_killed_mid_trial_on_postgres(postgres_url, tmp_path):
-    from mtlsearch.search.storage import open_storage
-    from mtlsearch.search.budget import finished_trials
-    from mtlsearch.search.records import StudyRecord, write_study
+    from mtlsearch.search._storage import open_storage
+    from mtlsearch.search._budget import finished_trials
+    from mtlsearch.search._records import StudyRecord, write_study
 
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE, sort_keys=False))

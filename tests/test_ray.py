@@ -27,9 +27,10 @@ from optuna.trial import TrialState
 import ray  # noqa: F401  (the dev extra installs it; a missing Ray fails here)
 from mtlsearch.cli import main
 from mtlsearch.errors import MTLSearchError
-from mtlsearch.search import ray_backend, results
-from mtlsearch.search import storage as storage_module
-from mtlsearch.search.budget import finished_trials
+from mtlsearch.search import _ray_backend as ray_backend
+from mtlsearch.search import results
+from mtlsearch.search import _storage as storage_module
+from mtlsearch.search._budget import finished_trials
 
 from conftest import write_process_space
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlsearch.search.records import STUDY_PREFIX, StudyRecord, TrialRecord, markdown, write_trial
+from mtlsearch.search._records import STUDY_PREFIX, StudyRecord, TrialRecord, markdown, write_trial
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -17,7 +17,7 @@ def test_readme_lists_the_record_fields():
     text = README.read_text()
     section = re.search(r"<!-- records:begin[^>]*-->\n(.*?)<!-- records:end -->", text, re.S)
     assert section, "README has no generated records section"
-    assert section.group(1) == markdown(), "README is stale: regenerate it from mtlsearch.search.records.markdown()"
+    assert section.group(1) == markdown(), "README is stale: regenerate it from mtlsearch.search._records.markdown()"
 
 
 def test_records_round_trip_and_refuse_unknown_fields():

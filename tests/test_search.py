@@ -16,8 +16,8 @@ import mtlsearch
 from mtlsearch.cli import main
 from mtlsearch.config import RunConfig
 from mtlsearch.search import results
-from mtlsearch.search.optuna_backend import run_search
-from mtlsearch.search.records import STUDY_PREFIX as ATTR
+from mtlsearch.search._optuna_backend import run_search
+from mtlsearch.search._records import STUDY_PREFIX as ATTR
 
 from conftest import TINY_SPACE
 
@@ -148,7 +148,7 @@ def test_a_nan_trial_fails_alone(tmp_path, tiny_space):
     tiny_space["search_space"]["training"].update(optimizer="sgd", lr=[0.01, 1.0e30])
     problem, _ = mtlsearch.load(tiny_space)
     run = run_config(tmp_path, n_trials=3)
-    from mtlsearch.search.study import open_study
+    from mtlsearch.search._study import open_study
 
     study = open_study(problem.space, run, problem.directions)
     for lr in (0.01, 1.0e30, 0.01):  # the bad trial in the middle: the study must go on after it
@@ -225,7 +225,7 @@ def test_study_over_methods_exports_and_retrains_the_method(tmp_path, tiny_space
     tiny_space["search_space"].update(families=["hard_sharing", "tree"], weightings=["pcgrad", "gradvac"], gradvac={"beta": [0.05, 0.2]})
     problem, _ = mtlsearch.load(tiny_space)
     run = run_config(tmp_path, n_trials=3)
-    from mtlsearch.search.study import open_study
+    from mtlsearch.search._study import open_study
 
     study = open_study(problem.space, run, problem.directions)
     study.enqueue_trial({"family": "tree", "weighting": "gradvac", "gradvac.beta": 0.2, "training.lr": 0.003,

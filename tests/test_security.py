@@ -26,7 +26,7 @@ from pgserver import postgres_server
 
 from mtlsearch.checkpoints import CheckpointStore, check_run_id, new_run_id, run_id_from
 from mtlsearch.cli import main
-from mtlsearch.search.budget import finished_trials
+from mtlsearch.search._budget import finished_trials
 from mtlsearch.storage_url import driver_hint, redact, scrub, with_installed_driver
 
 PASSWORD = "Hunter2-s3cret"

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 import mtlsearch
 from mtlsearch.scoring import delta_mtl
-from mtlsearch.search.trial import trial_seeds
+from mtlsearch.search._trial import trial_seeds
 from mtlsearch.training import evaluate, resolve_device, train
 
 

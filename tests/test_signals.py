@@ -16,7 +16,7 @@ import pytest
 from conftest import write_process_space
 from optuna.trial import TrialState
 
-from mtlsearch.search.storage import open_storage
+from mtlsearch.search._storage import open_storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
 

@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 import mtlsearch
 from mtlsearch.cli import main
 from mtlsearch.search import results
-from mtlsearch.search.budget import finished_trials
-from mtlsearch.search.study import open_study
+from mtlsearch.search._budget import finished_trials
+from mtlsearch.search._study import open_study
 
 from conftest import write_process_space
 

@@ -27,11 +27,11 @@ from ..scoring import count_params, delta_mtl, knee_point, pareto_front
 from ..storage_url import redact
 from ..training import evaluate, resolve_device, train
 from ..version import __version__
-from .baselines import train_single_task
-from .progress import QUIET, Progress
-from .records import StudyRecord
-from .storage import load_study
-from .study import stored_problem, stored_space
+from ._baselines import train_single_task
+from ._progress import QUIET, Progress
+from ._records import StudyRecord
+from ._storage import load_study
+from ._study import stored_problem, stored_space
 
 EXPORT_FORMAT = "mtlsearch-export/1"
 ARTIFACT_ID = re.compile(

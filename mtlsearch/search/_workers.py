@@ -18,8 +18,8 @@ import sys
 from ..config import RunConfig
 from ..errors import MTLSearchError
 from ..storage_url import ENV, redact
-from .progress import Progress
-from .signals import deferred
+from ._progress import Progress
+from ._signals import deferred
 
 STOP_TIMEOUT = 60  # seconds a stopped worker gets to re-queue its trial
 

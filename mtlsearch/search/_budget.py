@@ -17,9 +17,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .progress import Progress
-from .records import TrialRecord, trial_record
-from .storage import RETRY_OF, retried_numbers
+from ._progress import Progress
+from ._records import TrialRecord, trial_record
+from ._storage import RETRY_OF, retried_numbers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (trial record `worker`)

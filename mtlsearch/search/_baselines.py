@@ -13,8 +13,8 @@ from ..errors import MTLSearchError
 from ..problem import Problem
 from ..tasks import TaskSpec
 from ..training import evaluate, train
-from .progress import QUIET, Progress
-from .records import study_record, write_study
+from ._progress import QUIET, Progress
+from ._records import study_record, write_study
 
 
 def ensure_baselines(

@@ -1,4 +1,4 @@
-"""The Optuna backend: an objective that adapts :func:`~mtlsearch.search.trial.run_trial` to an
+"""The Optuna backend: an objective that adapts :func:`~mtlsearch.search._trial.run_trial` to an
 Optuna trial, and the loop that runs a study's trials in this process or its worker processes."""
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from ..errors import StudyMismatchError
 from ..problem import Problem
 from ..storage_url import redact
 from ..training import EpochEnd, resolve_device
-from .baselines import ensure_baselines
-from .budget import WORKER, TrialEnd, budget_met, counts, finished_trials, requeue, surplus_reason
-from .early_stopping import EarlyStopping
-from .progress import QUIET, Progress
-from .records import TrialRecord, study_record, write_trial
-from .sampler import make_sampler
-from .signals import deferred, hold, release
-from .storage import load_study, open_storage, recover
-from .study import artifacts_dir, check_writable, start_run, stored_problem
-from .trial import EpochReport, TrialHooks, TrialOutcome, nan_values, run_trial, trial_identity, upload_weights
+from ._baselines import ensure_baselines
+from ._budget import WORKER, TrialEnd, budget_met, counts, finished_trials, requeue, surplus_reason
+from ._early_stopping import EarlyStopping
+from ._progress import QUIET, Progress
+from ._records import TrialRecord, study_record, write_trial
+from ._sampler import make_sampler
+from ._signals import deferred, hold, release
+from ._storage import load_study, open_storage, recover
+from ._study import artifacts_dir, check_writable, start_run, stored_problem
+from ._trial import EpochReport, TrialHooks, TrialOutcome, nan_values, run_trial, trial_identity, upload_weights
 
 
 class _OptunaHooks(TrialHooks):
@@ -77,12 +77,12 @@ class _OptunaHooks(TrialHooks):
 class Objective:
     """An Optuna objective for a problem: ``study.optimize(Objective(problem), n_trials=...)``.
 
-    Each call samples a candidate through the trial, runs it (:func:`~mtlsearch.search.trial.run_trial`)
+    Each call samples a candidate through the trial, runs it (:func:`~mtlsearch.search._trial.run_trial`)
     and returns the objective values in the order of ``problem.objectives``. A candidate whose loss
     becomes NaN/inf records ``fail_reason`` and returns NaN values, which Optuna marks FAIL; an
     infeasible or early-stopped one raises ``optuna.TrialPruned``. The study's single-task
     baselines are trained (or read) once per study, before the first trial
-    (:func:`~mtlsearch.search.baselines.ensure_baselines`).
+    (:func:`~mtlsearch.search._baselines.ensure_baselines`).
 
     Args:
         seed: trial ``n`` uses ``seed + n`` (a retry keeps its trial's seed).
@@ -228,7 +228,7 @@ def run_search(problem: Problem | SearchSpace, run: RunConfig, progress: Progres
     if len(finished_trials(study)) < run.n_trials:
         objective.baselines(study)  # once per study, before any worker starts
     if run.workers > 1:
-        from .workers import launch_workers
+        from ._workers import launch_workers
 
         launch_workers(study.study_name, run, progress)
         return study

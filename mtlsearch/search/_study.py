@@ -1,8 +1,8 @@
 """Creating and continuing a study: check that a stored study was made for this space and these
-objectives, store what the study is (:class:`~mtlsearch.search.records.StudyRecord`), and set a
+objectives, store what the study is (:class:`~mtlsearch.search._records.StudyRecord`), and set a
 run up the same way for every backend (:func:`start_run`).
 
-What a study stores is typed in :mod:`mtlsearch.search.records`; it is readable with plain
+What a study stores is typed in :mod:`mtlsearch.search._records`; it is readable with plain
 ``optuna.load_study`` and ``optuna-dashboard``.
 """
 
@@ -21,11 +21,11 @@ from ..errors import ConfigError, StudyMismatchError
 from ..problem import Direction, Problem
 from ..storage_url import redact
 from ..version import __version__
-from .budget import finished_trials
-from .progress import Progress
-from .records import study_record, write_study
-from .sampler import make_sampler
-from .storage import open_storage
+from ._budget import finished_trials
+from ._progress import Progress
+from ._records import study_record, write_study
+from ._sampler import make_sampler
+from ._storage import open_storage
 
 
 def artifacts_dir(run: RunConfig) -> Path:

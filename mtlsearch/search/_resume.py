@@ -7,9 +7,9 @@ from typing import Any
 import optuna
 
 from ..storage_url import resolve
-from .progress import QUIET, Progress
-from .storage import load_study
-from .study import resumed_run, stored_problem
+from ._progress import QUIET, Progress
+from ._storage import load_study
+from ._study import resumed_run, stored_problem
 
 DEFAULT_STORAGE = "sqlite:///mtlsearch.db"
 
@@ -31,7 +31,7 @@ def resume(
         n_trials: the study-wide number of finished trials to reach (default: the last target).
         backend: ``optuna`` (this process and its workers) or ``ray`` (restores the interrupted
             Tune experiment when there is one).
-        ray: with ``backend="ray"``, the options of :func:`~mtlsearch.search.ray_backend.run_ray`
+        ray: with ``backend="ray"``, the options of :func:`~mtlsearch.search._ray_backend.run_ray`
             (``address``, ``cpus_per_trial``, ``gpus_per_trial``, ``max_concurrent``).
         overrides: run settings to change (``timeout``, ``device``, ``workers``,
             ``early_stopping``, ``heartbeat_interval``, ``grace_period``); ``None`` keeps the stored one.
@@ -41,13 +41,13 @@ def resume(
     run = resumed_run(study, url, n_trials=n_trials, **overrides)
     problem = stored_problem(study)
     if backend == "ray":
-        from .ray_backend import run_ray
+        from ._ray_backend import run_ray
 
         return run_ray(problem, run, progress, resume=True, **(ray or {}))
     if backend != "optuna":
         from ..errors import ConfigError
 
         raise ConfigError("backend", f"unknown backend `{backend}`; choose one of: optuna, ray")
-    from .optuna_backend import run_search
+    from ._optuna_backend import run_search
 
     return run_search(problem, run, progress)

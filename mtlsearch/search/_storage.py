@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from ..errors import ConfigError
 from ..storage_url import driver_hint, redact, scrub, with_installed_driver
-from .compat import BaseHeartbeat, storage_trial_id
+from ._compat import BaseHeartbeat, storage_trial_id
 
 HEARTBEAT_ATTR = "mtlsearch:heartbeat"
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after Ctrl-C: the interrupted number

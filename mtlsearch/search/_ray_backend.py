@@ -13,7 +13,7 @@ The Optuna study stays the single record. Each Tune trial is one Optuna trial of
   one the scheduler stopped early (Ray's stock ``OptunaSearch`` would tell it COMPLETE with the
   partial values of its last report, putting half-trained candidates on the front);
 * ASHA (Li et al., 2020, arXiv:1810.05934) stops trials on the validation Delta-MTL after each
-  epoch (``delta_mtl_proxy``, the proxy of :mod:`mtlsearch.search.early_stopping`);
+  epoch (``delta_mtl_proxy``, the proxy of :mod:`mtlsearch.search._early_stopping`);
 * every epoch is a Tune checkpoint holding a :class:`~mtlsearch.checkpoints.CheckpointStore`
   file: a failed trial is retried from it (``FailureConfig``), and ``mtlsearch resume --backend
   ray`` restores a killed driver's experiment (``Tuner.restore``), its running trials continuing
@@ -49,15 +49,15 @@ from ..config import SearchSpace
 from ..errors import ConfigError, MTLSearchError
 from ..problem import Problem
 from ..training import resolve_device
-from .baselines import ensure_baselines
-from .budget import TrialEnd, finished_trials, requeue
-from .compat import live_trial
-from .progress import QUIET, Progress
-from .records import TrialRecord, study_record, write_study, write_trial
-from .sampler import make_sampler
-from .storage import open_storage
-from .study import artifacts_dir, check_writable, start_run
-from .trial import EpochReport, TrialHooks, run_trial, trial_identity, upload_weights
+from ._baselines import ensure_baselines
+from ._budget import TrialEnd, finished_trials, requeue
+from ._compat import live_trial
+from ._progress import QUIET, Progress
+from ._records import TrialRecord, study_record, write_study, write_trial
+from ._sampler import make_sampler
+from ._storage import open_storage
+from ._study import artifacts_dir, check_writable, start_run
+from ._trial import EpochReport, TrialHooks, run_trial, trial_identity, upload_weights
 
 # Ray is optional: this module is imported only for ``--backend ray`` (lazily, by the CLI), and
 # without Ray :func:`run_ray` raises the install hint. The searcher must subclass Tune's Searcher at

@@ -3,7 +3,7 @@
 * :class:`BaseHeartbeat` (``optuna.storages._heartbeat``): the interface ``RDBStorage``
   implements and Optuna's heartbeat thread and stale-trial check call; the journal storage has
   no heartbeat, and implementing this interface is the only way to give it one
-  (:class:`~mtlsearch.search.storage.HeartbeatJournalStorage`). Its abstract
+  (:class:`~mtlsearch.search._storage.HeartbeatJournalStorage`). Its abstract
   ``_get_stale_trial_ids`` returns storage trial ids (``FrozenTrial._trial_id``).
 * :func:`storage_trial_id` (``FrozenTrial._trial_id``): the storage id of a trial, needed to
   write to a RUNNING trial that another process asked for (``optuna.Trial(study, trial_id)``).

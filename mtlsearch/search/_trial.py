@@ -30,7 +30,7 @@ from ..errors import NonFiniteLossError
 from ..problem import Problem
 from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
 from ..training import EpochEnd, evaluate, train
-from .records import TrialRecord
+from ._records import TrialRecord
 
 
 @dataclass
