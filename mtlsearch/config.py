@@ -211,6 +211,39 @@ class ParamSpec:
         return raw
 
 
+@dataclass(frozen=True)
+class Hyperparameter:
+    """The one declaration of a searchable hyperparameter, shared by the training space, families
+    (``adashare_learned``) and weighting methods (:class:`~mtlsearch.weighting.hyper.Searchable`).
+
+    Args:
+        default: the value used when a space does not name it, in any YAML form of
+            :class:`ParamSpec` (a value, a list of choices, a ``{low, high, log}`` range).
+        check: ``check(value, path)`` validates (and may convert) one possible value.
+        integer: whether a range of it draws integers.
+    """
+
+    default: Any
+    check: Callable[[Any, str], Any]
+    integer: bool = False
+
+    def parse(self, raw: Any, path: str) -> ParamSpec:
+        return ParamSpec.parse(raw, path, self.check, integer=self.integer)
+
+
+def parse_hyperparameters(
+    declared: Mapping[str, Hyperparameter], raw: Mapping[str, Any], path: str, defaults: bool = True
+) -> dict[str, ParamSpec]:
+    """The specs of a space section ``raw`` (unknown keys refused), in declaration order; an
+    unnamed hyperparameter takes its default, or is left out when ``defaults`` is false."""
+    check_keys(raw, list(declared), path)
+    return {
+        name: h.parse(raw[name] if name in raw else h.default, f"{path}.{name}" if path else name)
+        for name, h in declared.items()
+        if defaults or name in raw
+    }
+
+
 def positive_int(v: Any, path: str) -> int:
     return as_int(v, path, 1)
 
@@ -239,33 +272,35 @@ def _optimizer_name(v: Any, path: str) -> str:
     return v
 
 
+TRAINING = {
+    "epochs": Hyperparameter(5, positive_int, integer=True),
+    "batch_size": Hyperparameter(64, positive_int, integer=True),
+    "optimizer": Hyperparameter("adam", _optimizer_name),
+    "lr": Hyperparameter(1e-3, positive_float),
+    "weight_decay": Hyperparameter(0.0, nonnegative_float),
+}
+
+
+def _training_default(name: str) -> ParamSpec:
+    return TRAINING[name].parse(TRAINING[name].default, name)
+
+
 @dataclass(frozen=True)
 class TrainingSpace:
-    """The training budget and searchable training hyperparameters of every candidate."""
+    """The training budget and searchable training hyperparameters of every candidate
+    (declared in ``TRAINING``)."""
 
-    epochs: ParamSpec = ParamSpec("fixed", (5,))
-    batch_size: ParamSpec = ParamSpec("fixed", (64,))
-    optimizer: ParamSpec = ParamSpec("fixed", ("adam",))
-    lr: ParamSpec = ParamSpec("fixed", (1e-3,))
-    weight_decay: ParamSpec = ParamSpec("fixed", (0.0,))
+    epochs: ParamSpec = _training_default("epochs")
+    batch_size: ParamSpec = _training_default("batch_size")
+    optimizer: ParamSpec = _training_default("optimizer")
+    lr: ParamSpec = _training_default("lr")
+    weight_decay: ParamSpec = _training_default("weight_decay")
 
-    FIELDS = {
-        "epochs": (positive_int, True),
-        "batch_size": (positive_int, True),
-        "optimizer": (_optimizer_name, False),
-        "lr": (positive_float, False),
-        "weight_decay": (nonnegative_float, False),
-    }
+    FIELDS = tuple(TRAINING)
 
     @classmethod
     def parse(cls, raw: Any, path: str) -> TrainingSpace:
-        raw = as_mapping(raw, path)
-        check_keys(raw, list(cls.FIELDS), path)
-        kwargs = {}
-        for name, (check, integer) in cls.FIELDS.items():
-            if name in raw:
-                kwargs[name] = ParamSpec.parse(raw[name], f"{path}.{name}", check, integer=integer)
-        return cls(**kwargs)
+        return cls(**parse_hyperparameters(TRAINING, as_mapping(raw, path), path))
 
     def to_raw(self) -> dict:
         return {name: getattr(self, name).to_raw() for name in self.FIELDS}

@@ -590,7 +590,7 @@ def test_bad_hyperparameter_of_mgda_ub():
 def test_space_sections_and_repr():
     with pytest.raises(ConfigError) as info:
         CAGrad.space({"c": {"low": 0.1, "high": 1.5}}, "search_space.cagrad")
-    assert str(info.value) == "search_space.cagrad.c: Parameter `c` of CAGrad should be in [0, 1). Found `c = 1.5`."
+    assert str(info.value) == "search_space.cagrad.c.high: Parameter `c` of CAGrad should be in [0, 1). Found `c = 1.5`."
     space = CAGrad.space({"c": {"low": 0.1, "high": 0.9}}, "search_space.cagrad")
     assert CAGrad.sample(FixedTrial({"cagrad.c": 0.25}), space, ["a", "b"]).c == 0.25
     space = NashMTL.space({"update_weights_every": [1, 5]}, "search_space.nash_mtl")

@@ -87,7 +87,7 @@ def test_space_sections_are_validated_and_sampled():
     assert GradVac.searchable == ("beta",) and GradDrop.searchable == ("leak",)
     with pytest.raises(ConfigError) as info:
         GradVac.space({"beta": {"low": 0.001, "high": 2.0}}, "search_space.gradvac")
-    assert str(info.value) == "search_space.gradvac.beta: Parameter `beta` of GradVac should be in [0, 1]. Found `beta = 2.0`."
+    assert str(info.value) == "search_space.gradvac.beta.high: Parameter `beta` of GradVac should be in [0, 1]. Found `beta = 2.0`."
     space = GradDrop.space({"leak": {"low": 0.0, "high": 0.5}}, "search_space.graddrop")
     agg = GradDrop.sample(FixedTrial({"graddrop.leak": 0.25}), space, ["a", "b"])
     assert agg.leak == 0.25

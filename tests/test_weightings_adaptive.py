@@ -354,7 +354,7 @@ def test_space_sections_search_and_validate_the_hyperparameters(tiny_space):
     tiny_space["search_space"]["gradnorm"] = {"alpha": {"low": -1.0, "high": 2.0}}
     with pytest.raises(ConfigError) as err:
         mtlsearch.load(tiny_space)
-    assert str(err.value) == "search_space.gradnorm.alpha: Parameter `alpha` of GradNorm should be a number >= 0. Found `alpha = -1.0`."
+    assert str(err.value) == "search_space.gradnorm.alpha.low: Parameter `alpha` of GradNorm should be a number >= 0. Found `alpha = -1.0`."
 
 
 # -- real training -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import ParamSpec, as_int, nonnegative_float, positive_float
+from ..config import Hyperparameter, as_int, nonnegative_float, parse_hyperparameters, positive_float
 from ..errors import ConfigError, show
 from .adashare import RUN, SKIP, check_block_list, gateable_blocks, gating_paths, gating_table
 from .base import FAMILIES, Architecture, Family, block_table
@@ -15,13 +15,12 @@ def _epochs(minimum: int):
     return lambda v, path: as_int(v, path, minimum)
 
 
-# name -> (default, check of one value, integer)
 GATING = {
-    "sparsity_weight": ({"low": 1e-3, "high": 1e-1, "log": True}, nonnegative_float, False),
-    "sharing_weight": ({"low": 1e-3, "high": 1e-1, "log": True}, nonnegative_float, False),
-    "temperature": (5.0, positive_float, False),
-    "warmup_epochs": (2, _epochs(0), True),
-    "policy_epochs": (5, _epochs(1), True),
+    "sparsity_weight": Hyperparameter({"low": 1e-3, "high": 1e-1, "log": True}, nonnegative_float),
+    "sharing_weight": Hyperparameter({"low": 1e-3, "high": 1e-1, "log": True}, nonnegative_float),
+    "temperature": Hyperparameter(5.0, positive_float),
+    "warmup_epochs": Hyperparameter(2, _epochs(0), integer=True),
+    "policy_epochs": Hyperparameter(5, _epochs(1), integer=True),
 }
 
 
@@ -51,11 +50,11 @@ class AdaShareLearned(Family):
     def __init__(
         self,
         blocks: list[str] | None = None,
-        sparsity_weight: Any = GATING["sparsity_weight"][0],
-        sharing_weight: Any = GATING["sharing_weight"][0],
-        temperature: Any = GATING["temperature"][0],
-        warmup_epochs: Any = GATING["warmup_epochs"][0],
-        policy_epochs: Any = GATING["policy_epochs"][0],
+        sparsity_weight: Any = GATING["sparsity_weight"].default,
+        sharing_weight: Any = GATING["sharing_weight"].default,
+        temperature: Any = GATING["temperature"].default,
+        warmup_epochs: Any = GATING["warmup_epochs"].default,
+        policy_epochs: Any = GATING["policy_epochs"].default,
     ):
         self.blocks = check_block_list(blocks)
         given = dict(
@@ -65,9 +64,7 @@ class AdaShareLearned(Family):
             warmup_epochs=warmup_epochs,
             policy_epochs=policy_epochs,
         )
-        self.specs = {
-            k: ParamSpec.parse(given[k], k, check, integer=integer) for k, (_, check, integer) in GATING.items()
-        }
+        self.specs = parse_hyperparameters(GATING, given, "")
 
     def hyperparameters(self):
         return {"blocks": self.blocks, **{k: spec.to_raw() for k, spec in self.specs.items()}}

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, overload
 
-from ..config import ParamSpec, check_keys
+from ..config import Hyperparameter, ParamSpec, parse_hyperparameters
 from ..errors import ConfigError
 
 
@@ -94,20 +94,34 @@ class Searchable:
         return cls(**hyperparameters)
 
     @classmethod
-    def space(cls, section: Mapping[str, Any], path: str) -> dict[str, ParamSpec]:
-        check_keys(section, list(cls.searchable), path)
+    def declared(cls) -> dict[str, Hyperparameter]:
+        """The searchable hyperparameters, declared like every other one: the default from
+        ``__init__``, one value checked by building a probe instance."""
         defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}
-        specs: dict[str, ParamSpec] = {}
-        for key, raw in section.items():
-            integer = isinstance(defaults.get(key), int) and not isinstance(defaults.get(key), bool)
-            spec = ParamSpec.parse(raw, f"{path}.{key}", lambda v, p: v, integer=integer)
-            for value in spec.choices if spec.kind in ("fixed", "choice") else (spec.low, spec.high):
+
+        def probe(name: str):
+            def check(value: Any, path: str) -> Any:
                 try:
-                    cls._probe(**{key: value})
+                    cls._probe(**{name: value})
                 except ConfigError as err:
-                    raise err.prefixed(f"{path}.{key}") from None
-            specs[key] = spec
-        return specs
+                    raise err.prefixed(path) from None
+                return value
+
+            return check
+
+        return {
+            name: Hyperparameter(
+                defaults[name],
+                probe(name),
+                integer=type(defaults[name]) is int,  # bool is not an integer here
+            )
+            for name in cls.searchable
+        }
+
+    @classmethod
+    def space(cls, section: Mapping[str, Any], path: str) -> dict[str, ParamSpec]:
+        """The specs of the hyperparameters ``section`` names; the others keep their defaults."""
+        return parse_hyperparameters(cls.declared(), section, path, defaults=False)
 
     @classmethod
     def suggest_hyperparameters(cls, trial: Any, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
