@@ -1,4 +1,4 @@
-"""The ``mtlsearch`` command: run, resume, worker, report, export and train."""
+"""The ``mtlsearch`` command: run, resume, worker, report, check, export and train."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from .storage_url import ENV, redact, resolve, scrub
 from .version import __version__
 
 DEFAULT_STORAGE = "sqlite:///mtlsearch.db"
+DEBUG_HELP = "show the traceback of an exception raised by user code (a data factory)"
 
 EPILOG = """examples:
   mtlsearch run search_spaces/multidigits.yaml --study demo --storage sqlite:///mtlsearch.db --n-trials 20
   mtlsearch resume demo --storage sqlite:///mtlsearch.db --n-trials 30
   mtlsearch report demo --storage sqlite:///mtlsearch.db [--json]
+  mtlsearch check demo --storage journal:///study.log [--repair]          # exit 1: problems left
   mtlsearch export demo --storage sqlite:///mtlsearch.db --pick delta -o best.yaml
   mtlsearch train best.yaml --seeds 3
   mtlsearch run space.yaml --storage journal:///study.log --workers 2      # 2 local worker processes
@@ -130,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"mtlsearch {__version__}")
+    top.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     verbs = top.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
@@ -185,6 +188,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = verbs.add_parser(
+        "check",
+        help="read a study's trials, checkpoints and artifacts; report (and repair) damage",
+        description="Read every trial, checkpoint and weights artifact of STUDY; report torn journal records, "
+        "a damaged SQLite file, trials stuck RUNNING with a stale heartbeat, unreadable checkpoints and missing "
+        "artifacts. Without --repair nothing is written. Exit code: 0 healthy (or all repaired), 1 problems left, "
+        "2 bad input.",
+    )
+    p.add_argument("study", metavar="STUDY", help="name of the stored study")
+    _storage_flag(p)
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="end torn journal records (dropped bytes kept in FILE.torn-OFFSET.bak), fail and requeue trials "
+        "with a stale heartbeat, set unreadable checkpoints aside; never drops a finished trial",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = verbs.add_parser(
         "export",
         help="write one trial of the front as a config that rebuilds the model",
         description="Pick a trial of STUDY's Pareto front and write a YAML config that rebuilds and retrains it.",
@@ -231,6 +252,8 @@ def parser() -> argparse.ArgumentParser:
         "--no-baselines", action="store_true", help="skip retraining single-task baselines (no test Delta-MTL)"
     )
     _output_flags(p)
+    for sub in verbs.choices.values():  # --debug also after the verb; SUPPRESS keeps a top-level one
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return top
 
 
@@ -245,6 +268,16 @@ def _positive(value, flag):
 
     if value is not None and value < 1:
         raise ConfigError(flag, f"expected an integer >= 1, found {value}")
+
+
+def _check_names(args) -> None:
+    """Study and family names given here pass the check a space's names pass (no control
+    characters, which could forge a progress line; a bounded length)."""
+    from .config import check_name
+
+    for dest, flag in (("study", "--study" if args.verb == "run" else "STUDY"), ("family", "--family")):
+        if getattr(args, dest, None) is not None:
+            check_name(getattr(args, dest), flag)
 
 
 def _print_front(study, args) -> None:
@@ -374,6 +407,14 @@ def cmd_report(args) -> None:
     _print_front(load(args.study, args.storage), args)
 
 
+def cmd_check(args) -> int:
+    from .search._check import check_study, format_check
+
+    result = check_study(args.study, args.storage, repair=args.repair)
+    print(json.dumps(result.to_dict()) if args.json else format_check(result))
+    return 0 if result.healthy else 1
+
+
 def cmd_export(args) -> None:
     from pathlib import Path
 
@@ -389,7 +430,7 @@ def cmd_export(args) -> None:
     trial = pick(study, args.pick, args.max_params, args.max_macs, args.min_delta, args.trial, args.family)
     if args.weights:
         weights_file(study, trial)  # the artifact exists: nothing is written otherwise
-    config = export_config(study, trial, args.storage)
+    config = export_config(study, trial, args.storage, _progress(args))
     write_yaml(config, args.output)
     if args.weights:
         save_weights(study, trial, args.weights)
@@ -403,9 +444,15 @@ def cmd_export(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .search.results import format_retrain, retrain
+    from .config import MAX_SEED
+    from .errors import ConfigError
+    from .search.results import check_seed, format_retrain, retrain
 
     _positive(args.seeds, "--seeds")
+    check_seed(args.seed, "--seed")
+    if args.seed + args.seeds - 1 > MAX_SEED:
+        last = args.seed + args.seeds - 1
+        raise ConfigError("--seeds", f"seeds {args.seed}..{last} go past the largest seed, {MAX_SEED}")
     seeds = list(range(args.seed, args.seed + args.seeds))
     result = retrain(args.config, seeds, args.device, baselines=not args.no_baselines, progress=_progress(args))
     if args.json:
@@ -419,13 +466,16 @@ COMMANDS = {
     "resume": cmd_resume,
     "worker": cmd_worker,
     "report": cmd_report,
+    "check": cmd_check,
     "export": cmd_export,
     "train": cmd_train,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import MTLSearchError
+    import traceback
+
+    from .errors import MTLSearchError, UserCodeError
 
     args = parser().parse_args(argv)
     from_env = getattr(args, "storage", None) is None and bool(os.environ.get(ENV))
@@ -436,14 +486,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         terminate_as_interrupt()
     try:
-        COMMANDS[args.verb](args)
+        _check_names(args)
+        status = COMMANDS[args.verb](args)  # check: 1 when problems are left
     except MTLSearchError as err:
-        print(f"mtlsearch {args.verb}: error: {scrub(str(err), getattr(args, 'storage', None))}", file=sys.stderr)
+        message = str(err)
+        if isinstance(err, UserCodeError) and err.__cause__ is not None:
+            if args.debug:
+                traceback.print_exception(err.__cause__)
+            else:
+                message += " (run with --debug for the traceback)"
+        print(f"mtlsearch {args.verb}: error: {scrub(message, getattr(args, 'storage', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nmtlsearch {args.verb}: interrupted{_resume_hint(args, from_env)}", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 def _resume_hint(args, from_env: bool) -> str:

@@ -30,14 +30,16 @@ import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from .errors import ConfigError, did_you_mean, show
+from .limits import LIMITS, check_bound, how_to_raise, limit
 from .storage_url import redact
 from .tasks import TaskSpec
 
@@ -77,12 +79,15 @@ def _number(raw: Any) -> Any:
     return raw
 
 
-def as_int(raw: Any, path: str, minimum: int | None = None) -> int:
+def as_int(raw: Any, path: str, minimum: int | None = None, bound: str | None = None) -> int:
+    """An integer >= ``minimum``, and at most ``limit(bound)`` when ``bound`` names one of ``LIMITS``."""
     if isinstance(raw, bool) or not isinstance(raw, int):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise ConfigError(path, f"expected an integer{bound}, found {show(raw)}")
+        at_least = f" >= {minimum}" if minimum is not None else ""
+        raise ConfigError(path, f"expected an integer{at_least}, found {show(raw)}")
     if minimum is not None and raw < minimum:
-        raise ConfigError(path, f"expected an integer >= {minimum}, found {raw}")
+        raise ConfigError(path, f"expected an integer >= {minimum}, found {show(raw)}")
+    if bound is not None:
+        check_bound(raw, bound, path, minimum)
     return raw
 
 
@@ -109,17 +114,49 @@ def as_bool(raw: Any, path: str) -> bool:
     return raw
 
 
+def check_printable(text: str, path: str) -> str:
+    """``text`` without control characters (newlines, ANSI escapes...), which could forge a
+    progress or log line."""
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        raise ConfigError(path, f"expected no control characters, found {repr(bad)[1:-1]} in {show(text)}")
+    return text
+
+
+def check_name(raw: Any, path: str) -> str:
+    """A name (study, task, metric, family, weighting...): a non-empty string of at most
+    ``limit("name_chars")`` printable characters."""
+    name = as_str(raw, path)
+    if len(name) > limit("name_chars"):
+        raise ConfigError(
+            path,
+            f"expected a name of at most {limit('name_chars')} characters, found {show(name)} "
+            f"{how_to_raise('name_chars')}",
+        )
+    return check_printable(name, path)
+
+
+def check_length(raw: list | Mapping, path: str) -> None:
+    """At most ``limit("list_items")`` entries (a space given as a dict skips the YAML checks)."""
+    if len(raw) > limit("list_items"):
+        raise ConfigError(
+            path, f"expected at most {limit('list_items')} entries, found {len(raw):,} {how_to_raise('list_items')}"
+        )
+
+
 def as_name_list(raw: Any, path: str) -> list[str]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
         raise ConfigError(path, f"expected a non-empty list of choices, found {show(raw)}")
-    out = []
+    check_length(raw, path)
+    out: dict[str, None] = {}  # a dict: ordered, and a repeat is found in O(1)
     for i, item in enumerate(raw):
-        out.append(as_str(item, f"{path}[{i}]"))
-        if out[-1] in out[:-1]:
-            raise ConfigError(f"{path}[{i}]", f"`{item}` is listed twice")
-    return out
+        name = check_name(item, f"{path}[{i}]")
+        if name in out:
+            raise ConfigError(f"{path}[{i}]", f"{show(name)} is listed twice")
+        out[name] = None
+    return list(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +201,12 @@ class ParamSpec:
                 step = as_float(step, f"{path}.step", 0.0, strict=True)
                 if log:
                     raise ConfigError(f"{path}.step", "step cannot be combined with log: true")
+                if not integer and (high - low) / step > limit("range_steps"):  # Optuna's grid arithmetic fails
+                    raise ConfigError(
+                        f"{path}.step",
+                        f"expected a step that cuts low..high into at most {limit('range_steps')} steps, "
+                        f"found {step:g}, which makes {(high - low) / step:.3g} {how_to_raise('range_steps')}",
+                    )
             kind = "int" if integer else "float"
             if integer and (step is not None and step != int(step)):
                 raise ConfigError(f"{path}.step", f"expected an integer step, found {step:g}")
@@ -244,8 +287,16 @@ def parse_hyperparameters(
     }
 
 
+def bound_of(path: str) -> str | None:
+    """The entry of ``LIMITS`` named like the field at ``path``, if any
+    (``search_space.training.epochs.high`` and ``...epochs[1]`` -> ``epochs``)."""
+    match = re.search(r"(\w+)(?:\[\d+\])?(?:\.(?:low|high))?$", path)
+    return match.group(1) if match and match.group(1) in LIMITS else None
+
+
 def positive_int(v: Any, path: str) -> int:
-    return as_int(v, path, 1)
+    """An integer >= 1, within its field's bound if ``LIMITS`` has one (``epochs``)."""
+    return as_int(v, path, 1, bound=bound_of(path))
 
 
 def positive_float(v: Any, path: str) -> float:
@@ -337,13 +388,14 @@ class SearchSection:
         weightings = tuple(as_name_list(raw.get("weightings", ["equal"]), f"{path}.weightings"))
         training = TrainingSpace.parse(raw.get("training"), f"{path}.training")
         sections = {}
+        listed = {*families, *weightings}
         for key, value in raw.items():
             if key in ("families", "weightings", "training"):
                 continue
             # `tree:` next to `families: [tre]`: only the registries know which of the two names is
             # misspelt, so such a section is kept here; Problem checks the listed names first and
             # then calls check_sections.
-            if key not in (*families, *weightings) and not did_you_mean(str(key), [*families, *weightings]):
+            if key not in listed and not did_you_mean(str(key), [*families, *weightings]):
                 raise _unknown_section(key, path, families, weightings)
             sections[key] = as_mapping(value, f"{path}.{key}")
         return cls(families=families, weightings=weightings, sections=sections, training=training)
@@ -384,13 +436,13 @@ class DataSection:
         seed = as_int(raw.get("seed", 0), f"{path}.seed", 0)
         params = {k: v for k, v in raw.items() if k not in ("benchmark", "factory", "seed")}
         if "factory" in raw:
-            factory = as_str(raw["factory"], f"{path}.factory")
+            factory = check_name(raw["factory"], f"{path}.factory")
             if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", factory):
                 raise ConfigError(
                     f"{path}.factory", f"expected an import path `package.module:function`, found {show(factory)}"
                 )
             return cls(benchmark=None, factory=factory, seed=seed, params=params)
-        return cls(benchmark=as_str(raw["benchmark"], f"{path}.benchmark"), seed=seed, params=params)
+        return cls(benchmark=check_name(raw["benchmark"], f"{path}.benchmark"), seed=seed, params=params)
 
     def to_raw(self) -> dict:
         raw: dict[str, Any] = {"benchmark": self.benchmark} if self.benchmark else {"factory": self.factory}
@@ -413,12 +465,12 @@ class TaskEntry:
     @classmethod
     def parse(cls, raw: Any, path: str) -> TaskEntry:
         if isinstance(raw, str):
-            return cls(name=as_str(raw, path))
+            return cls(name=check_name(raw, path))
         if not isinstance(raw, Mapping):
             raise ConfigError(path, f"expected a task name or a mapping with name (and type, ...), found {show(raw)}")
         raw = dict(raw)
         check_keys(raw, TASK_KEYS, path, required=("name",))
-        name = as_str(raw["name"], f"{path}.name")
+        name = check_name(raw["name"], f"{path}.name")
         metrics = raw.get("metrics")
         if metrics is not None:
             metrics = tuple(as_name_list(metrics, f"{path}.metrics"))
@@ -467,6 +519,132 @@ def parse_constraints(raw: Any, path: str) -> dict[str, float]:
     return out
 
 
+BASELINE_KINDS = ("tuned", "default", "given")
+DELTA_AVERAGES = ("task", "metric")
+MAX_TUNE_TRIALS = 1000
+MAX_BASELINE_SEEDS = 100
+
+
+@dataclass(frozen=True)
+class BaselineSection:
+    """``baselines``: how the single-task baselines that Delta-MTL divides by are obtained.
+
+    ``tuned`` (the default; ``auto`` names it too): each task's single-task network is tuned over
+    ``search_space.training`` with the run's sampler for ``tune_trials`` trials scored on the
+    validation split, then its best settings train on ``seeds`` seeds; the mean is the baseline and
+    the spread is stored. A training section with nothing searched skips the tuning.
+    ``default``: every training parameter at its default (a range's midpoint), on ``seeds``
+    seeds. ``given``: ``values: {task: {metric: value}}`` (or that mapping alone).
+    """
+
+    kind: str = "tuned"
+    tune_trials: int = 8
+    seeds: int = 2
+    values: Mapping[str, Mapping[str, float]] | None = None
+
+    KEYS = ["kind", "tune_trials", "seeds", "values"]
+
+    @classmethod
+    def parse(cls, raw: Any, path: str) -> BaselineSection:
+        if raw is None or raw == "auto":
+            return cls()
+        if isinstance(raw, str):
+            if raw not in BASELINE_KINDS[:2]:
+                raise ConfigError(
+                    path,
+                    f"unknown baselines {show(raw)}; choose one of: auto, tuned, default, "
+                    "or a mapping {kind, tune_trials, seeds, values}",
+                )
+            return cls(kind=raw)
+        raw = as_mapping(raw, path)
+        if not raw:
+            raise ConfigError(
+                path, "expected `auto`, `tuned`, `default` or a mapping {kind, tune_trials, seeds, values}, found `{}`"
+            )
+        short = not set(raw) & {"kind", "tune_trials", "seeds", "values"}
+        if short:
+            raw = {"kind": "given", "values": raw}  # the short form: {task: {metric: value}}
+        check_keys(raw, cls.KEYS, path)
+        kind = raw.get("kind", "given" if "values" in raw else "tuned")
+        if kind not in BASELINE_KINDS:
+            raise ConfigError(f"{path}.kind", f"unknown kind {show(kind)}; choose one of: {', '.join(BASELINE_KINDS)}")
+        if (kind == "given") != ("values" in raw):
+            raise ConfigError(
+                f"{path}.values" if kind == "given" else f"{path}.kind",
+                "given baselines need `values: {task: {metric: value}}`"
+                if kind == "given"
+                else f"`values` are given baselines; use kind: given, not {show(kind)}",
+            )
+        if kind == "given" and set(raw) - {"kind", "values"}:
+            extra = sorted(set(raw) - {"kind", "values"})[0]
+            raise ConfigError(f"{path}.{extra}", "given baselines are not trained; remove it")
+        tune_trials = as_int(raw.get("tune_trials", cls.tune_trials), f"{path}.tune_trials", 1)
+        if tune_trials > MAX_TUNE_TRIALS:
+            raise ConfigError(f"{path}.tune_trials", f"expected at most {MAX_TUNE_TRIALS}, found {tune_trials}")
+        if kind == "default" and "tune_trials" in raw:
+            raise ConfigError(f"{path}.tune_trials", "default baselines are not tuned; use kind: tuned")
+        seeds = as_int(raw.get("seeds", cls.seeds), f"{path}.seeds", 1)
+        if seeds > MAX_BASELINE_SEEDS:
+            raise ConfigError(f"{path}.seeds", f"expected at most {MAX_BASELINE_SEEDS}, found {seeds}")
+        values = None
+        if kind == "given":
+            vpath = path if short else f"{path}.values"
+            given = as_mapping(raw["values"], vpath)
+            if not given:
+                raise ConfigError(vpath, "expected a mapping task -> metric -> value, found `{}`")
+            values = {
+                t: {m: as_float(v, f"{vpath}.{t}.{m}") for m, v in as_mapping(ms, f"{vpath}.{t}").items()}
+                for t, ms in given.items()
+            }
+        return cls(kind=kind, tune_trials=tune_trials, seeds=seeds, values=values)
+
+    def to_raw(self) -> Any:
+        if self == BaselineSection():
+            return "auto"  # so spaces written before tuned baselines keep their fingerprint
+        if self.kind == "given":
+            return {"kind": "given", "values": copy.deepcopy(dict(self.values or {}))}
+        raw: dict[str, Any] = {"kind": self.kind, "seeds": self.seeds}
+        if self.kind == "tuned":
+            raw["tune_trials"] = self.tune_trials
+        return raw
+
+
+@dataclass(frozen=True)
+class DeltaSection:
+    """``delta_mtl``: which metrics count and how they are averaged.
+
+    ``average``: ``task`` (the default: metrics averaged within each task, then tasks) or
+    ``metric`` (every metric equally); see :func:`mtlsearch.scoring.delta_mtl`. ``metrics``:
+    ``{task: [metric, ...]}`` for tasks whose counted metrics are not their type's primary ones
+    (accuracy for classification, mae for regression). Every recorded metric is still reported.
+    """
+
+    average: str = "task"
+    metrics: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Any, path: str) -> DeltaSection:
+        raw = as_mapping(raw, path)
+        check_keys(raw, ["average", "metrics"], path)
+        average = raw.get("average", "task")
+        if average not in DELTA_AVERAGES:
+            raise ConfigError(
+                f"{path}.average",
+                f"unknown average {show(average)}; choose one of: task (per task first), metric (every metric equally)",
+            )
+        metrics = {
+            str(t): tuple(as_name_list(ms, f"{path}.metrics.{t}"))
+            for t, ms in as_mapping(raw.get("metrics"), f"{path}.metrics").items()
+        }
+        return cls(average=average, metrics=metrics)
+
+    def to_raw(self) -> dict:
+        raw: dict[str, Any] = {"average": self.average}
+        if self.metrics:
+            raw["metrics"] = {t: list(ms) for t, ms in self.metrics.items()}
+        return raw
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """What to search: data, tasks, backbone, the search space proper, objectives and baselines.
@@ -474,8 +652,8 @@ class SearchSpace:
     ``objectives``: ``delta_mtl`` (maximised), ``params``, ``macs`` and ``latency_ms``
     (minimised), or ``TASK.METRIC`` (in the metric's own direction). ``constraints``: upper bounds
     ``max_params``, ``max_macs``, ``max_latency_ms`` (Optuna constraints: an infeasible candidate is
-    never trained and never on the front). ``baselines``: ``"auto"`` (single-task runs trained once
-    per study) or ``{task: {metric: value}}`` given by the user.
+    never trained and never on the front). ``baselines``: see :class:`BaselineSection`;
+    ``delta_mtl``: see :class:`DeltaSection`.
     """
 
     name: str
@@ -484,10 +662,22 @@ class SearchSpace:
     search_space: SearchSection
     tasks: tuple[TaskEntry, ...] = ()
     objectives: tuple[str, ...] = ("delta_mtl", "params")
-    baselines: str | Mapping[str, Mapping[str, float]] = "auto"
+    baselines: BaselineSection = field(default_factory=BaselineSection)
     constraints: Mapping[str, float] = field(default_factory=dict)
+    delta_mtl: DeltaSection = field(default_factory=DeltaSection)
 
-    TOP_KEYS = ["name", "data", "tasks", "backbone", "search_space", "objectives", "constraints", "baselines", "run"]
+    TOP_KEYS = [
+        "name",
+        "data",
+        "tasks",
+        "backbone",
+        "search_space",
+        "objectives",
+        "constraints",
+        "baselines",
+        "delta_mtl",
+        "run",
+    ]
 
     @classmethod
     def parse(cls, raw: Any, path: str = "") -> SearchSpace:
@@ -497,7 +687,7 @@ class SearchSpace:
         def p(k: str) -> str:
             return f"{path}.{k}" if path else k
 
-        name = as_str(raw.get("name", "mtlsearch"), p("name"))
+        name = check_name(raw.get("name", "mtlsearch"), p("name"))
         if not re.fullmatch(r"[\w.-]+", name):
             raise ConfigError(p("name"), f"expected letters, digits, '_', '-' or '.', found {show(name)}")
         data = DataSection.parse(raw.get("data"), p("data"))
@@ -506,15 +696,17 @@ class SearchSpace:
             tasks_raw = []
         if not isinstance(tasks_raw, list):
             raise ConfigError(p("tasks"), f"expected a list of task names or task specs, found {show(tasks_raw)}")
+        check_length(tasks_raw, p("tasks"))
         tasks = tuple(TaskEntry.parse(t, f"{p('tasks')}[{i}]") for i, t in enumerate(tasks_raw))
-        names = [t.name for t in tasks]
-        for i, n in enumerate(names):
-            if n in names[:i]:
-                raise ConfigError(f"{p('tasks')}[{i}].name", f"task `{n}` is listed twice")
+        seen: set[str] = set()
+        for i, task in enumerate(tasks):
+            if task.name in seen:
+                raise ConfigError(f"{p('tasks')}[{i}].name", f"task `{task.name}` is listed twice")
+            seen.add(task.name)
         backbone = as_mapping(raw.get("backbone"), p("backbone"))
         if "name" not in backbone:
             raise ConfigError(p("backbone.name"), "required key is missing (e.g. `mlp` or `cnn`)")
-        as_str(backbone["name"], p("backbone.name"))
+        check_name(backbone["name"], p("backbone.name"))
         search = SearchSection.parse(raw.get("search_space"), p("search_space"))
         objectives = tuple(as_name_list(raw.get("objectives", ["delta_mtl", "params"]), p("objectives")))
         for i, obj in enumerate(objectives):
@@ -526,19 +718,8 @@ class SearchSpace:
                     + did_you_mean(obj, ["delta_mtl", "params", "macs", "latency_ms"]),
                 )
         constraints = parse_constraints(raw.get("constraints"), p("constraints"))
-        baselines = raw.get("baselines", "auto")
-        if baselines != "auto":
-            if not isinstance(baselines, Mapping) or not baselines:
-                raise ConfigError(
-                    p("baselines"), f"expected `auto` or a mapping task -> metric -> value, found {show(baselines)}"
-                )
-            baselines = {
-                t: {
-                    m: as_float(v, f"{p('baselines')}.{t}.{m}")
-                    for m, v in as_mapping(ms, f"{p('baselines')}.{t}").items()
-                }
-                for t, ms in baselines.items()
-            }
+        baselines = BaselineSection.parse(raw.get("baselines"), p("baselines"))
+        delta = DeltaSection.parse(raw.get("delta_mtl"), p("delta_mtl"))
         return cls(
             name=name,
             data=data,
@@ -548,6 +729,7 @@ class SearchSpace:
             objectives=objectives,
             baselines=baselines,
             constraints=constraints,
+            delta_mtl=delta,
         )
 
     def to_raw(self) -> dict:
@@ -560,7 +742,9 @@ class SearchSpace:
         raw["objectives"] = list(self.objectives)
         if self.constraints:  # absent when empty, so older spaces keep their fingerprint
             raw["constraints"] = dict(self.constraints)
-        raw["baselines"] = copy.deepcopy(self.baselines) if self.baselines != "auto" else "auto"
+        raw["baselines"] = self.baselines.to_raw()
+        if self.delta_mtl != DeltaSection():  # absent when default, so older spaces keep their fingerprint
+            raw["delta_mtl"] = self.delta_mtl.to_raw()
         return raw
 
     def fingerprint(self) -> str:
@@ -584,6 +768,8 @@ EARLY_STOPPING = ("none", "median", "asha")
 def check_storage_url(url: Any, path: str) -> str:
     """An Optuna storage URL (SQLAlchemy style) or ``journal:///file.log`` for a journal file."""
     url = as_str(url, path)
+    if not url.isprintable():  # not check_printable: the message must not show a password
+        raise ConfigError(path, f"expected no control characters, found some in {show(redact(url))}")
     scheme = url.split(":", 1)[0].split("+", 1)[0] if ":" in url else ""
     if scheme not in STORAGE_SCHEMES or "://" not in url:
         raise ConfigError(
@@ -657,7 +843,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         path = "run"
         if self.study is not None:
-            self.study = as_str(self.study, f"{path}.study")
+            self.study = check_name(self.study, f"{path}.study")
         self.storage = check_storage_url(self.storage, f"{path}.storage")
         if self.sampler not in SAMPLERS:
             raise ConfigError(
@@ -667,15 +853,15 @@ class RunConfig:
             )
         self.seed = as_int(self.seed, f"{path}.seed", 0)
         if self.seed > MAX_SEED:
-            raise ConfigError(f"{path}.seed", f"expected an integer in [0, {MAX_SEED}], found {self.seed}")
+            raise ConfigError(f"{path}.seed", f"expected an integer in [0, {MAX_SEED}], found {show(self.seed)}")
         self.n_trials = as_int(self.n_trials, f"{path}.n_trials", 1)
         if self.timeout is not None:
             self.timeout = as_float(self.timeout, f"{path}.timeout", 0.0, strict=True)
         self.device = check_device(self.device, f"{path}.device")
         if self.artifacts is not None:
-            self.artifacts = as_str(self.artifacts, f"{path}.artifacts")
+            self.artifacts = check_printable(as_str(self.artifacts, f"{path}.artifacts"), f"{path}.artifacts")
         self.save_weights = as_bool(self.save_weights, f"{path}.save_weights")
-        self.workers = as_int(self.workers, f"{path}.workers", 1)
+        self.workers = as_int(self.workers, f"{path}.workers", 1, bound="workers")
         self.heartbeat_interval = as_int(self.heartbeat_interval, f"{path}.heartbeat_interval", 1)
         self.grace_period = as_int(self.grace_period, f"{path}.grace_period", 1)
         if self.grace_period <= self.heartbeat_interval:
@@ -715,9 +901,61 @@ class RunConfig:
 # Files.
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """A YAML file over one of the bounds of :mod:`mtlsearch.limits` (not malformed)."""
+
+
 class _Loader(yaml.SafeLoader):
     """``yaml.safe_load``, plus: a repeated key is an error (PyYAML silently keeps the last one),
-    and ``1e-4`` without a dot is a float, as in YAML 1.2 (PyYAML's YAML 1.1 reads a string)."""
+    and ``1e-4`` without a dot is a float, as in YAML 1.2 (PyYAML's YAML 1.1 reads a string).
+
+    While the file is composed (before any value is built) it is refused past the bounds
+    ``nesting``, ``list_items`` and ``yaml_values``, counting what aliases (``*name``) stand for:
+    PyYAML's composer recurses per level, and an alias bomb is small until something expands it.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._bounds = {name: limit(name) for name in ("nesting", "list_items", "yaml_values")}
+        self._depth = 0  # lists and mappings open around the node being composed
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, nesting), aliases expanded
+
+    def _refuse(self, name: str, what: str, mark: Any) -> NoReturn:
+        raise _Refused(None, None, f"more than {self._bounds[name]} {what} {how_to_raise(name)}", mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if parent is not None and len(parent.value) >= self._bounds["list_items"]:
+            self._refuse("list_items", "entries in one list or mapping", event.start_mark)
+        opens = isinstance(event, yaml.CollectionStartEvent)
+        self._depth += opens
+        if self._depth > self._bounds["nesting"]:
+            self._refuse("nesting", "lists and mappings inside one another", event.start_mark)
+        node = super().compose_node(parent, index)
+        self._depth -= opens
+        if isinstance(event, yaml.AliasEvent):
+            if id(node) not in self._sizes:  # still being composed: it contains itself
+                problem = f"alias *{event.anchor} stands for a value that contains it"
+                raise _Refused(None, None, problem, event.start_mark)
+        else:
+            pairs = node.value if isinstance(node, yaml.MappingNode) else ()
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in pairs for n in pair]
+            sizes = [self._sizes[id(child)] for child in children]
+            self._sizes[id(node)] = (1 + sum(v for v, _ in sizes), opens + max((d for _, d in sizes), default=0))
+        values, nesting = self._sizes[id(node)]
+        if self._depth + nesting > self._bounds["nesting"]:
+            self._refuse("nesting", "lists and mappings inside one another once aliases are expanded", event.start_mark)
+        if values > self._bounds["yaml_values"]:
+            self._refuse("yaml_values", "values once aliases (*name) are expanded", event.start_mark)
+        return node
+
+    def construct_yaml_int(self, node: Any) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            most = sys.get_int_max_str_digits()
+            problem = f"an integer of {len(node.value):,} digits, more than Python reads ({most})"
+            raise _Refused(None, None, problem, node.start_mark) from None
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict:
         if isinstance(node, yaml.MappingNode):
@@ -737,6 +975,7 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
@@ -745,10 +984,16 @@ _Loader.add_implicit_resolver(
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Load a YAML file (safely), with clear errors for a missing file or malformed YAML."""
+    """Load a YAML file (safely), with clear errors for a missing file, malformed YAML or a file
+    over the bounds ``file_bytes``, ``nesting``, ``list_items`` or ``yaml_values``."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("", f"{p}: no such file")
+    if p.stat().st_size > limit("file_bytes"):
+        raise ConfigError(
+            "",
+            f"{p}: a file of {p.stat().st_size:,} bytes, more than {limit('file_bytes')} {how_to_raise('file_bytes')}",
+        )
     try:
         return yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
     except UnicodeDecodeError as err:
@@ -756,6 +1001,8 @@ def read_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(err, _Refused):
+            raise ConfigError("", f"{p}:{where}: {err.problem}") from None
         problem = getattr(err, "problem", None) or str(err)
         context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
         if context and cmark and mark and cmark.line != mark.line:  # where the broken construct began

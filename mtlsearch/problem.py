@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .config import ParamSpec, SearchSpace, TrainingSpace
-from .data import BENCHMARKS, MTLData, TensorMTLDataset
+from .data import BENCHMARKS, MTLData
+from .data.checks import SplitTargets, check_data, raised
 from .errors import ConfigError, did_you_mean
 from .families import FAMILIES, Architecture, Family
 from .models import BACKBONES, Backbone
@@ -88,15 +89,24 @@ class Problem:
             resolved tasks), as a study or an export stores it. With it, the data is loaded only
             when something reads :attr:`data` (training, scoring), so rebuilding a model or
             exporting a trial does not load a dataset.
+        announce: called with the import path of a data factory outside mtlsearch just before
+            it is imported: a space read from a study or an export passes one, so that the user
+            sees which code runs.
     """
 
-    def __init__(self, space: SearchSpace, signature: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        space: SearchSpace,
+        signature: Mapping[str, Any] | None = None,
+        announce: Callable[[str], None] | None = None,
+    ):
         self.space = space
+        self._announce = announce
         self._data: MTLData | None = None
         if signature is None:
-            self._data = load_data(space)
+            self._data, targets = load_data(space, announce)
             self.tasks: list[TaskSpec] = resolve_tasks(space, self._data)
-            check_targets(self.tasks, self._data)
+            check_targets(self.tasks, targets)
             self.input_shape = tuple(self._data.train[0][0].shape)
         else:
             self.tasks, self.input_shape = read_signature(signature)
@@ -120,15 +130,17 @@ class Problem:
         self.training_space: TrainingSpace = space.search_space.training
         self.objectives: list[str] = list(space.objectives)
         self.directions: list[Direction] = [self._direction(i, o) for i, o in enumerate(self.objectives)]
-        self.given_baselines = self._check_baselines(space.baselines)
+        self.delta_average: str = space.delta_mtl.average
+        self.delta_directions = self._delta_directions(space.delta_mtl.metrics)
+        self.given_baselines = self._check_baselines(space.baselines.values)
         self.constraints: dict[str, float] = dict(space.constraints)
 
     @property
     def data(self) -> MTLData:
         """The data splits, loaded on first use when the problem was built from a signature."""
         if self._data is None:
-            data = load_data(self.space)
-            check_targets(self.tasks, data)
+            data, targets = load_data(self.space, self._announce)
+            check_targets(self.tasks, targets)
             found = tuple(data.train[0][0].shape)
             if found != self.input_shape:
                 raise ConfigError(
@@ -163,7 +175,7 @@ class Problem:
         arch = family.sample(trial, self.task_names, self.backbone)
         w_name = trial.suggest_categorical("weighting", list(self.weighting_spaces))
         weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
-        training = {k: getattr(self.training_space, k).suggest(trial, f"training.{k}") for k in TrainingSpace.FIELDS}
+        training = self.suggest_training(trial)
         params = dict(getattr(trial, "params", {}))
         return Candidate(params, family, arch, weighting, training, self)
 
@@ -208,6 +220,15 @@ class Problem:
             candidate.architecture = candidate.family.with_learned(candidate.architecture, learned)
         return candidate
 
+    def suggest_training(self, trial: Any) -> dict[str, Any]:
+        """Training settings drawn through a trial (parameters ``training.<name>``)."""
+        return {k: getattr(self.training_space, k).suggest(trial, f"training.{k}") for k in TrainingSpace.FIELDS}
+
+    @property
+    def training_is_searched(self) -> bool:
+        """Whether any training setting is searched (not fixed)."""
+        return any(getattr(self.training_space, k).kind != "fixed" for k in TrainingSpace.FIELDS)
+
     def baseline_training(self) -> dict[str, Any]:
         """Training settings of the single-task baselines: each training parameter's default."""
         return {k: getattr(self.training_space, k).default() for k in TrainingSpace.FIELDS}
@@ -246,8 +267,30 @@ class Problem:
             )
         return MAXIMIZE if directions[metric] == "max" else MINIMIZE
 
+    def _delta_directions(self, chosen: Mapping[str, tuple[str, ...]]) -> dict[str, dict[str, str]]:
+        """``{task: {metric: direction}}`` of the metrics that count in Delta-MTL."""
+        for task, metrics in chosen.items():
+            if task not in self.task_names:
+                raise ConfigError(
+                    f"delta_mtl.metrics.{task}",
+                    f"unknown task; choose from: {', '.join(self.task_names)}"
+                    f"{did_you_mean(str(task), self.task_names)}",
+                )
+            recorded = self.metric_directions[task]
+            for i, m in enumerate(metrics):
+                if m not in recorded:
+                    raise ConfigError(
+                        f"delta_mtl.metrics.{task}[{i}]",
+                        f"task `{task}` does not record `{m}`; its metrics are: {', '.join(recorded)} "
+                        "(add it to the task's metrics)",
+                    )
+        return {
+            t.name: {m: self.metric_directions[t.name][m] for m in t.delta_metrics(chosen.get(t.name, ()))}
+            for t in self.tasks
+        }
+
     def _check_baselines(self, baselines: Any) -> dict[str, dict[str, float]] | None:
-        if baselines == "auto":
+        if baselines is None:
             return None
         for t in self.tasks:
             if t.name not in baselines:
@@ -261,10 +304,12 @@ class Problem:
                         f"task `{t.name}` is not scored by `{m}`; its metrics are: {', '.join(t.metrics)}"
                         f"{did_you_mean(str(m), t.metrics)}",
                     )
-            for m in t.metrics:
+            counted = self.delta_directions[t.name]
+            for m in counted:
                 if m not in baselines[t.name]:
                     raise ConfigError(
-                        f"baselines.{t.name}.{m}", f"missing: task `{t.name}` is scored by {', '.join(t.metrics)}"
+                        f"baselines.{t.name}.{m}",
+                        f"missing: Delta-MTL counts {', '.join(counted)} for task `{t.name}`",
                     )
                 if baselines[t.name][m] == 0:
                     raise ConfigError(
@@ -303,24 +348,40 @@ def build_backbone(raw: Mapping[str, Any], input_shape: tuple[int, ...]) -> Back
     return instantiate(cls, params, "backbone", input_shape)
 
 
+def builtin_factory(path: str) -> bool:
+    """The factory is part of mtlsearch (not user code)."""
+    module = path.partition(":")[0]
+    return module == "mtlsearch" or module.startswith("mtlsearch.")
+
+
 def import_factory(path: str):
+    """The object that ``module:attr`` names; importing the module runs its code."""
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise ConfigError("data.factory", f"cannot import module `{module_name}`: {err}") from None
+    except (Exception, SystemExit) as err:  # the module's own code failed; KeyboardInterrupt stays a Ctrl-C
+        raise raised("data.factory", f"importing module `{module_name}`", err) from err
     if not hasattr(module, attr):
         raise ConfigError("data.factory", f"module `{module_name}` has no attribute `{attr}`")
     return getattr(module, attr)
 
 
-def load_data(space: SearchSpace) -> MTLData:
-    """Call the data factory with the space's seed and parameters and check what it returns."""
+def load_data(space: SearchSpace, announce: Callable[[str], None] | None = None) -> tuple[MTLData, SplitTargets]:
+    """Call the data factory with the space's seed and parameters and check what it returns
+    (:func:`~mtlsearch.data.checks.check_data`); the data and each split's targets.
+
+    ``announce`` is called with the import path of a factory outside mtlsearch before it is
+    imported (see :class:`Problem`).
+    """
     d = space.data
     if d.benchmark is not None:
         factory = BENCHMARKS.get(d.benchmark, "data.benchmark")
         label = f"benchmark `{d.benchmark}`"
     else:
+        if announce is not None and not builtin_factory(str(d.factory)):
+            announce(str(d.factory))
         factory = import_factory(str(d.factory))
         label = f"factory `{d.factory}`"
     try:
@@ -352,12 +413,13 @@ def load_data(space: SearchSpace) -> MTLData:
         data = factory(seed=d.seed, **d.params)
     except ConfigError as err:
         raise err.prefixed("data") from None
+    except (Exception, SystemExit) as err:  # KeyboardInterrupt stays a Ctrl-C
+        if d.benchmark is not None:
+            raise  # a bug of mtlsearch: keep its traceback
+        raise raised("data.factory", f"`{d.factory}`", err) from err
     if not isinstance(data, MTLData):
         raise ConfigError("data", f"{label} returned {type(data).__name__}; expected mtlsearch.data.MTLData")
-    for split in ("train", "val", "test"):
-        if len(getattr(data, split)) == 0:
-            raise ConfigError("data", f"{label} returned an empty {split} split")
-    return data
+    return data, check_data(data, label)
 
 
 def resolve_tasks(space: SearchSpace, data: MTLData) -> list[TaskSpec]:
@@ -422,14 +484,9 @@ def read_signature(signature: Mapping[str, Any]) -> tuple[list[TaskSpec], tuple[
     return tasks, shape
 
 
-def check_targets(tasks: list[TaskSpec], data: MTLData) -> None:
-    for split in ("train", "val", "test"):
-        ds = getattr(data, split)
-        targets = (
-            ds.targets
-            if isinstance(ds, TensorMTLDataset)
-            else {k: torch.as_tensor(v).unsqueeze(0) for k, v in ds[0][1].items()}
-        )
+def check_targets(tasks: list[TaskSpec], split_targets: SplitTargets) -> None:
+    """Every task has targets in every split, of the type the task needs."""
+    for split, targets in split_targets.items():
         for t in tasks:
             if t.name not in targets:
                 raise ConfigError(

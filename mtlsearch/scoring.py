@@ -12,21 +12,30 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .config import CONSTRAINTS
+from .config import CONSTRAINTS, DELTA_AVERAGES
 from .errors import ConfigError
 
 Metrics = Mapping[str, Mapping[str, float]]  # {task: {metric: value}}
 
 
-def delta_mtl(metrics: Metrics, baselines: Metrics, directions: Mapping[str, Mapping[str, str]]) -> float:
-    """Delta-MTL in percent (Maninis et al., CVPR 2019; Vandenhende et al., TPAMI 2021).
+def delta_mtl(
+    metrics: Metrics,
+    baselines: Metrics,
+    directions: Mapping[str, Mapping[str, str]],
+    average: str = "task",
+) -> float:
+    """Delta-MTL in percent: the mean signed relative change against the single-task baselines,
 
-        Delta = (1/T) * sum_t (1/|M_t|) * sum_{m in M_t} (-1)^{l_m} * (M_m - S_m) / S_m * 100
+        d_m = (-1)^{l_m} * (M_m - S_m) / S_m * 100,   l_m = 1 where lower is better.
 
-    with ``l_m = 1`` where lower is better. Convention: metrics are averaged *within* each task
-    first, then tasks are averaged, so every task counts equally however many metrics it has.
-    ``directions[task][metric]`` is ``"max"`` or ``"min"``; the tasks are those of ``directions``.
+    ``average="task"`` averages the metrics within each task first, then the tasks, so every task
+    counts equally (Maninis et al., CVPR 2019; LibMTL's ``count_improvement``). ``"metric"``
+    averages every metric equally (Vandenhende et al., TPAMI 2021; Nash-MTL's ``delta_fn``).
+    The two differ when tasks have different numbers of metrics. ``directions[task][metric]`` is
+    ``"max"`` or ``"min"``; the metrics counted are exactly those of ``directions``.
     """
+    if average not in DELTA_AVERAGES:
+        raise ValueError(f"average must be one of {DELTA_AVERAGES}, found {average!r}")
     per_task = []
     for task, dirs in directions.items():
         terms = []
@@ -37,8 +46,11 @@ def delta_mtl(metrics: Metrics, baselines: Metrics, directions: Mapping[str, Map
                 raise ConfigError(f"baselines.{task}.{metric}", "is 0; Delta-MTL divides by the baseline")
             sign = -1.0 if direction == "min" else 1.0
             terms.append(sign * (m - s) / s * 100.0)
-        per_task.append(sum(terms) / len(terms))
-    return sum(per_task) / len(per_task)
+        per_task.append(terms)
+    if average == "metric":
+        flat = [d for terms in per_task for d in terms]
+        return sum(flat) / len(flat)
+    return sum(sum(terms) / len(terms) for terms in per_task) / len(per_task)
 
 
 def count_params(model: nn.Module) -> int:
@@ -163,3 +175,35 @@ def hypervolume_2d(values: Sequence[Sequence[float]], directions: Sequence[str],
             volume += (ref[0] - x) * (best_y - y)
             best_y = y
     return volume
+
+
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (standard tables); beyond 30 the
+# next tabulated value is used, which errs on the wide side.
+_T975: tuple[float, ...] = (
+    *(12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131),
+    *(2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042),
+)
+
+
+def t_quantile_975(df: int) -> float:
+    """Student's t quantile at 0.975 with ``df`` degrees of freedom (>= 1)."""
+    if df < 1:
+        raise ValueError(f"t_quantile_975 needs df >= 1, found {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    return 2.021 if df <= 40 else 2.000 if df <= 60 else 1.980 if df <= 120 else 1.960
+
+
+def mean_interval(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean, sample standard deviation and the 95 % confidence interval of the mean
+    (``mean ± t_{0.975, n-1} * std / sqrt(n)``; seeds as independent draws). A single value has
+    std 0 and no interval (``low`` and ``high`` are None)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = math.fsum(values) / n
+    if n == 1:
+        return {"mean": mean, "std": 0.0, "low": None, "high": None}
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "low": mean - half, "high": mean + half}

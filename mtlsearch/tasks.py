@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, show
+from .limits import check_bound
 from .registry import Registry
 
 HIGHER = "max"
@@ -115,11 +116,14 @@ class TaskType(ABC):
     target)`` is a scalar tensor (mean over the batch) for the head's raw output of shape
     ``(N, output_dim)`` and targets of shape ``(N,)`` (or ``(N, d)`` for multi-output regression);
     ``check_targets`` raises a clear error when a dataset's targets do not fit the spec.
+    ``default_metrics`` are recorded when a task lists none; ``primary_metrics`` are the ones that
+    count in Delta-MTL by default (a quality measure such as accuracy, not a loss).
     """
 
     name: ClassVar[str]
     default_metrics: ClassVar[tuple[str, ...]]
     allowed_metrics: ClassVar[tuple[str, ...]]
+    primary_metrics: ClassVar[tuple[str, ...]]
 
     @abstractmethod
     def output_dim(self, spec: TaskSpec) -> int: ...
@@ -140,6 +144,7 @@ class Classification(TaskType):
 
     default_metrics = ("accuracy",)
     allowed_metrics = ("accuracy", "cross_entropy")
+    primary_metrics = ("accuracy",)
 
     def output_dim(self, spec):
         return spec.num_classes
@@ -168,6 +173,7 @@ class Binary(TaskType):
 
     default_metrics = ("accuracy",)
     allowed_metrics = ("accuracy", "cross_entropy")
+    primary_metrics = ("accuracy",)
 
     def output_dim(self, spec):
         return 1
@@ -192,6 +198,7 @@ class Regression(TaskType):
 
     default_metrics = ("mae",)
     allowed_metrics = ("mae", "mse", "rmse")
+    primary_metrics = ("mae",)
 
     def output_dim(self, spec):
         return spec.output_dim
@@ -213,8 +220,8 @@ class Regression(TaskType):
 class TaskSpec:
     """One task of a multi-task problem.
 
-    ``metrics`` are scored on validation (during search) and test (in ``mtlsearch train``); the
-    first is the task's primary metric. Every metric of a task counts equally in its Delta-MTL.
+    ``metrics`` are recorded on validation (during search) and test (in ``mtlsearch train``).
+    Those that count in Delta-MTL are :meth:`delta_metrics`.
     """
 
     name: str
@@ -232,12 +239,14 @@ class TaskSpec:
                 raise ConfigError(
                     "num_classes", f"expected an integer >= 2 for a classification task, found {show(self.num_classes)}"
                 )
+            check_bound(self.num_classes, "num_classes", "num_classes", 2)
         elif self.num_classes is not None:
             raise ConfigError(
                 "num_classes", f"only classification tasks take num_classes; task `{self.name}` is {self.type}"
             )
         if isinstance(self.output_dim, bool) or not isinstance(self.output_dim, int) or self.output_dim < 1:
             raise ConfigError("output_dim", f"expected an integer >= 1, found {show(self.output_dim)}")
+        check_bound(self.output_dim, "output_dim", "output_dim", 1)
         metrics = tuple(self.metrics) if self.metrics else kind.default_metrics
         if isinstance(self.metrics, str):
             metrics = (self.metrics,)
@@ -256,6 +265,14 @@ class TaskSpec:
 
     def metric_directions(self) -> dict[str, str]:
         return {m: METRICS.get(m).direction for m in self.metrics}
+
+    def delta_metrics(self, chosen: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The metrics that count in Delta-MTL: ``chosen`` (from the space's ``delta_mtl.metrics``)
+        if given, else the type's primary metrics among those recorded, else every recorded one."""
+        if chosen:
+            return chosen
+        primary = tuple(m for m in self.metrics if m in self.kind.primary_metrics)
+        return primary or self.metrics
 
     def new_metrics(self) -> list[Metric]:
         return [METRICS.get(m)() for m in self.metrics]

@@ -17,6 +17,7 @@ TINY_SPACE = {
         "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
     },
     "objectives": ["delta_mtl", "params"],
+    "baselines": {"kind": "default", "seeds": 1},  # fast; tuned baselines are tested in test_baselines.py
     "run": {"study": "tiny", "n_trials": 4, "seed": 0, "device": "cpu"},
 }
 
@@ -37,6 +38,7 @@ def write_process_space(tmp_path, name: str, epochs: int = 1, n_train: int = 256
             "training": {"epochs": epochs, "batch_size": 32, "optimizer": "adam", "lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
         },
         "objectives": ["delta_mtl", "params"],
+        "baselines": {"kind": "default", "seeds": 1},
         "run": {"study": name, "device": "cpu", **run},
     }
     path = tmp_path / "space.yaml"

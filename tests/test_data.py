@@ -128,7 +128,7 @@ def test_multidigits_samples_come_from_their_own_pool(digits):
         ({"n_train": 0}, "n_train", "expected an integer >= 1, found 0"),
         ({"n_val": 2.5}, "n_val", "expected an integer >= 1, found 2.5"),
         ({"n_test": True}, "n_test", "expected an integer >= 1, found True"),
-        ({"n_train": "10"}, "n_train", "expected an integer >= 1, found `10`"),
+        ({"n_train": "10"}, "n_train", "expected an integer >= 1, found the string \"10\""),
         ({"seed": 1.0}, "seed", "expected an integer, found 1.0"),
     ],
 )
@@ -206,7 +206,7 @@ def test_mmoe_without_sines_or_noise_is_linear_with_weight_norm_scale():
         ({"correlation": 1.5}, "correlation", "expected a number in [-1, 1], found 1.5"),
         ({"correlation": -1.01}, "correlation", "expected a number in [-1, 1], found -1.01"),
         ({"correlation": math.nan}, "correlation", "expected a number in [-1, 1], found nan"),
-        ({"correlation": "0.5"}, "correlation", "expected a number in [-1, 1], found `0.5`"),
+        ({"correlation": "0.5"}, "correlation", "expected a number in [-1, 1], found the string \"0.5\""),
         ({"correlation": True}, "correlation", "expected a number in [-1, 1], found True"),
         ({"input_dim": 1}, "input_dim", "expected an integer >= 2, found 1"),
         ({"n_train": 0}, "n_train", "expected an integer >= 1, found 0"),
@@ -216,7 +216,7 @@ def test_mmoe_without_sines_or_noise_is_linear_with_weight_norm_scale():
         ({"noise_std": -0.1}, "noise_std", "expected a finite number >= 0, found -0.1"),
         ({"noise_std": math.inf}, "noise_std", "expected a finite number >= 0, found inf"),
         ({"scale": 0}, "scale", "expected a finite number > 0, found 0"),
-        ({"seed": "0"}, "seed", "expected an integer, found `0`"),
+        ({"seed": "0"}, "seed", "expected an integer, found the string \"0\""),
     ],
 )
 def test_mmoe_rejects_bad_arguments(kwargs, path, message):

@@ -7,7 +7,16 @@ import torch
 from torch import nn
 
 from mtlsearch.errors import ConfigError
-from mtlsearch.scoring import count_macs, count_params, delta_mtl, hypervolume_2d, knee_point, pareto_front
+from mtlsearch.scoring import (
+    count_macs,
+    count_params,
+    delta_mtl,
+    hypervolume_2d,
+    knee_point,
+    mean_interval,
+    pareto_front,
+    t_quantile_975,
+)
 
 
 def test_delta_mtl_higher_and_lower_is_better():
@@ -24,6 +33,18 @@ def test_delta_mtl_averages_metrics_within_a_task_first():
     metrics = {"a": {"accuracy": 0.6, "cross_entropy": 0.9}, "b": {"mse": 5.0}}
     # a: (+20 + +10) / 2 = +15; b: -25; Delta = (15 - 25) / 2 = -5
     assert delta_mtl(metrics, baselines, directions) == pytest.approx(-5.0)
+
+
+def test_delta_mtl_every_metric_equally_differs_in_sign_from_per_task():
+    # a: +20 (accuracy) and +10 (cross-entropy); b: -25 (mse)
+    directions = {"a": {"accuracy": "max", "cross_entropy": "min"}, "b": {"mse": "min"}}
+    baselines = {"a": {"accuracy": 0.5, "cross_entropy": 1.0}, "b": {"mse": 4.0}}
+    metrics = {"a": {"accuracy": 0.6, "cross_entropy": 0.9}, "b": {"mse": 5.0}}
+    # per metric: (20 + 10 - 25) / 3 = +5/3, while per task gives -5: the sign flips
+    assert delta_mtl(metrics, baselines, directions, average="metric") == pytest.approx(5 / 3)
+    assert delta_mtl(metrics, baselines, directions, average="task") == pytest.approx(-5.0)
+    with pytest.raises(ValueError, match="average must be one of"):
+        delta_mtl(metrics, baselines, directions, average="tasks")
 
 
 def test_delta_mtl_of_the_baselines_is_zero():
@@ -76,3 +97,13 @@ def test_params_and_macs_of_a_known_network():
     assert count_macs(conv, (1, 8, 8)) == 4 * 8 * 8 * 9
     assert model.training  # the count leaves the mode as it was
     assert torch.is_grad_enabled()
+
+
+def test_mean_interval_against_hand_computed_values():
+    # values 1, 2, 3: mean 2, std 1, half-width t(0.975, 2) * 1 / sqrt(3) = 4.303 / 1.7320508 = 2.48434
+    out = mean_interval([1.0, 2.0, 3.0])
+    assert out["mean"] == pytest.approx(2.0) and out["std"] == pytest.approx(1.0)
+    assert out["low"] == pytest.approx(2.0 - 2.48434, abs=1e-4) and out["high"] == pytest.approx(2.0 + 2.48434, abs=1e-4)
+    single = mean_interval([5.0])
+    assert single["std"] == 0.0 and single["low"] is None and single["high"] is None
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(1000) == 1.960

@@ -194,7 +194,10 @@ def test_cli_run_resume_report_export_train(tmp_path, tiny_space, capsys, monkey
     assert main(["train", "best.yaml", "--seeds", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert result["seeds"] == [0, 1] and set(result["test_metrics"]) == {"left", "right", "sum"}
-    assert set(result["delta_mtl"]) == {"mean", "std"}
+    assert set(result["delta_mtl"]) == {"mean", "std", "low", "high"}
+    assert result["delta_mtl"]["low"] < result["delta_mtl"]["mean"] < result["delta_mtl"]["high"]
+    assert set(result["task_delta"]) == {"left", "right", "sum"}
+    assert result["baseline_training"]["left"] == {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": pytest.approx(0.1 ** 2.5), "weight_decay": 0.0}
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):

@@ -57,7 +57,7 @@ def test_seeds_per_trial_on_the_optuna_backend(tmp_path):
 
 def test_seeds_per_trial_is_checked():
     space = copy.deepcopy(TINY_SPACE)
-    for bad, message in ((0, "expected an integer >= 1, found 0"), (101, "expected at most 100"), ("2", "found `2`")):
+    for bad, message in ((0, "expected an integer >= 1, found 0"), (101, "expected at most 100"), ("2", 'found the string "2"')):
         space["run"]["seeds_per_trial"] = bad
         with pytest.raises(mtlsearch.ConfigError, match=rf"^run\.seeds_per_trial: .*{message}"):
             mtlsearch.load(space)

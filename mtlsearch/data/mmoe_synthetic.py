@@ -23,6 +23,7 @@ import numbers
 import torch
 
 from ..errors import ConfigError, show
+from ..limits import check_bound
 from ..tasks import TaskSpec
 from .base import BENCHMARKS, MTLData, TensorMTLDataset
 
@@ -32,9 +33,10 @@ def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+def _check_int(name: str, value: object, minimum: int, bound: str) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigError(name, f"expected an integer >= {minimum}, found {show(value)}")
+    check_bound(int(value), bound, name, minimum)  # before anything is allocated
 
 
 def _check_arguments(seed, correlation, input_dim, sizes, num_sines, noise_std, scale) -> None:
@@ -43,10 +45,10 @@ def _check_arguments(seed, correlation, input_dim, sizes, num_sines, noise_std, 
     # `not -1 <= p <= 1` is also true for NaN, which must be refused too.
     if not _is_number(correlation) or not -1.0 <= correlation <= 1.0:
         raise ConfigError("correlation", f"expected a number in [-1, 1], found {show(correlation)}")
-    _check_int("input_dim", input_dim, 2)  # two orthonormal directions need two dimensions
+    _check_int("input_dim", input_dim, 2, "input_dim")  # two orthonormal directions need two dimensions
     for name, n in sizes.items():
-        _check_int(f"n_{name}", n, 1)
-    _check_int("num_sines", num_sines, 0)
+        _check_int(f"n_{name}", n, 1, "n_samples")
+    _check_int("num_sines", num_sines, 0, "num_sines")
     if not _is_number(noise_std) or not math.isfinite(noise_std) or noise_std < 0:
         raise ConfigError("noise_std", f"expected a finite number >= 0, found {show(noise_std)}")
     if not _is_number(scale) or not math.isfinite(scale) or scale <= 0:

@@ -18,6 +18,7 @@ import numbers
 import torch
 
 from ..errors import ConfigError, show
+from ..limits import check_bound
 from ..tasks import TaskSpec
 from .base import BENCHMARKS, MTLData, TensorMTLDataset, split_indices
 
@@ -30,6 +31,7 @@ def _check_int(name: str, value: object, minimum: int) -> None:
     # bool is an int subclass, but `n_train: true` in a config is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigError(name, f"expected an integer >= {minimum}, found {show(value)}")
+    check_bound(int(value), "n_samples", name, minimum)  # before anything is allocated
 
 
 def _check_seed(value: object) -> None:

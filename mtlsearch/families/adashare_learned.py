@@ -12,7 +12,7 @@ from .base import FAMILIES, Architecture, Family, block_table
 
 
 def _epochs(minimum: int):
-    return lambda v, path: as_int(v, path, minimum)
+    return lambda v, path: as_int(v, path, minimum, bound="epochs")
 
 
 GATING = {

@@ -20,7 +20,7 @@ class Routing(Family):
     citation = "Rosenbaum et al., ICLR 2018"
 
     def __init__(self, modules: int = 2):
-        self.modules = as_int(modules, "modules", 1)
+        self.modules = as_int(modules, "modules", 1, bound="modules")
 
     def hyperparameters(self):
         return {"modules": self.modules}

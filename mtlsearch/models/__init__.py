@@ -1,4 +1,4 @@
-"""Backbones (blueprints of named blocks), task heads and the multi-task network."""
+"""Backbones (blueprints of named blocks), task heads and the multi-task network; see docs/models.md."""
 
 from .backbones import BACKBONES, CNN, MLP, Backbone
 from .heads import build_head

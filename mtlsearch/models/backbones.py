@@ -78,8 +78,8 @@ class MLP(Backbone):
     """
 
     def __init__(self, input_shape, width: int = 64, depth: int = 3, dropout: float = 0.0):
-        self.width = as_int(width, "width", 1)
-        self.depth = as_int(depth, "depth", 1)
+        self.width = as_int(width, "width", 1, bound="width")
+        self.depth = as_int(depth, "depth", 1, bound="depth")
         self.dropout = as_float(dropout, "dropout", 0.0)
         if self.dropout >= 1:
             raise ConfigError("dropout", f"expected a number in [0, 1), found {self.dropout:g}")
@@ -123,8 +123,8 @@ class CNN(Backbone):
                 f"backbone `cnn` needs image inputs of shape (C, H, W), found input shape {tuple(input_shape)}; "
                 "use `mlp` for vectors",
             )
-        self.channels = as_int(channels, "channels", 1)
-        self.depth = as_int(depth, "depth", 1)
+        self.channels = as_int(channels, "channels", 1, bound="channels")
+        self.depth = as_int(depth, "depth", 1, bound="depth")
         self.min_size = as_int(min_size, "min_size", 1)
         self._pool = []
         h, w = int(input_shape[1]), int(input_shape[2])

@@ -52,19 +52,18 @@ def sharing_loss(select_probs: torch.Tensor, depths: Sequence[int], num_blocks: 
 class GatedSupernet(nn.Module):
     """One trunk (one copy of every backbone block), one head per task, and policy logits.
 
-    ``logits`` has shape ``(T, G, 2)`` (select, skip) for the ``G`` gated blocks (``gated``, in
-    backbone order); they start equal, so every block is selected with probability 0.5 (as in the paper).
-    Block parameters are named ``blocks.<block>.shared.*`` and heads ``heads.<task>.*``, as in
-    :class:`~mtlsearch.models.PathNetwork` for a gating policy.
+    Args:
+        backbone: the blueprint whose blocks form the trunk.
+        tasks: one head per task.
+        gated: the names of the ``G`` gated blocks, in backbone order.
 
-    ``forward(x, policy)`` takes a ``(T, G)`` policy of hard ``{0, 1}`` or relaxed values (``None``:
-    every block runs) and returns ``{task: output}``. Task ``t``'s feature after gated block ``b``
-    is ``p * block(x) + (1 - p) * x``; other blocks always run. Computation is shared: tasks that
-    hold the same feature run a block on it once; with a hard policy that needs no gradient,
-    tasks that run a block keep sharing its output and tasks that skip it keep their input, so
-    only distinct run/skip prefixes are computed. A policy that needs a gradient (the policy
-    update) gives each task its own feature from the first gated block on, since the gradient
-    of ``p`` must see that task's loss alone.
+    ``logits`` has shape ``(T, G, 2)`` (select, skip) and starts equal: every block is selected
+    with probability 0.5, as in the paper. Parameters are named ``blocks.<block>.shared.*`` and
+    ``heads.<task>.*``, as in :class:`~mtlsearch.models.PathNetwork` for a gating policy.
+    ``forward(x, policy)`` takes a ``(T, G)`` hard or relaxed policy (``None``: every block runs)
+    and returns ``{task: output}``; task ``t``'s feature after gated block ``b`` is
+    ``p * block(x) + (1 - p) * x``. A hard policy that needs no gradient computes each distinct
+    run/skip prefix once. See docs/families.md#the-supernet.
     """
 
     def __init__(self, backbone: Backbone, tasks: Sequence[TaskSpec], gated: Sequence[str]):

@@ -3,7 +3,8 @@
 The public API is what ``mtlsearch`` and this package export in ``__all__``, and the
 :mod:`mtlsearch.search.results` module (report, pick, export, retrain). The underscored modules
 are the engine room: one trial runner (``_trial``) that the Optuna objective (``_optuna_backend``)
-and the Ray trainable (``_ray_backend``) adapt; they may change between releases.
+and the Ray trainable (``_ray_backend``) adapt; they may change between releases. See
+docs/search.md.
 """
 
 from typing import Any

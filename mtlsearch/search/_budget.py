@@ -3,7 +3,7 @@ must not start, how an interrupted trial is queued again, and the line that ends
 
 ``n_trials`` counts finished trials (complete, pruned, and failed ones that no later trial
 retries) over every run, worker and backend; a trial started after the budget was met elsewhere
-is marked ``surplus`` and does not count.
+is marked ``surplus`` and does not count. See docs/search.md#the-budget.
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
 """Early stopping of unpromising trials in a multi-objective study.
 
-Optuna cannot prune multi-objective studies (``trial.report`` raises there), so mtlsearch stops
-trials on a scalar proxy of its own: the validation Delta-MTL after each epoch, recorded in the
-trial user attribute ``epoch_delta_mtl`` (one value per finished epoch). A stopped trial ends
-PRUNED (``optuna.TrialPruned``), never COMPLETE with partial values, so it never reaches the
-Pareto front.
-
-Rule ``median`` (the median stopping rule of Golovin et al., KDD 2017, Google Vizier, as Optuna's
-``MedianPruner`` applies it to single-objective studies): after epoch ``e`` (from ``min_epochs``
-on, and never after the last epoch), stop the trial when its proxy is below the median of the
-proxies of the COMPLETE trials at epoch ``e``, once at least ``min_trials`` of them reached it.
-
-Rule ``asha`` (asynchronous successive halving, Li et al., MLSys 2020, arXiv:1810.05934, with
-reduction factor 3): rungs at epochs ``min_epochs * 3**k``; at a rung, a trial goes on only when
-its proxy is in the top third of all trials that reached that rung (complete, pruned or running),
-once ``min_trials`` of them did. It stops more trials earlier than the median rule.
-
-Costs are not part of the proxy: a cheap candidate with a low Delta-MTL can be stopped although
-it might have sat on the (Delta-MTL, cost) front. Use ``early_stopping: none`` when the cheap end
-of the front matters more than the compute saved.
+Optuna cannot prune multi-objective studies, so a trial is stopped on a scalar proxy: its
+validation Delta-MTL after each epoch (trial user attribute ``epoch_delta_mtl``). A stopped trial
+ends PRUNED, so it never reaches the Pareto front. Rules: ``median`` (Golovin et al., KDD 2017)
+and ``asha`` (Li et al., MLSys 2020, arXiv:1810.05934, reduction factor 3). Costs are not part
+of the proxy. See docs/search.md#early-stopping.
 """
 
 from __future__ import annotations
@@ -75,7 +61,7 @@ RULES = {
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """An early-stopping rule (``median`` or ``asha``) with its settings (see the module docstring)."""
+    """An early-stopping rule (``median`` or ``asha``) with its settings (see docs/search.md#early-stopping)."""
 
     rule: str = "median"
     min_trials: int = 5

@@ -93,6 +93,7 @@ class Objective:
         total: the study-wide budget (a trial started after it was met elsewhere is not run).
         early_stopping: stops trials on their per-epoch validation Delta-MTL (PRUNED).
         seeds_per_trial: trains each candidate on this many seeds and scores the mean.
+        sampler: the run's sampler, which also tunes ``tuned`` baselines.
     """
 
     def __init__(
@@ -107,8 +108,10 @@ class Objective:
         early_stopping: EarlyStopping | None = None,
         checkpoints: str | Path | None = None,
         seeds_per_trial: int = 1,
+        sampler: str = "tpe",
     ):
         self.problem = problem
+        self.sampler = sampler
         self.checkpoint_root = Path(checkpoints) if checkpoints else None
         self.seed = seed
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -124,7 +127,9 @@ class Objective:
     def baselines(self, study: optuna.Study | None) -> dict[str, dict[str, float]]:
         key = study.study_name if study is not None else ""
         if key not in self._baselines:
-            self._baselines[key] = ensure_baselines(study, self.problem, self.seed, self.device, self.progress)
+            self._baselines[key] = ensure_baselines(
+                study, self.problem, self.seed, self.device, self.progress, self.sampler
+            )
         return self._baselines[key]
 
     def checkpoints(self, run_id: str) -> CheckpointStore | None:
@@ -207,6 +212,7 @@ def make_objective(
         total=settings["n_trials"],
         early_stopping=None if rule == "none" else EarlyStopping(rule, settings["min_trials"], settings["min_epochs"]),
         seeds_per_trial=int(settings.get("seeds_per_trial", 1)),
+        sampler=settings.get("sampler", "tpe"),
     )
 
 
@@ -274,6 +280,9 @@ def optimize(
             # stale and be queued again (then this worker runs it)
             time.sleep(min(settings["heartbeat_interval"], 2))
             continue
+        # A joining worker loads (and checks) the data here, outside any trial: a data factory
+        # that fails then stops the worker and fails no trial of the study.
+        objective.problem.data
         with warnings.catch_warnings():
             # Optuna warns for each failed trial; the trial line above already says why.
             warnings.simplefilter("ignore", UserWarning)
@@ -311,7 +320,7 @@ def join_study(
             "(it has no run settings to join)"
         )
     study = load_study(study_name, storage_url, heartbeat=(settings["heartbeat_interval"], settings["grace_period"]))
-    problem = stored_problem(study)
+    problem = stored_problem(study, progress)
     dev = resolve_device(device)
     progress.event(
         "worker",

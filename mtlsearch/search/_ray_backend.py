@@ -1,28 +1,10 @@
 """Ray Tune as the search backend: ``mtlsearch run SPACE --backend ray [--address HOST:PORT]``.
 
-The Optuna study stays the single record. Each Tune trial is one Optuna trial of the same study
-(same name, storage, user attributes and objectives as the Optuna backend's), so ``report``,
-``export`` and ``optuna-dashboard`` read a Ray-run study unchanged. What Ray adds:
-
-* trials run as Ray actors on a local machine or a cluster (``--address``), with
-  ``--cpus-per-trial`` / ``--gpus-per-trial`` each, at most ``--max-concurrent`` at a time;
-* :class:`StudySearch`, a Tune searcher on Tune's public ``Searcher`` API and Optuna's ask/tell,
-  asks the study for each trial and samples it through :meth:`Problem.sample` (define-by-run:
-  the space's own code, as in the Optuna backend); it tells the study the outcome: COMPLETE with
-  the objective values for a trial that trained all its epochs, PRUNED (``pruned_reason``) for
-  one the scheduler stopped early (Ray's stock ``OptunaSearch`` would tell it COMPLETE with the
-  partial values of its last report, putting half-trained candidates on the front);
-* ASHA (Li et al., 2020, arXiv:1810.05934) stops trials on the validation Delta-MTL after each
-  epoch (``delta_mtl_proxy``, the proxy of :mod:`mtlsearch.search._early_stopping`);
-* every epoch is a Tune checkpoint holding a :class:`~mtlsearch.checkpoints.CheckpointStore`
-  file: a failed trial is retried from it (``FailureConfig``), and ``mtlsearch resume --backend
-  ray`` restores a killed driver's experiment (``Tuner.restore``), its running trials continuing
-  from their last epoch.
-
-Why the study, not Tune, is the budget: ``n_trials`` counts finished trials of the study over
-every run and backend; a Tune experiment is started for what is missing. Trials a killed driver
-had asked for but Tune never recorded are failed and queued again with their parameters (the
-``retry_of`` mechanism of the Optuna backend), so they neither stay RUNNING nor count twice.
+The Optuna study stays the single record: each Tune trial is one Optuna trial of the same study,
+asked and told by :class:`StudySearch` (Tune's ``Searcher`` over Optuna's ask/tell), which
+records a trial that ASHA (Li et al., 2020, arXiv:1810.05934) stopped early as PRUNED. Every
+epoch is a Tune checkpoint; ``mtlsearch resume --backend ray`` restores a killed driver's
+experiment. The study, not Tune, keeps the budget. See docs/search.md#the-ray-path.
 """
 
 from __future__ import annotations
@@ -216,19 +198,15 @@ _DRIVER: dict[str, dict[str, Any]] = {}
 class StudySearch(Searcher):
     """A Tune searcher that asks an mtlsearch study for each trial and tells it the outcome.
 
-    Built on Tune's public :class:`~ray.tune.search.Searcher` API and Optuna's ask/tell: each
-    suggestion is ``study.ask()`` (a queued retry first) sampled through :meth:`Problem.sample`
-    (the same code as the Optuna backend), with ``seed``, ``run_id`` and ``ray_trial_id`` user
-    attributes (a queued retry keeps its seed and run id). On completion the trial's record (from
-    its last report) is stored, then the trial is told:
+    Each suggestion is ``study.ask()`` (a queued retry first), sampled through
+    :meth:`Problem.sample` as in the Optuna backend. On completion the record of the trial's last
+    report is stored and the trial is told FAIL, PRUNED (infeasible, or stopped before its last
+    epoch) or COMPLETE with its last epoch's objective values; see docs/search.md#the-ray-path.
+    The searcher is pickled into Tune's experiment state, so a restored experiment tells the same
+    Optuna trials.
 
-    * FAIL when Tune gave up on it (``error``), or its loss became NaN/inf (``fail_reason``);
-    * PRUNED when infeasible (``pruned_reason`` from the trainable) or stopped by the scheduler
-      before its last epoch (``pruned_reason`` says at which epoch);
-    * COMPLETE with the objective values of its last epoch otherwise.
-
-    The searcher is pickled into Tune's experiment state (its live trials with it), so a
-    restored experiment tells the same Optuna trials.
+    .. note:: Ray's own ``OptunaSearch`` would tell a trial that the scheduler stopped early
+       COMPLETE with the partial values of its last report.
     """
 
     def __init__(
@@ -443,7 +421,7 @@ def run_ray(
     resume: bool = False,
 ) -> optuna.Study:
     """Run (or continue) the study of ``problem`` with Ray Tune until it holds ``run.n_trials``
-    finished trials (see the module docstring). ``address``: a Ray cluster (``auto``,
+    finished trials (see docs/search.md#the-ray-path). ``address``: a Ray cluster (``auto``,
     ``HOST:PORT``), else a local Ray instance. ``resume``: restore the study's interrupted Tune
     experiment when there is one (``mtlsearch resume --backend ray``)."""
     require_ray()
@@ -499,7 +477,7 @@ def _drive(
     deadline = settings["deadline"]
     write_study(study, ray={"address": address, **resources, "max_concurrent": max_concurrent})
     experiment = root / "ray" / study.study_name
-    baselines = ensure_baselines(study, problem, run.seed, resolve_device(run.device), progress)
+    baselines = ensure_baselines(study, problem, run.seed, resolve_device(run.device), progress, run.sampler)
     raw = space.to_raw()
     _PROBLEMS.setdefault(json.dumps(raw, sort_keys=True, default=str), problem)  # the driver samples with it
     trainable = tune.with_resources(

@@ -39,7 +39,7 @@ def resume(
     url = resolve(storage, None, DEFAULT_STORAGE)
     study = load_study(study_name, url)
     run = resumed_run(study, url, n_trials=n_trials, **overrides)
-    problem = stored_problem(study)
+    problem = stored_problem(study, progress)
     if backend == "ray":
         from ._ray_backend import run_ray
 

@@ -1,5 +1,6 @@
 """Stopping on a signal without losing work: SIGTERM is handled like Ctrl-C, and a second
-signal that arrives while the first one's work is being saved waits until it is saved."""
+signal that arrives while the first one's work is being saved waits until it is saved. See
+docs/search.md#ctrl-c-and-sigterm."""
 
 from __future__ import annotations
 

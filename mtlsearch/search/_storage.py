@@ -3,8 +3,10 @@ retried.
 
 * ``sqlite:///file.db`` (one machine, few writers), ``postgresql://...`` / ``mysql://...``
   (several machines): Optuna's ``RDBStorage``, with its own heartbeat;
-* ``journal:///file.log``: Optuna's journal file storage, the robust choice for several worker
-  processes on one machine (appends under a file lock; no "database is locked"). Optuna's journal
+* ``journal:///file.log``: Optuna's journal file storage, for several worker processes on one
+  machine (appends under a file lock; no "database is locked"). A torn last line that a killed
+  writer left is ended before anything appends (:func:`~mtlsearch.search._journal.end_torn_tail`;
+  Optuna would append onto it and leave the file unreadable). Optuna's journal
   storage has no heartbeat, so :class:`HeartbeatJournalStorage` adds one with the same contract
   as ``RDBStorage``'s: Optuna's own heartbeat thread, stale-trial check and
   ``RetryHeartbeatStaleTrialCallback`` then work unchanged.
@@ -25,7 +27,7 @@ import optuna
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DamagedStorageError
 from ..storage_url import driver_hint, redact, scrub, with_installed_driver
 from ._compat import BaseHeartbeat, storage_trial_id
 
@@ -88,12 +90,23 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     if url.startswith("journal://"):
         from optuna.storages.journal import JournalFileBackend
 
+        from ._journal import end_torn_tail
+
         path = journal_path(url)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        end_torn_tail(path)  # before anything appends: Optuna would write onto the torn line
         backend = JournalFileBackend(path)
-        if heartbeat:
-            return HeartbeatJournalStorage(backend, heartbeat[0], heartbeat[1], callback)
-        return JournalStorage(backend)
+        try:  # the storage reads the whole file now
+            if heartbeat:
+                return HeartbeatJournalStorage(backend, heartbeat[0], heartbeat[1], callback)
+            return JournalStorage(backend)
+        except ValueError as err:  # JSONDecodeError, "Invalid log format."
+            raise DamagedStorageError(
+                "run.storage",
+                f"journal `{path}` has a damaged line in the middle ({type(err).__name__}: {err}), such as a write "
+                f"onto a torn one leaves; `mtlsearch check STUDY --storage {redact(url)} --repair` repairs torn "
+                "writes and keeps every finished trial",
+            ) from None
     kwargs: dict = {}
     shown = redact(url)
     url = with_installed_driver(url)
@@ -103,6 +116,9 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
             parent = Path(db).parent
             if not parent.exists():
                 raise ConfigError("run.storage", f"the folder of `{db}` does not exist")
+            damage = sqlite_damage(db)
+            if damage:
+                raise DamagedStorageError("run.storage", sqlite_recovery(db, damage))
         # several processes on one file: wait for the lock instead of failing at once
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     if heartbeat:
@@ -116,6 +132,38 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     except Exception as err:  # SQLAlchemy raises many kinds; the URL is what the user can fix
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError("run.storage", scrub(f"cannot open `{shown}`: {type(err).__name__}: {first}", url)) from None
+
+
+def sqlite_damage(file: str) -> str | None:
+    """What SQLite's ``quick_check`` finds wrong with ``file`` (opened read-only), or ``None``
+    when it is sound, missing, or cannot be opened now (the caller's own open then says why)."""
+    import sqlite3
+    from contextlib import closing
+
+    path = Path(file)
+    if not path.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=60)) as db:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.OperationalError:  # locked, unreadable: not a verdict on the file
+        return None
+    except sqlite3.DatabaseError as err:  # "database disk image is malformed", "file is not a database"
+        return str(err)
+    found = [line for r in rows for line in str(r[0]).splitlines() if line != "ok" and not line.startswith("***")]
+    return "; ".join(found[:3]) or None
+
+
+def sqlite_recovery(file: str, damage: str) -> str:
+    """One line: ``file`` is damaged, and how to recover its readable rows."""
+    import shlex
+
+    return (
+        f"SQLite file `{file}` is damaged ({damage}); mtlsearch changed nothing. Recover its readable rows into a "
+        f"new file with `sqlite3 {shlex.quote(file)} .recover | sqlite3 recovered.db` (a sqlite3 without .recover: "
+        "see the README's section Damaged storage), then `mtlsearch check STUDY --storage sqlite:///recovered.db`; or, "
+        "while the study still reads, copy it to a new storage with `optuna.copy_study`"
+    )
 
 
 def load_study(study_name: str, url: str, heartbeat: tuple[int, int] | None = None) -> optuna.Study:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +119,28 @@ def stored_space(study: optuna.Study) -> SearchSpace:
     return SearchSpace.parse(raw)
 
 
-def stored_problem(study: optuna.Study) -> Problem:
-    """The problem of a stored study; its data is loaded only when used (training, scoring)."""
-    return Problem(stored_space(study), study_record(study).signature)
+def stored_problem(study: optuna.Study, progress: Progress | None = None) -> Problem:
+    """The problem of a stored study; its data is loaded only when used (training, scoring).
+
+    ``progress`` is told which data factory the stored space names before it is imported
+    (:func:`announce_factory`)."""
+    announce = announce_factory(progress, "the stored space") if progress is not None else None
+    return Problem(stored_space(study), study_record(study).signature, announce)
+
+
+def announce_factory(progress: Progress, source: str) -> Callable[[str], None]:
+    """A notice, as a ``user_code`` progress event, that the data factory named by ``source`` (a
+    stored space, an exported config: files someone else may have written) is about to be
+    imported: its code runs with the user's permissions."""
+
+    def announce(path: str) -> None:
+        progress.event(
+            "user_code",
+            f"importing data factory `{path}` named by {source} (user code runs with your permissions)",
+            factory=path,
+        )
+
+    return announce
 
 
 def resumed_run(study: optuna.Study, storage: str, **overrides: Any) -> RunConfig:

@@ -5,7 +5,8 @@ learns one inside the trial, measures costs and checks the space's constraints (
 candidate is not trained), trains with per-epoch checkpoints, and scores on the validation split.
 An engine adapts it through :class:`TrialHooks`: where record fields go (an Optuna trial, a Ray
 report), what happens after each epoch (progress, early stopping, a Tune report), and how the
-constraint values are stored. The Optuna objective and the Ray trainable are such adapters.
+constraint values are stored. The Optuna objective and the Ray trainable are such adapters. See
+docs/search.md#the-life-of-a-trial.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def run_trial(
     last: dict[str, Any] = {}
 
     def score(metrics: dict[str, dict[str, float]]) -> tuple[float, dict[str, float]]:
-        delta = delta_mtl(metrics, baselines, problem.metric_directions)
+        delta = delta_mtl(metrics, baselines, problem.delta_directions, problem.delta_average)
         return delta, objective_values(problem.objectives, metrics, delta, costs)
 
     def report(epoch: int, epochs: int, train_loss: float, metrics: dict[str, dict[str, float]] | None = None) -> None:

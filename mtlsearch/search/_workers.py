@@ -4,8 +4,8 @@ Each worker is ``python -m mtlsearch worker STUDY``, given the storage URL in it
 (``MTLSEARCH_STORAGE``, never on its command line, where ``ps`` shows a password): a separate process (its own
 Python interpreter and torch threads) that joins the stored study like a worker on another
 machine would. They coordinate through the storage only: the study-wide budget, heartbeats and
-retries are the storage's. Each gets ``cpu_count // N`` torch threads, so N single-threaded
-trials share the cores instead of fighting over them.
+retries are the storage's. Each gets ``max(1, cpu_count // N)`` torch threads, so N single-threaded
+trials share the cores instead of fighting over them. See docs/search.md#local-workers.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ import yaml
 from optuna.trial import TrialState
 
 from ..checkpoints import describe_value
-from ..config import SearchSpace, read_yaml
-from ..errors import ConfigError, MTLSearchError
+from ..config import MAX_SEED, TRAINING, SearchSpace, check_keys, read_yaml
+from ..errors import ConfigError, MTLSearchError, show
 from ..problem import Problem
-from ..scoring import count_params, delta_mtl, knee_point, pareto_front
+from ..scoring import count_params, delta_mtl, knee_point, mean_interval, pareto_front
 from ..storage_url import redact
 from ..training import evaluate, resolve_device, train
 from ..version import __version__
@@ -31,7 +31,7 @@ from ._baselines import train_single_task
 from ._progress import QUIET, Progress
 from ._records import StudyRecord
 from ._storage import load_study
-from ._study import stored_problem, stored_space
+from ._study import announce_factory, stored_problem, stored_space
 
 EXPORT_FORMAT = "mtlsearch-export/1"
 ARTIFACT_ID = re.compile(
@@ -148,9 +148,7 @@ def format_report(data: Mapping[str, Any]) -> str:
             ]
         )
     baselines = data.get("baselines") or {}
-    bl = "; ".join(
-        f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in (baselines.get("values") or {}).items()
-    )
+    bl = describe_baselines(baselines)
     families = sorted({r["family"] for r in front_ if r["family"]})
     architectures = []
     for r in front_:
@@ -160,9 +158,31 @@ def format_report(data: Mapping[str, Any]) -> str:
     return (
         f"{head}\nPareto front ({len(front_)} of the complete trials; validation split; "
         f"families on it: {', '.join(families)}):\n"
-        f"{format_table(rows, header)}\nsingle-task baselines ({baselines.get('source', '?')}): {bl}"
+        f"{format_table(rows, header)}\n{bl}"
         + ("\narchitectures on the front:\n" + "\n".join(architectures) if architectures else "")
     )
+
+
+def describe_baselines(record: Mapping[str, Any]) -> str:
+    """The baselines' line of a report: how they were obtained and their values (± seed spread)."""
+    how = {
+        "tuned": f"tuned over the training space ({record.get('tune_trials', '?')} trials per task)",
+        "default": "default training settings",
+        "trained": "default training settings",  # studies from before tuned baselines
+        "given": "given in the space",
+    }.get(str(record.get("source")), "?")
+    seeds = record.get("seeds")
+    if isinstance(seeds, list) and seeds:
+        how += f", mean of seeds {seeds}"
+    spread = record.get("spread") or {}
+    values = "; ".join(
+        f"{t}: "
+        + ", ".join(
+            f"{m} {v:.4f}" + (f" ± {spread[t][m]:.4f}" if m in spread.get(t, {}) else "") for m, v in ms.items()
+        )
+        for t, ms in (record.get("values") or {}).items()
+    )
+    return f"single-task baselines ({how}; validation): {values}"
 
 
 # -- picking and exporting ------------------------------------------------------------------------
@@ -223,9 +243,14 @@ def pick(
     return pool[knee_point([t.values for t in pool], [d.name.lower() for d in study.directions])]
 
 
-def export_config(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_url: str = "") -> dict[str, Any]:
-    """A plain-data config that rebuilds and retrains the trial's candidate, with provenance."""
-    problem = stored_problem(study)
+def export_config(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_url: str = "", progress: Progress = QUIET
+) -> dict[str, Any]:
+    """A plain-data config that rebuilds and retrains the trial's candidate, with provenance.
+
+    The data is not loaded when the study stores its signature; otherwise ``progress`` is told
+    which data factory the stored space names before it is imported."""
+    problem = stored_problem(study, progress)
     a = trial.user_attrs
     candidate = problem.replay(trial.params, a.get("learned"))
     learned = {"learned": a["learned"]} if "learned" in a else {}
@@ -333,12 +358,37 @@ def read_export(config: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     for key in ("space", "params", "seed"):
         if key not in raw:
             raise ConfigError(key, "required key of an exported config is missing")
+    check_params(raw["params"])
+    check_seed(raw["seed"], "seed")
     return dict(raw)
 
 
-def candidate_of(config: str | Path | Mapping[str, Any]):
+def check_params(params: Any) -> None:
+    """Trial parameters as an export writes them: a mapping of names to scalars (Optuna's)."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(
+            "params", f"expected a mapping of names to values (as `mtlsearch export` writes it), found {show(params)}"
+        )
+    for key, value in params.items():
+        if not isinstance(key, str):
+            raise ConfigError("params", f"expected parameter names (strings) as keys, found {show(key)}")
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise ConfigError(f"params.{key}", f"expected a string, a number, a boolean or null, found {show(value)}")
+
+
+def check_seed(seed: Any, path: str) -> int:
+    """``seed`` is an integer that torch and Optuna accept: in ``[0, MAX_SEED]``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(path, f"expected an integer in [0, {MAX_SEED}], found {show(seed)}")
+    return seed
+
+
+def candidate_of(config: str | Path | Mapping[str, Any], progress: Progress = QUIET):
+    """The raw export and its candidate; ``progress`` is told which data factory the export names
+    before it is imported."""
     raw = read_export(config)
-    problem = Problem(SearchSpace.parse(raw["space"], "space"), raw.get("signature"))
+    announce = announce_factory(progress, "the exported config")
+    problem = Problem(SearchSpace.parse(raw["space"], "space"), raw.get("signature"), announce)
     return raw, problem.replay(raw["params"], raw.get("learned"))
 
 
@@ -349,7 +399,7 @@ def build_model(config: str | Path | Mapping[str, Any], seed: int | None = None)
     ``model.load_state_dict(torch.load(path, weights_only=True))``.
     """
     raw, candidate = candidate_of(config)
-    model = candidate.build_model(raw["seed"] if seed is None else seed)
+    model = candidate.build_model(raw["seed"] if seed is None else check_seed(seed, "seed"))
     expected = raw.get("provenance", {}).get("params")
     if expected is not None and count_params(model) != expected:
         raise MTLSearchError(
@@ -366,11 +416,16 @@ def retrain(
     progress: Progress = QUIET,
 ) -> dict[str, Any]:
     """Train the exported candidate from scratch for each seed (train split) and score it on the
-    test split: per-task test metrics and, with ``baselines``, test Delta-MTL against single-task
-    networks retrained with the same seeds. Returns means, standard deviations and every run."""
-    raw, candidate = candidate_of(config)
+    test split: per-task test metrics and, with ``baselines``, test Delta-MTL (and each task's
+    delta) against single-task networks retrained with the same seeds and each task's baseline
+    settings from the study (tuned ones where the study tuned them). Returns means, standard
+    deviations, 95 % intervals and every run."""
+    for i, seed in enumerate(seeds):
+        check_seed(seed, f"seeds[{i}]")
+    raw, candidate = candidate_of(config, progress)
     problem = candidate.problem
     dev = resolve_device(device)
+    settings = baseline_settings(raw, problem) if baselines else {}
     runs = []
     for i, seed in enumerate(seeds, 1):
         model = candidate.build_model(seed)
@@ -392,10 +447,13 @@ def retrain(
         if baselines:
             single = {}
             for task in problem.tasks:
-                st = train_single_task(problem, task, seed, dev)
+                st = train_single_task(problem, task, seed, dev, settings[task.name])
                 single[task.name] = evaluate(st, [task], problem.data.test, dev)[task.name]
             run["single_task_test_metrics"] = single
-            run["delta_mtl"] = delta_mtl(run["test_metrics"], single, problem.metric_directions)
+            run["delta_mtl"] = delta_mtl(run["test_metrics"], single, problem.delta_directions, problem.delta_average)
+            run["task_delta"] = {
+                t: delta_mtl(run["test_metrics"], single, {t: dirs}) for t, dirs in problem.delta_directions.items()
+            }
         runs.append(run)
         shown = "; ".join(
             f"{t}: " + ", ".join(f"{m} {v:.4f}" for m, v in ms.items()) for t, ms in run["test_metrics"].items()
@@ -413,8 +471,28 @@ def retrain(
     }
     result = {"config": raw.get("provenance", {}), "seeds": list(seeds), "test_metrics": summary, "runs": runs}
     if baselines:
-        result["delta_mtl"] = mean_std([r["delta_mtl"] for r in runs])
+        result["baseline_training"] = settings
+        result["delta_mtl"] = mean_interval([r["delta_mtl"] for r in runs])
+        result["task_delta"] = {t: mean_interval([r["task_delta"][t] for r in runs]) for t in problem.task_names}
     return result
+
+
+def baseline_settings(raw: Mapping[str, Any], problem: Problem) -> dict[str, dict[str, Any]]:
+    """Each task's single-task training settings for a fair retraining: those the study's
+    baselines were trained with (``provenance.baselines.training``, checked: the file may be
+    hand-edited), else every training parameter's default."""
+    record = (raw.get("provenance") or {}).get("baselines") or {}
+    stored = record.get("training") if isinstance(record, Mapping) else None
+    out = {}
+    for task in problem.task_names:
+        given = stored.get(task) if isinstance(stored, Mapping) else None
+        if not isinstance(given, Mapping):
+            out[task] = problem.baseline_training()
+            continue
+        path = f"provenance.baselines.training.{task}"
+        check_keys(given, list(TRAINING), path, required=tuple(TRAINING))
+        out[task] = {k: TRAINING[k].check(given[k], f"{path}.{k}") for k in TRAINING}
+    return out
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -428,9 +506,32 @@ def format_retrain(result: Mapping[str, Any]) -> str:
         for t, ms in result["test_metrics"].items()
         for m, s in ms.items()
     ]
+    verdict = ""
     if "delta_mtl" in result:
+        for t, d in result.get("task_delta", {}).items():
+            rows.append([f"delta {t} %", format_interval(d)])
         d = result["delta_mtl"]
-        rows.append(["Delta-MTL %", f"{d['mean']:+.2f} ± {d['std']:.2f}"])
-    return f"test split, {len(result['seeds'])} seed(s) {result['seeds']} (mean ± std):\n" + format_table(
-        rows, ["metric", "value"]
+        rows.append(["Delta-MTL %", format_interval(d)])
+        if len(result["seeds"]) < 2:
+            verdict = "\none seed gives no interval: retrain with --seeds 3 or more before comparing"
+        elif d["low"] is None or d["low"] <= 0 <= d["high"]:
+            verdict = (
+                f"\nthe 95 % interval of Delta-MTL includes 0: over {len(result['seeds'])} seeds this candidate is "
+                "not shown to differ from its single-task networks"
+            )
+        else:
+            side = "better" if d["low"] > 0 else "worse"
+            verdict = (
+                f"\nthe 95 % interval of Delta-MTL excludes 0: the candidate is {side} than its single-task networks"
+            )
+    return (
+        f"test split, {len(result['seeds'])} seed(s) {result['seeds']} (mean ± std, 95 % interval of the mean):\n"
+        + format_table(rows, ["metric", "value"])
+        + verdict
     )
+
+
+def format_interval(d: Mapping[str, Any]) -> str:
+    if d["low"] is None:
+        return f"{d['mean']:+.2f} ± {d['std']:.2f}"
+    return f"{d['mean']:+.2f} ± {d['std']:.2f}  [{d['low']:+.2f}, {d['high']:+.2f}]"
