@@ -9,8 +9,10 @@ here, with the space path in front.
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -67,6 +69,28 @@ class Candidate:
 
     def describe(self) -> str:
         return "\n".join(self.family.describe(self.architecture, self.problem.backbone.block_names))
+
+    def key(self) -> str:
+        """What makes two candidates the same network trained the same way, as a short hash: the
+        architecture in canonical form, the weighting with its hyperparameters, and the training
+        settings. A path-shaped architecture built the default way is described by who shares
+        each block and whether that block runs, so trees that differ only in group labels (or a
+        tree that shares everything and ``hard_sharing``) are equal; other families by their name
+        and settings (a learned family: its learning settings, not what it learned)."""
+        arch = self.architecture
+        structure: Any = [arch.family, arch.settings]
+        if arch.paths is not None and not self.family.learned and type(self.family).build is Family.build:
+            sharing = arch.sharing(self.problem.backbone.block_names) or []
+            structure = [
+                sorted([sorted(group), arch.paths[group[0]][b] is None] for group in groups)
+                for b, groups in enumerate(sharing)
+            ]
+        text = json.dumps(
+            [structure, self.weighting.name, self.weighting.hyperparameters(), self.training],
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
         """A readable record of the candidate (JSON-serialisable)."""

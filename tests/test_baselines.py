@@ -180,3 +180,44 @@ def test_delta_mtl_counts_primary_metrics_by_default_and_the_chosen_convention(t
     ]
     assert trial.user_attrs["delta_mtl"] == pytest.approx(sum(terms) / 3)  # every metric equally
     assert trial.values[0] == pytest.approx(sum(terms) / 3)
+
+
+def test_report_warns_when_a_single_task_candidate_beats_its_baselines_spread():
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    baselines = {
+        "source": "tuned",
+        "values": {"a": {"accuracy": 0.80}, "b": {"mae": 1.0}},
+        "spread": {"a": {"accuracy": 0.01}, "b": {"mae": 0.2}},
+    }
+    study.set_user_attr("mtlsearch.baselines", baselines)
+
+    def single_task(accuracy, mae):
+        return create_trial(
+            state=TrialState.COMPLETE,
+            values=[0.0, 10],
+            params={"family": "single_task"},
+            distributions={"family": CategoricalDistribution(["single_task"])},
+            user_attrs={
+                "architecture": {"family": "single_task"},
+                "val_metrics": {"a": {"accuracy": accuracy}, "b": {"mae": mae}},
+                "delta_mtl": 0.0,
+                "params": 10,
+                "macs": 1,
+            },
+        )
+
+    study.add_trial(single_task(0.81, 0.7))  # within 2 spreads on both tasks (0.01 <= 0.02; 0.3 <= 0.4)
+    assert results.report(study)["warnings"] == []
+    study.add_trial(single_task(0.85, 1.5))  # accuracy 0.05 above: 5 spreads; a worse mae is not a warning
+    (warning,) = results.report(study)["warnings"]
+    assert warning == (
+        "single-task trial #1 beats the `a` baseline on accuracy (0.85 vs 0.8 ± 0.01, more than 2 seed spreads): "
+        "the baselines look under-tuned, so Delta-MTL flatters every candidate; raise baselines.tune_trials or seeds"
+    )
+    assert f"warning: {warning}" in results.format_report(results.report(study))
+    baselines.pop("spread")
+    study.set_user_attr("mtlsearch.baselines", baselines)  # one seed: no spread, no judgement
+    assert results.report(study)["warnings"] == []

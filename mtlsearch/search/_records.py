@@ -67,6 +67,13 @@ class TrialRecord(_Record):
             "what a family that learns its architecture inside the trial learned (the policy of `adashare_learned`)"
         ),
     )
+    candidate: str | None = field(
+        default=None,
+        metadata=_doc(
+            "a hash of the canonical architecture, weighting and training settings: trials with the same one "
+            "are one candidate on several seeds, pooled by `report` and `export`"
+        ),
+    )
     val_metrics: dict | None = field(default=None, metadata=_doc("`{task: {metric: value}}` on the validation split"))
     delta_mtl: float | None = field(
         default=None, metadata=_doc("validation Delta-MTL against the baselines, in % (the mean over `seeds`)")

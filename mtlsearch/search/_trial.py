@@ -141,6 +141,7 @@ def run_trial(
         return TrialOutcome(state, write.record, constraints=constraints)
 
     candidate = problem.replay(params, previous.learned, partial=True)
+    write(candidate=candidate.key())  # before learning: a learned family's key is its settings
     if candidate.needs_learning:
         try:
             candidate.architecture = candidate.family.learn(

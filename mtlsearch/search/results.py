@@ -11,6 +11,7 @@ import math
 import re
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..errors import ConfigError, MTLSearchError, show
 from ..problem import Problem
 from ..scoring import count_params, delta_mtl, knee_point, mean_interval, pareto_front
 from ..storage_url import redact
+from ..tasks import METRICS
 from ..training import evaluate, resolve_device, train
 from ..version import __version__
 from ._baselines import train_single_task
@@ -60,24 +62,104 @@ def complete_trials(study: optuna.Study, family: str | None = None) -> list[optu
     ]
 
 
-def front(study: optuna.Study, family: str | None = None) -> list[optuna.trial.FrozenTrial]:
-    """The non-dominated complete, feasible trials under the study's objectives and directions;
-    with ``family``, the front of that family's trials alone."""
-    trials = complete_trials(study, family)
+@dataclass(frozen=True)
+class Pooled:
+    """The complete, feasible trials of one candidate (one ``candidate`` key: the same network
+    trained the same way), pooled as one candidate trained on all their seeds.
+
+    ``trial`` is the first of them (its parameters rebuild the candidate); ``values`` are the
+    objective values averaged over every seed (a trial of ``k`` seeds counts ``k`` times);
+    ``runs`` the validation Delta-MTL of each seed.
+    """
+
+    trial: optuna.trial.FrozenTrial
+    trials: tuple[int, ...]
+    values: tuple[float, ...]
+    runs: tuple[float, ...]
+    val_metrics: dict[str, dict[str, float]]
+
+    @property
+    def delta_mtl(self) -> float:
+        return statistics.fmean(self.runs)
+
+    @property
+    def delta_std(self) -> float:
+        return statistics.stdev(self.runs) if len(self.runs) > 1 else 0.0
+
+
+def seed_runs(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """The validation Delta-MTL of each seed the trial trained (stored values are checked)."""
+    a = trial.user_attrs
+    per_seed = a.get("seed_delta_mtl")
+    if isinstance(per_seed, list) and per_seed and all(is_number(v) for v in per_seed):
+        return [float(v) for v in per_seed]
+    delta: Any = a.get("delta_mtl")
+    return [float(delta)] if is_number(delta) else []
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def pool(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Pooled]:
+    """Trials grouped by their ``candidate`` key (a trial without one is its own group), each
+    group pooled over its seeds (:class:`Pooled`), in the order of their first trials."""
+    groups: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        key = t.user_attrs.get("candidate")
+        groups.setdefault(key if isinstance(key, str) else f"#{t.number}", []).append(t)
+    out = []
+    for members in groups.values():
+        weights = [max(1, len(seed_runs(t))) for t in members]
+        total = sum(weights)
+        values = tuple(
+            math.fsum(w * t.values[i] for w, t in zip(weights, members)) / total for i in range(len(members[0].values))
+        )
+        runs = tuple(r for t in members for r in seed_runs(t))
+        stored = (t.user_attrs.get("val_metrics") for t in members)
+        metrics: list[dict] = [m if isinstance(m, dict) else {} for m in stored]
+        pooled_metrics = metrics[0]
+        if len(members) > 1 and all(m.keys() == pooled_metrics.keys() for m in metrics):
+            try:
+                pooled_metrics = {
+                    task: {k: math.fsum(w * m[task][k] for w, m in zip(weights, metrics)) / total for k in ms}
+                    for task, ms in pooled_metrics.items()
+                }
+            except (KeyError, TypeError, AttributeError):  # stored values are untrusted: keep the first's
+                pooled_metrics = metrics[0]
+        out.append(Pooled(members[0], tuple(t.number for t in members), values, runs, pooled_metrics))
+    return out
+
+
+def candidates(study: optuna.Study, family: str | None = None) -> list[Pooled]:
+    """The study's Pareto front of candidates: complete, feasible trials pooled per candidate
+    (:func:`pool`), non-dominated on their pooled values; with ``family``, that family's alone."""
+    pooled = pool(complete_trials(study, family))
     directions = [d.name.lower() for d in study.directions]
-    return [trials[i] for i in pareto_front([t.values for t in trials], directions)]
+    return [pooled[i] for i in pareto_front([p.values for p in pooled], directions)]
 
 
-def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def front(study: optuna.Study, family: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The first trial of each candidate on the front (:func:`candidates`): the non-dominated
+    complete, feasible candidates under the study's objectives, pooled over their seeds."""
+    return [p.trial for p in candidates(study, family)]
+
+
+def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial, pooled: Pooled | None = None) -> dict[str, Any]:
+    """What ``report`` shows of a trial; with ``pooled``, the values of its whole candidate."""
     objectives = study.user_attrs.get(
         StudyRecord.key("objectives"), [f"objective{i}" for i in range(len(trial.values))]
     )
     a = trial.user_attrs
+    pooled = pooled or pool([trial])[0]
     return {
         "trial": trial.number,
-        "values": dict(zip(objectives, trial.values)),
-        "delta_mtl": a.get("delta_mtl"),
-        "val_metrics": a.get("val_metrics"),
+        "trials": list(pooled.trials),
+        "seeds": len(pooled.runs),
+        "values": dict(zip(objectives, pooled.values)),
+        "delta_mtl": pooled.delta_mtl if pooled.runs else a.get("delta_mtl"),
+        "delta_mtl_std": pooled.delta_std,
+        "val_metrics": pooled.val_metrics or a.get("val_metrics"),
         "params": a.get("params"),
         "macs": a.get("macs"),
         "latency_ms": a.get("latency_ms"),
@@ -93,7 +175,9 @@ def report(study: optuna.Study) -> dict[str, Any]:
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] += 1
-    records = sorted((trial_record(study, t) for t in front(study)), key=lambda r: -(r["delta_mtl"] or -math.inf))
+    records = sorted(
+        (trial_record(study, p.trial, p) for p in candidates(study)), key=lambda r: -(r["delta_mtl"] or -math.inf)
+    )
     return {
         "study": study.study_name,
         "objectives": study.user_attrs.get(StudyRecord.key("objectives")),
@@ -102,7 +186,35 @@ def report(study: optuna.Study) -> dict[str, Any]:
         "baselines": study.user_attrs.get(StudyRecord.key("baselines")),
         "data": study.user_attrs.get(StudyRecord.key("data")),
         "front": records,
+        "warnings": baseline_warnings(study),
     }
+
+
+def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
+    """A sanity check of the baselines: a ``single_task`` candidate trains the baselines' own
+    networks, so one that beats a task's baseline by more than ``spreads`` times the baselines'
+    seed spread says the baselines are under-tuned (their Delta-MTL flatters every candidate).
+    Needs a stored spread (baselines trained on 2 or more seeds)."""
+    record = study.user_attrs.get(StudyRecord.key("baselines")) or {}
+    values, spread = record.get("values"), record.get("spread")
+    if not isinstance(values, Mapping) or not isinstance(spread, Mapping):
+        return []
+    out = []
+    for p in pool(complete_trials(study, "single_task")):
+        for task, metrics in p.val_metrics.items():
+            for metric, value in metrics.items() if isinstance(metrics, Mapping) else ():
+                base: Any = (values.get(task) or {}).get(metric)
+                width: Any = (spread.get(task) or {}).get(metric)
+                if not (is_number(value) and is_number(base) and is_number(width)) or metric not in METRICS:
+                    continue
+                gain = value - base if METRICS.get(metric).direction == "max" else base - value
+                if width > 0 and gain > spreads * width:
+                    out.append(
+                        f"single-task trial #{p.trial.number} beats the `{task}` baseline on {metric} "
+                        f"({value:.4g} vs {base:.4g} ± {width:.2g}, more than {spreads:g} seed spreads): the baselines "
+                        "look under-tuned, so Delta-MTL flatters every candidate; raise baselines.tune_trials or seeds"
+                    )
+    return out
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:
@@ -137,10 +249,11 @@ def format_report(data: Mapping[str, Any]) -> str:
         latency = r.get("latency_ms")
         rows.append(
             [
-                f"#{r['trial']}",
+                f"#{r['trial']}" + (f" +{len(r['trials']) - 1}" if len(r.get("trials", [])) > 1 else ""),
                 r["family"] or "?",
                 arch.get("weighting", {}).get("name", "?"),
-                f"{r['delta_mtl']:+.2f}",
+                f"{r['delta_mtl']:+.2f}"
+                + (f" ± {r['delta_mtl_std']:.2f} ({r['seeds']})" if r.get("seeds", 1) > 1 else ""),
                 *(f"{r['val_metrics'][t][m]:.4f}" for t, m in metric_cols),
                 f"{r['params']:,}",
                 f"{r['macs']:,}",
@@ -156,9 +269,11 @@ def format_report(data: Mapping[str, Any]) -> str:
         if lines:
             architectures.append(f"#{r['trial']} {r['family']}:\n" + "\n".join("  " + line for line in lines))
     return (
-        f"{head}\nPareto front ({len(front_)} of the complete trials; validation split; "
+        f"{head}\nPareto front ({len(front_)} candidates; validation split; a candidate sampled again is "
+        "pooled over its trials, shown as #first +more, Delta-MTL mean ± std (seeds); "
         f"families on it: {', '.join(families)}):\n"
         f"{format_table(rows, header)}\n{bl}"
+        + "".join(f"\nwarning: {w}" for w in data.get("warnings") or [])
         + ("\narchitectures on the front:\n" + "\n".join(architectures) if architectures else "")
     )
 
@@ -220,16 +335,16 @@ def pick(
                 "--family",
                 f"study `{study.study_name}` did not search family `{family}`; it searched: {', '.join(searched)}",
             )
-    pool = front(study, family)
+    pool = candidates(study, family)
     if not pool:
         which = f" of family `{family}`" if family else ""
         raise MTLSearchError(f"study `{study.study_name}` has no complete feasible trials{which} to export yet")
     if max_params is not None:
-        pool = [t for t in pool if t.user_attrs["params"] <= max_params]
+        pool = [p for p in pool if p.trial.user_attrs["params"] <= max_params]
     if max_macs is not None:
-        pool = [t for t in pool if t.user_attrs["macs"] <= max_macs]
+        pool = [p for p in pool if p.trial.user_attrs["macs"] <= max_macs]
     if how == "min-cost":
-        pool = [t for t in pool if t.user_attrs["delta_mtl"] >= min_delta]
+        pool = [p for p in pool if p.delta_mtl >= min_delta]
     if not pool:
         raise MTLSearchError(
             f"no trial of the front fits the bounds (max_params={max_params}, max_macs={max_macs}"
@@ -237,10 +352,10 @@ def pick(
             + ")"
         )
     if how == "delta":
-        return max(pool, key=lambda t: t.user_attrs["delta_mtl"])
+        return max(pool, key=lambda p: p.delta_mtl).trial
     if how == "min-cost":
-        return min(pool, key=lambda t: (t.user_attrs["params"], -t.user_attrs["delta_mtl"]))
-    return pool[knee_point([t.values for t in pool], [d.name.lower() for d in study.directions])]
+        return min(pool, key=lambda p: (p.trial.user_attrs["params"], -p.delta_mtl)).trial
+    return pool[knee_point([p.values for p in pool], [d.name.lower() for d in study.directions])].trial
 
 
 def export_config(
@@ -254,6 +369,19 @@ def export_config(
     a = trial.user_attrs
     candidate = problem.replay(trial.params, a.get("learned"))
     learned = {"learned": a["learned"]} if "learned" in a else {}
+    objectives = study.user_attrs.get(StudyRecord.key("objectives"), [])
+    pooled = next((p for p in pool(complete_trials(study)) if trial.number in p.trials), None)
+    same = {}
+    if pooled is not None and len(pooled.trials) > 1:  # the candidate was trained by several trials
+        same = {
+            "candidate": {
+                "trials": list(pooled.trials),
+                "seeds": len(pooled.runs),
+                "delta_mtl": pooled.delta_mtl,
+                "delta_mtl_std": pooled.delta_std,
+                "values": dict(zip(objectives, pooled.values)),
+            }
+        }
     return {
         "format": EXPORT_FORMAT,
         "space": problem.space.to_raw(),
@@ -266,7 +394,8 @@ def export_config(
             "study": study.study_name,
             "storage": redact(storage_url),
             "trial": trial.number,
-            "values": dict(zip(study.user_attrs.get(StudyRecord.key("objectives"), []), trial.values)),
+            "values": dict(zip(objectives, trial.values)),
+            **same,
             "delta_mtl": a.get("delta_mtl"),
             "val_metrics": a.get("val_metrics"),
             "params": a.get("params"),
