@@ -33,7 +33,8 @@ def load(source: "str | Path | dict") -> "tuple[Problem, RunConfig]":
     """
     raw = read_yaml(source) if isinstance(source, (str, Path)) else source
     space, run = parse_document(raw)
-    return Problem(space), run
+    folders = [Path(source).resolve().parent] if isinstance(source, (str, Path)) else []
+    return Problem(space, folders=folders), run  # a factory module may sit beside the space file
 
 
 def build_model(problem: Problem, trial_or_params: Any, seed: int = 0):

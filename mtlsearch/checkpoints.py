@@ -114,8 +114,12 @@ class CheckpointStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as err:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(err.__context__, KeyboardInterrupt):
+                # Ctrl-C mid-write: torch's zip writer then fails in its __exit__ ("unexpected pos"),
+                # which would hide the interrupt from the code that queues the trial again
+                raise err.__context__ from None
             raise
         for old in self.files()[self.keep :]:
             old.unlink(missing_ok=True)

@@ -435,8 +435,15 @@ def cmd_export(args) -> None:
     if args.weights:
         save_weights(study, trial, args.weights)
     how = f"trial #{trial.number}" if args.trial is not None else f"--pick {args.pick}: trial #{trial.number}"
+    pooled = config["provenance"].get("candidate")
+    delta = (
+        f"Delta-MTL {pooled['delta_mtl']:+.2f}% ± {pooled['delta_mtl_std']:.2f} over {pooled['seeds']} seeds "
+        f"of trials {', '.join(f'#{n}' for n in pooled['trials'])}"
+        if pooled
+        else f"Delta-MTL {config['provenance']['delta_mtl']:+.2f}%"
+    )
     print(
-        f"exported {how} ({config['architecture']['family']}, Delta-MTL {config['provenance']['delta_mtl']:+.2f}%, "
+        f"exported {how} ({config['architecture']['family']}, {delta}, "
         f"{config['provenance']['params']:,} params) to {args.output}"
         + (f"; weights to {args.weights}" if args.weights else "")
     )
@@ -478,7 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import MTLSearchError, UserCodeError
 
     args = parser().parse_args(argv)
+    import optuna  # imported by mtlsearch already
+
+    # Optuna's INFO lines ("A new study created...") would come before our own output and errors
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from_env = getattr(args, "storage", None) is None and bool(os.environ.get(ENV))
+    source = "--storage" if getattr(args, "storage", None) else f"${ENV}" if from_env else None
     if hasattr(args, "storage") and args.verb != "run":  # run: the space's run.storage comes before the default
         args.storage = resolve(args.storage, None, DEFAULT_STORAGE)
     if args.verb in ("run", "resume", "worker"):
@@ -487,6 +499,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         terminate_as_interrupt()
     try:
         _check_names(args)
+        if source is not None:
+            from .config import check_storage_url
+
+            check_storage_url(args.storage or os.environ.get(ENV), source)  # run: args.storage is the flag
+        if args.verb in READ_ONLY:
+            _check_storage_exists(args.storage, source or f"the default {DEFAULT_STORAGE}")
         status = COMMANDS[args.verb](args)  # check: 1 when problems are left
     except MTLSearchError as err:
         message = str(err)
@@ -498,9 +516,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mtlsearch {args.verb}: error: {scrub(message, getattr(args, 'storage', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nmtlsearch {args.verb}: interrupted{_resume_hint(args, from_env)}", file=sys.stderr)
+        from .search._signals import ignored
+
+        with ignored():  # a second Ctrl-C, 1 ms after the first, must not cut the hint short
+            print(f"\nmtlsearch {args.verb}: interrupted{_resume_hint(args, from_env)}", file=sys.stderr)
         return 130
     return status or 0
+
+
+READ_ONLY = ("report", "export", "check")  # verbs that never create a storage
+
+
+def _check_storage_exists(url: str, source: str) -> None:
+    """A sqlite or journal file that a read-only verb would open exists (opening creates it)."""
+    from pathlib import Path
+
+    from .errors import ConfigError, cut
+    from .search._storage import journal_path
+
+    if url.startswith("journal://"):
+        file = journal_path(url)
+    elif url.startswith("sqlite:///"):
+        file = url[len("sqlite:///") :].split("?", 1)[0]
+        if not file or file == ":memory:":
+            return
+    else:
+        return
+    try:
+        exists = Path(file).is_file()
+    except OSError as err:  # a name too long for the system...
+        raise ConfigError("", f"cannot read the storage {cut(file)} (from {source}): {err.strerror or err}") from None
+    if not exists:
+        raise ConfigError(
+            "",
+            f"no storage at {cut(file)} (from {source}): no such file; name an existing one with --storage, "
+            "or create it with `mtlsearch run`",
+        )
 
 
 def _resume_hint(args, from_env: bool) -> str:

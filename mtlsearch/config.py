@@ -95,6 +95,12 @@ def as_float(raw: Any, path: str, minimum: float | None = None, strict: bool = F
     value = _number(raw)
     op = ">" if strict else ">="
     bound = f" {op} {minimum:g}" if minimum is not None else ""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+        try:
+            size = f"{len(str(abs(value))):,} digits"
+        except ValueError:  # more digits than Python converts to text
+            size = f"{value.bit_length():,} bits"
+        raise ConfigError(path, f"expected a finite number{bound}, found an integer of {size}, too large for a float")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(path, f"expected a number{bound}, found {show(raw)}")
     if minimum is not None and (value <= minimum if strict else value < minimum):
@@ -163,6 +169,9 @@ def as_name_list(raw: Any, path: str) -> list[str]:
 # Searchable values.
 
 
+MAX_RANGE_INT = 2**53  # the ends of an integer range: floats (Optuna's) still hold every integer up to it
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """A value that is fixed, chosen from a list, or drawn from a range.
@@ -191,6 +200,13 @@ class ParamSpec:
             high = check(raw["high"], f"{path}.high")
             if not isinstance(low, (int, float)) or isinstance(low, bool):
                 raise ConfigError(path, f"a range needs numeric low and high, found {show(raw)}")
+            if integer:  # Optuna turns the ends into floats; a midpoint of huge ints overflows
+                for end, value in (("low", low), ("high", high)):
+                    if abs(value) > MAX_RANGE_INT:
+                        raise ConfigError(
+                            f"{path}.{end}",
+                            f"expected an integer in [-{MAX_RANGE_INT}, {MAX_RANGE_INT}] (2**53), found {show(value)}",
+                        )
             if high < low:
                 raise ConfigError(f"{path}.high", f"expected a number >= low ({low:g}), found {high:g}")
             log = as_bool(raw.get("log", False), f"{path}.log")
@@ -210,6 +226,8 @@ class ParamSpec:
             kind = "int" if integer else "float"
             if integer and (step is not None and step != int(step)):
                 raise ConfigError(f"{path}.step", f"expected an integer step, found {step:g}")
+            if integer and step is not None and step > MAX_RANGE_INT:
+                raise ConfigError(f"{path}.step", f"expected an integer step <= 2**53, found {step:g}")
             return cls(kind=kind, low=low, high=high, log=log, step=step)
         if isinstance(raw, list):
             if not raw:
@@ -323,17 +341,36 @@ def _optimizer_name(v: Any, path: str) -> str:
     return v
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # torch's optimizers compute in float32: a larger value crashes a step
+
+
+def _float32(value: float, path: str) -> float:
+    if value > FLOAT32_MAX:
+        raise ConfigError(path, f"expected a number <= {FLOAT32_MAX:.3g} (float32's largest), found {value:g}")
+    return value
+
+
+def _training_positive_float(v: Any, path: str) -> float:
+    return _float32(positive_float(v, path), path)
+
+
+def _training_nonnegative_float(v: Any, path: str) -> float:
+    return _float32(nonnegative_float(v, path), path)
+
+
 TRAINING = {
     "epochs": Hyperparameter(5, positive_int, integer=True),
     "batch_size": Hyperparameter(64, positive_int, integer=True),
     "optimizer": Hyperparameter("adam", _optimizer_name),
-    "lr": Hyperparameter(1e-3, positive_float),
-    "weight_decay": Hyperparameter(0.0, nonnegative_float),
+    "lr": Hyperparameter(1e-3, _training_positive_float),
+    "weight_decay": Hyperparameter(0.0, _training_nonnegative_float),
 }
 
 
 def _training_default(name: str) -> ParamSpec:
-    return TRAINING[name].parse(TRAINING[name].default, name)
+    # Built directly, not parsed: parsing checks $MTLSEARCH_LIMITS, which is read only once main()
+    # can report a bad one as one line (this runs at import). The defaults are plain valid values.
+    return ParamSpec(kind="fixed", choices=(TRAINING[name].default,))
 
 
 @dataclass(frozen=True)
@@ -434,6 +471,8 @@ class DataSection:
                 path, "expected `benchmark: NAME` (a built-in benchmark) or `factory: package.module:function`"
             )
         seed = as_int(raw.get("seed", 0), f"{path}.seed", 0)
+        if seed > MAX_SEED:  # torch's generators take it
+            raise ConfigError(f"{path}.seed", f"expected an integer in [0, {MAX_SEED}], found {show(seed)}")
         params = {k: v for k, v in raw.items() if k not in ("benchmark", "factory", "seed")}
         if "factory" in raw:
             factory = check_name(raw["factory"], f"{path}.factory")
@@ -776,15 +815,37 @@ def check_storage_url(url: Any, path: str) -> str:
             path,
             f"unknown storage scheme in {show(redact(url))}; choose one of: "
             + ", ".join(f"{s}://..." for s in STORAGE_SCHEMES)
-            + " (e.g. sqlite:///mtlsearch.db)",
+            + f" (e.g. {_storage_example(url)})",
         )
     return url
+
+
+def _storage_example(url: str) -> str:
+    """A URL for a bare file name (``adult.db`` -> ``sqlite:///adult.db``), else the default."""
+    if ":" in url or not url.strip():
+        return "sqlite:///mtlsearch.db"
+    return f"journal:///{url}" if url.endswith(".log") else f"sqlite:///{url}"
 
 
 def check_device(v: Any, path: str) -> str:
     if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
         raise ConfigError(path, f"expected `auto`, `cpu`, `cuda`, `cuda:N` or `mps`, found {show(v)}")
     return v
+
+
+MAX_CONFIRM = 100
+
+
+def check_confirm(raw: Any, path: str) -> dict[str, int]:
+    """``confirm: {top: K, seeds: S}``: after the budget, the K best candidates train S more seeds."""
+    raw = as_mapping(raw, path)
+    check_keys(raw, ["top", "seeds"], path, required=("top", "seeds"))
+    out = {}
+    for key in ("top", "seeds"):
+        out[key] = as_int(raw[key], f"{path}.{key}", 1)
+        if out[key] > MAX_CONFIRM:
+            raise ConfigError(f"{path}.{key}", f"expected at most {MAX_CONFIRM}, found {out[key]}")
+    return out
 
 
 @dataclass
@@ -801,7 +862,8 @@ class RunConfig:
     continuing from its last epoch checkpoint. ``early_stopping``: ``none``, ``median`` or
     ``asha`` (stop a trial on its validation Delta-MTL after an epoch against the other trials at
     that epoch, once ``min_trials`` trials reached it and from epoch ``min_epochs`` on; recorded as
-    PRUNED; see :mod:`mtlsearch.search._early_stopping`).
+    PRUNED; see :mod:`mtlsearch.search._early_stopping`). ``confirm``: ``{top: K, seeds: S}``, after
+    the budget the K best candidates of the front train S more seeds each (validation only).
     """
 
     study: str | None = None
@@ -820,6 +882,7 @@ class RunConfig:
     min_trials: int = 5
     min_epochs: int = 1
     seeds_per_trial: int = 1
+    confirm: dict | None = None
 
     KEYS = [
         "study",
@@ -838,6 +901,7 @@ class RunConfig:
         "min_trials",
         "min_epochs",
         "seeds_per_trial",
+        "confirm",
     ]
 
     def __post_init__(self) -> None:
@@ -883,6 +947,9 @@ class RunConfig:
                 f"expected at most {MAX_SEEDS_PER_TRIAL} (each seed trains the candidate again), "
                 f"found {self.seeds_per_trial}",
             )
+
+        if self.confirm is not None:
+            self.confirm = check_confirm(self.confirm, f"{path}.confirm")
 
     @classmethod
     def parse(cls, raw: Any, path: str = "run") -> RunConfig:

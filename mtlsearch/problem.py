@@ -13,9 +13,12 @@ import hashlib
 import importlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -116,6 +119,8 @@ class Problem:
         announce: called with the import path of a data factory outside mtlsearch just before
             it is imported: a space read from a study or an export passes one, so that the user
             sees which code runs.
+        folders: where else a data factory's module may be (the folder of the space's file),
+            after the Python path and the current folder (:func:`import_factory`).
     """
 
     def __init__(
@@ -123,12 +128,14 @@ class Problem:
         space: SearchSpace,
         signature: Mapping[str, Any] | None = None,
         announce: Callable[[str], None] | None = None,
+        folders: Sequence[str | Path] = (),
     ):
         self.space = space
         self._announce = announce
+        self._folders = tuple(str(f) for f in folders)
         self._data: MTLData | None = None
         if signature is None:
-            self._data, targets = load_data(space, announce)
+            self._data, targets = load_data(space, announce, self._folders)
             self.tasks: list[TaskSpec] = resolve_tasks(space, self._data)
             check_targets(self.tasks, targets)
             self.input_shape = tuple(self._data.train[0][0].shape)
@@ -163,7 +170,7 @@ class Problem:
     def data(self) -> MTLData:
         """The data splits, loaded on first use when the problem was built from a signature."""
         if self._data is None:
-            data, targets = load_data(self.space, self._announce)
+            data, targets = load_data(self.space, self._announce, self._folders)
             check_targets(self.tasks, targets)
             found = tuple(data.train[0][0].shape)
             if found != self.input_shape:
@@ -197,8 +204,11 @@ class Problem:
         family_name = trial.suggest_categorical("family", list(self.families))
         family = self.families[family_name]
         arch = family.sample(trial, self.task_names, self.backbone)
-        w_name = trial.suggest_categorical("weighting", list(self.weighting_spaces))
-        weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
+        if family.shares:
+            w_name = trial.suggest_categorical("weighting", list(self.weighting_spaces))
+            weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
+        else:  # no trial parameter: Optuna's samplers handle parameters that only some trials have
+            weighting = METHODS.get("equal").sample(trial, {}, self.task_names)
         training = self.suggest_training(trial)
         params = dict(getattr(trial, "params", {}))
         return Candidate(params, family, arch, weighting, training, self)
@@ -378,11 +388,37 @@ def builtin_factory(path: str) -> bool:
     return module == "mtlsearch" or module.startswith("mtlsearch.")
 
 
-def import_factory(path: str):
-    """The object that ``module:attr`` names; importing the module runs its code."""
+FACTORY_FOLDERS: list[str] = []  # folders this process added to sys.path for a factory (workers get them)
+
+
+def import_factory(path: str, folders: Sequence[str] = (), _searched: bool = False):
+    """The object that ``module:attr`` names; importing the module runs its code.
+
+    The module is looked for as ``python -m`` would: on the Python path, then in the current
+    folder, then in ``folders`` (the space file's folder); a folder where it is found joins
+    ``sys.path`` (and :data:`FACTORY_FOLDERS`, which worker processes inherit)."""
     module_name, _, attr = path.partition(":")
+    top = module_name.split(".")[0]
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != top or _searched:  # the module exists but imports something missing
+            raise ConfigError("data.factory", f"cannot import module `{module_name}`: {err}") from None
+        searched = list(dict.fromkeys([os.getcwd(), *(os.path.abspath(f) for f in folders)]))
+        found = [
+            f for f in searched if os.path.isfile(os.path.join(f, f"{top}.py")) or os.path.isdir(os.path.join(f, top))
+        ]
+        if not found:
+            raise ConfigError(
+                "data.factory",
+                f"cannot import module `{module_name}`: no `{top}.py` or `{top}/` on the Python path or in "
+                f"{', '.join(searched)}",
+            ) from None
+        sys.path.insert(0, found[0])
+        if found[0] not in FACTORY_FOLDERS:
+            FACTORY_FOLDERS.append(found[0])
+        importlib.invalidate_caches()
+        return import_factory(path, _searched=True)
     except ImportError as err:
         raise ConfigError("data.factory", f"cannot import module `{module_name}`: {err}") from None
     except (Exception, SystemExit) as err:  # the module's own code failed; KeyboardInterrupt stays a Ctrl-C
@@ -392,7 +428,9 @@ def import_factory(path: str):
     return getattr(module, attr)
 
 
-def load_data(space: SearchSpace, announce: Callable[[str], None] | None = None) -> tuple[MTLData, SplitTargets]:
+def load_data(
+    space: SearchSpace, announce: Callable[[str], None] | None = None, folders: Sequence[str] = ()
+) -> tuple[MTLData, SplitTargets]:
     """Call the data factory with the space's seed and parameters and check what it returns
     (:func:`~mtlsearch.data.checks.check_data`); the data and each split's targets.
 
@@ -406,7 +444,7 @@ def load_data(space: SearchSpace, announce: Callable[[str], None] | None = None)
     else:
         if announce is not None and not builtin_factory(str(d.factory)):
             announce(str(d.factory))
-        factory = import_factory(str(d.factory))
+        factory = import_factory(str(d.factory), folders)
         label = f"factory `{d.factory}`"
     try:
         sig = inspect.signature(factory)

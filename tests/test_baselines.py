@@ -214,8 +214,9 @@ def test_report_warns_when_a_single_task_candidate_beats_its_baselines_spread():
     study.add_trial(single_task(0.85, 1.5))  # accuracy 0.05 above: 5 spreads; a worse mae is not a warning
     (warning,) = results.report(study)["warnings"]
     assert warning == (
-        "single-task trial #1 beats the `a` baseline on accuracy (0.85 vs 0.8 ± 0.01, more than 2 seed spreads): "
-        "the baselines look under-tuned, so Delta-MTL flatters every candidate; raise baselines.tune_trials or seeds"
+        "1 single-task candidate(s) beat the `a` baseline on accuracy by more than 2 of its seed spreads (best: "
+        "trial #1, 0.85 over 1 seed(s) vs 0.8 ± 0.01): the baselines look under-tuned, so Delta-MTL flatters every "
+        "candidate; raise baselines.tune_trials or seeds"
     )
     assert f"warning: {warning}" in results.format_report(results.report(study))
     baselines.pop("spread")

@@ -104,3 +104,21 @@ def test_checkpoints_hold_no_code_and_load_weights_only(tmp_path):
     warnings: list[str] = []
     assert CheckpointStore(tmp_path / "run", warn=warnings.append).load()["epoch"] == 2
     assert "epoch-0003.pt is unreadable (UnpicklingError" in warnings[0]
+
+
+def test_ctrl_c_mid_write_stays_a_keyboard_interrupt_and_leaves_no_file(tmp_path, monkeypatch):
+    """torch's zip writer, interrupted mid-write, fails in its __exit__ (RuntimeError "unexpected
+    pos"); the store raises the interrupt itself, so the trial is queued again, not failed."""
+    store = CheckpointStore(tmp_path / "run")
+    store.save({"epoch": 1})
+
+    def interrupted(obj, f):
+        try:
+            raise KeyboardInterrupt("signal SIGINT")
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 98752 vs 98640")
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="signal SIGINT"):
+        store.save({"epoch": 2})
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["epoch-0001.pt"]

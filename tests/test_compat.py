@@ -39,3 +39,19 @@ def test_heartbeat_interface_is_what_the_journal_storage_implements(tmp_path):
     trial_id = compat.storage_trial_id(study.trials[0])
     storage.record_heartbeat(trial_id)
     assert storage._get_stale_trial_ids(study._study_id) == []
+
+
+def test_rdb_heartbeat_age_reads_optunas_heartbeat_table(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/h.db", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage)
+    study.ask()
+    running = study.get_trials(deepcopy=False)[0]
+    assert compat.rdb_heartbeat_age(study, running) is None  # never beat
+    storage.record_heartbeat(compat.storage_trial_id(running))
+    age = compat.rdb_heartbeat_age(study, running)
+    assert age is not None and 0 <= age < 5
+    assert compat.rdb_heartbeat_age(optuna.create_study(), running) is None  # not an RDB storage

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,18 @@ CASES = [
      "search_space.training.epochs[1]: expected an integer >= 1, found 0"),
     ("non-integer-epoch-step", [("search_space.training.epochs", {"low": 1, "high": 3, "step": 0.5})],
      "search_space.training.epochs.step: expected an integer step, found 0.5"),
+    # -- found by tests/test_fuzz.py: values that overflowed a float, Optuna's floats, torch
+    ("huge-int-lr", [("search_space.training.lr", 10**400)],
+     "search_space.training.lr: expected a finite number > 0, found an integer of 401 digits, too large for a float"),
+    ("huge-int-range-end", [("search_space.training.batch_size", {"low": 1, "high": 10**400})],
+     "search_space.training.batch_size.high: expected an integer in [-9007199254740992, 9007199254740992] (2**53), "
+     "found 10000000000000000000000000000000000000...000000000000000000000000000000000000000"),
+    ("huge-int-range-step", [("search_space.training.batch_size", {"low": 1, "high": 64, "step": 1e300})],
+     "search_space.training.batch_size.step: expected an integer step <= 2**53, found 1e+300"),
+    ("huge-data-seed", [("data.seed", 2**32)],
+     "data.seed: expected an integer in [0, 4294967295], found 4294967296"),
+    ("float32-lr", [("search_space.training.lr", {"low": 1e-3, "high": 1e39})],
+     "search_space.training.lr.high: expected a number <= 3.4e+38 (float32's largest), found 1e+39"),
     ("negative-lr", [("search_space.training.lr", -0.001)],
      "search_space.training.lr: expected a number > 0, found -0.001"),
     ("lr-not-a-number", [("search_space.training.lr", "fast")],
@@ -220,7 +233,8 @@ CASES = [
     ("factory-not-an-import-path", [("data", {"factory": "mtlsearch.data.multidigits"})],
      "data.factory: expected an import path `package.module:function`, found `mtlsearch.data.multidigits`"),
     ("factory-module-missing", [("data", {"factory": "no_such_package.data:make"})],
-     "data.factory: cannot import module `no_such_package.data`: No module named 'no_such_package'"),
+     "data.factory: cannot import module `no_such_package.data`: no `no_such_package.py` or `no_such_package/` on "
+     f"the Python path or in {os.getcwd()}"),
     ("factory-attribute-missing", [("data", {"factory": "mtlsearch.data.multidigits:make_digits"})],
      "data.factory: module `mtlsearch.data.multidigits` has no attribute `make_digits`"),
     ("factory-not-callable", [("data", {"factory": "mtlsearch:__version__"})],
@@ -342,7 +356,7 @@ CASES = [
     ("unknown-run-key", [("run.trials", 5)],
      "run.trials: unknown key; allowed keys are: study, storage, sampler, seed, n_trials, timeout, device, "
      "artifacts, save_weights, workers, heartbeat_interval, grace_period, early_stopping, min_trials, min_epochs, "
-     "seeds_per_trial "
+     "seeds_per_trial, confirm "
      "(did you mean `n_trials`?)"),
     ("run-grace-too-short", [("run.heartbeat_interval", 10), ("run.grace_period", 5)],
      "run.grace_period: expected more than heartbeat_interval (10 s), found 5"),

@@ -257,10 +257,11 @@ def test_check_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["check", "s", "--storage", f"journal:///{missing}"]) == 2
     assert (
         capsys.readouterr().err
-        == f"mtlsearch check: error: --storage: no file `{missing}` (for journal:///{missing})\n"
+        == f"mtlsearch check: error: no storage at {missing} (from --storage): no such file; name an existing one "
+        "with --storage, or create it with `mtlsearch run`\n"
     )
     assert main(["check", "s", "--storage", f"sqlite:///{tmp_path}/missing.db"]) == 2
-    assert "no file" in capsys.readouterr().err and not list(tmp_path.iterdir())  # nothing created
+    assert "no storage at" in capsys.readouterr().err and not list(tmp_path.iterdir())  # nothing created
     small_journal(tmp_path / "s.log")
     assert main(["check", "nope", "--storage", f"journal:///{tmp_path}/s.log"]) == 2
     assert capsys.readouterr().err.startswith("mtlsearch check: error: study: no study `nope` in journal:///")

@@ -194,5 +194,9 @@ def test_seeds_per_trial_on_the_ray_backend(ray_address, tmp_path):
     space = write_process_space(tmp_path, "rs", epochs=1, n_train=128, seeds_per_trial=2, n_trials=2, sampler="random")
     problem, run = mtlsearch.load(space)
     run = run.replace(storage=f"sqlite:///{tmp_path}/rs.db", artifacts=str(tmp_path / "art"))
-    study = ray_backend.run_ray(problem, run, address=ray_address)
-    assert check_seed_records(study, problem, 2) == 2
+    study = ray_backend.run_ray(problem, run.replace(confirm={"top": 1, "seeds": 1}), address=ray_address)
+    confirm = [t for t in study.trials if "confirm_of" in t.user_attrs]
+    assert check_seed_records(study, problem, 2) == 3  # two Tune trials and the confirmation trial
+    (first,) = study.user_attrs["mtlsearch.confirm"]["chosen"]
+    assert [t.user_attrs["confirm_of"] for t in confirm] == [first]
+    assert confirm[0].user_attrs["candidate"] == study.trials[first].user_attrs["candidate"]

@@ -202,8 +202,9 @@ def test_cli_run_resume_report_export_train(tmp_path, tiny_space, capsys, monkey
 
 def test_cli_errors_are_one_clear_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    optuna.create_study(study_name="other", storage="sqlite:///x.db")
     assert main(["report", "nope", "--storage", "sqlite:///x.db"]) == 2
-    assert capsys.readouterr().err == "mtlsearch report: error: study: no study `nope` in sqlite:///x.db; it has: no studies\n"
+    assert capsys.readouterr().err == "mtlsearch report: error: study: no study `nope` in sqlite:///x.db; it has: `other`\n"
     assert main(["run", "missing.yaml"]) == 2
     assert capsys.readouterr().err == "mtlsearch run: error: missing.yaml: no such file\n"
     assert main(["train", "missing.yaml", "--seeds", "0"]) == 2

@@ -104,6 +104,7 @@ class Family(ABC):
     name: ClassVar[str]
     citation: ClassVar[str] = ""
     learned: ClassVar[bool] = False
+    shares: ClassVar[bool] = True  # tasks share parameters: only then is a weighting searched
 
     def __init__(self) -> None:  # families without hyperparameters
         pass

@@ -12,6 +12,8 @@ from .base import FAMILIES, Architecture, Family
 class SingleTask(Family):
     """No sharing: one full backbone per task (the reference point of Delta-MTL)."""
 
+    shares = False  # a weighting only rescales separate losses: it is not searched
+
     def sample(self, trial, tasks, backbone):
         return Architecture(self.name, {t: tuple(t for _ in backbone.block_names) for t in tasks})
 

@@ -8,6 +8,7 @@ sharing rather than hyperparameter luck. See docs/search.md#baselines.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 import warnings
@@ -17,7 +18,7 @@ from typing import Any
 import optuna
 import torch
 
-from ..errors import MTLSearchError, NonFiniteLossError
+from ..errors import MTLSearchError, NonFiniteLossError, show
 from ..problem import Problem
 from ..tasks import TaskSpec
 from ..training import evaluate, train
@@ -48,13 +49,31 @@ def ensure_baselines(
     if problem.given_baselines is not None:
         record: dict[str, Any] = {"source": "given", "values": problem.given_baselines}
     elif study is not None and (stored := study_record(study).baselines) is not None:
-        return stored["values"]
+        return check_stored(stored, problem, study.study_name)
     else:
         record = train_baselines(problem, seed, device, progress, sampler)
     if study is not None:
         data = {"seed": problem.space.data.seed, "sizes": problem.data.sizes(), **problem.data.info}
         write_study(study, baselines=record, data=data)
     return record["values"]
+
+
+def check_stored(record: Mapping[str, Any], problem: Problem, study: str) -> dict[str, dict[str, float]]:
+    """The values of a stored baselines record, checked (stored values are untrusted): a number
+    for every metric that Delta-MTL counts, else one clear error, and nothing is retrained (the
+    study's trials were scored against the stored values)."""
+    values = record.get("values")
+    for task, directions in problem.delta_directions.items():
+        metrics = values.get(task) if isinstance(values, Mapping) else None
+        for metric in directions:
+            value = metrics.get(metric) if isinstance(metrics, Mapping) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise MTLSearchError(
+                    f"study `{study}`: its stored baselines (attribute mtlsearch.baselines) have no number for "
+                    f"`{task}.{metric}` (found {show(value)}); they were not written by mtlsearch, and its trials were "
+                    "scored against them. Continue in a new study, or give the baselines in the space"
+                )
+    return {t: dict(values[t]) for t in problem.delta_directions} if isinstance(values, Mapping) else {}
 
 
 def check_nonzero(values: dict[str, dict[str, float]], problem: Problem) -> None:
@@ -148,7 +167,7 @@ def tune_task(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed, 0))
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed))
     study.enqueue_trial({f"training.{k}": v for k, v in problem.baseline_training().items()}, skip_if_exists=True)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -22,6 +22,7 @@ from ._records import TrialRecord, trial_record
 from ._storage import RETRY_OF, retried_numbers
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+CONFIRM_OF = "confirm_of"  # user attribute of a confirmation trial (see _confirm.py)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # which process ran a trial (trial record `worker`)
 
 
@@ -32,7 +33,9 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False, states=FINISHED)
-        if (t.state != TrialState.FAIL or t.number not in retried) and "surplus" not in t.user_attrs
+        if (t.state != TrialState.FAIL or t.number not in retried)
+        and "surplus" not in t.user_attrs
+        and CONFIRM_OF not in t.user_attrs  # confirmation trials come after the budget
     ]
 
 
@@ -58,6 +61,7 @@ def surplus_reason(study: optuna.Study, number: int, n_trials: int) -> str | Non
         for t in study.get_trials(deepcopy=False)
         if t.number < number
         and "surplus" not in t.user_attrs
+        and CONFIRM_OF not in t.user_attrs
         and not (t.state == TrialState.FAIL and t.number in retried)
     ]
     if len(before) >= n_trials:
@@ -77,7 +81,8 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial, drop: tuple[
 def best_delta(study: optuna.Study) -> float:
     """The best Delta-MTL of the study's complete trials (``-inf`` with none)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max((t.user_attrs.get("delta_mtl", float("-inf")) for t in complete), default=float("-inf"))
+    deltas = (TrialRecord.from_attrs(t.user_attrs).delta_mtl for t in complete)  # stored values are untrusted
+    return max((d for d in deltas if d is not None), default=float("-inf"))
 
 
 class TrialEnd:
@@ -88,6 +93,11 @@ class TrialEnd:
         self.n_trials = n_trials
         self.progress = progress
         self.best = best_delta(study)
+
+    def label(self, trial: FrozenTrial, finished: int) -> str:
+        """``trial k/N``, or ``confirming #first`` for a confirmation trial (not in the budget)."""
+        first = trial.user_attrs.get(CONFIRM_OF)
+        return f"confirming #{first}, trial" if isinstance(first, int) else f"trial {finished}/{self.n_trials}"
 
     def __call__(self, trial: FrozenTrial, finished: int) -> None:
         record: TrialRecord = trial_record(trial)
@@ -101,13 +111,13 @@ class TrialEnd:
                 else ""
             )
             message = (
-                f"trial {finished}/{self.n_trials} #{trial.number} {method}: "
+                f"{self.label(trial, finished)} #{trial.number} {method}: "
                 f"Delta-MTL {record.delta_mtl:+.2f}%{spread}  "
                 f"params {record.params or 0:,}  ({record.train_seconds or 0:.1f}s)  best Delta-MTL {self.best:+.2f}%"
             )
         else:
             reason = record.fail_reason or record.pruned_reason or "see the log above"
-            message = f"trial {finished}/{self.n_trials} #{trial.number} {trial.state.name}: {reason}"
+            message = f"{self.label(trial, finished)} #{trial.number} {trial.state.name}: {reason}"
         self.progress.event(
             "trial",
             message,

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from ..checkpoints import CheckpointStore, check_run_id
 from ..config import RunConfig
-from ..errors import ConfigError, DamagedStorageError, MTLSearchError
+from ..errors import ConfigError, DamagedStorageError, MTLSearchError, cut
 from ..storage_url import redact
 from . import _journal
 from ._compat import stale_trial_ids, storage_trial_id
@@ -206,13 +206,21 @@ def _stale_trials(study: optuna.Study, storage: Any, grace: int, repair: bool) -
 def _checkpoints(study: optuna.Study, root: Path | None, repair: bool) -> tuple[list[Finding], int]:
     """Each run folder's checkpoints, read as a retry reads them; unreadable ones set aside with
     ``repair``. Returns the findings and the number of files read."""
-    if root is None or not root.is_dir():
+    if root is None:
         return [], 0
+    try:  # the folder is a stored attribute: a name too long for the system, a folder not readable...
+        if not root.is_dir():
+            return [], 0
+        folders = sorted(root.iterdir())
+    except OSError as err:
+        problem = f"cannot be read ({err.strerror or type(err).__name__})"
+        fix = "not repairable by mtlsearch: check the study's stored artifacts folder"
+        return [Finding("unreadable_checkpoint", f"checkpoint folder {cut(str(root))}", problem, fix, False)], 0
     owners: dict[str, list[int]] = {}
     for t in study.get_trials(deepcopy=False):
         owners.setdefault(str(t.user_attrs.get("run_id")), []).append(t.number)
     findings, read = [], 0
-    for folder in sorted(root.iterdir()):
+    for folder in folders:
         if not check_run_id(folder.name) or not folder.is_dir():
             continue  # not a run folder of mtlsearch's
         of = ", ".join(f"#{n}" for n in owners.get(folder.name, [])) or "no trial"
@@ -257,6 +265,10 @@ def _artifacts(study: optuna.Study) -> tuple[list[Finding], int]:
             file = weights_file(study, t)
         except MTLSearchError as err:
             problem = str(err).removeprefix(f"trial #{t.number}: ")
+            findings.append(Finding("missing_artifact", subject, problem, "not repairable by mtlsearch", False))
+            continue
+        except OSError as err:  # the stored artifacts folder: a name too long for the system...
+            problem = f"its weights artifact {cut(str(err.filename))} cannot be read ({err.strerror or err})"
             findings.append(Finding("missing_artifact", subject, problem, "not repairable by mtlsearch", False))
             continue
         try:

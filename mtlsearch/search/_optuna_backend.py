@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from ..checkpoints import CheckpointStore
 from ..config import RunConfig, SearchSpace
@@ -19,15 +20,16 @@ from ..errors import StudyMismatchError
 from ..problem import Problem
 from ..storage_url import redact
 from ..training import EpochEnd, resolve_device
+from . import _confirm
 from ._baselines import ensure_baselines
-from ._budget import WORKER, TrialEnd, budget_met, counts, finished_trials, requeue, surplus_reason
+from ._budget import CONFIRM_OF, WORKER, TrialEnd, budget_met, counts, finished_trials, requeue, surplus_reason
 from ._early_stopping import EarlyStopping
 from ._progress import QUIET, Progress
-from ._records import TrialRecord, study_record, write_trial
+from ._records import TrialRecord, study_record, write_study, write_trial
 from ._sampler import make_sampler
-from ._signals import deferred, hold, release
-from ._storage import load_study, open_storage, recover
-from ._study import artifacts_dir, check_writable, start_run, stored_problem
+from ._signals import deferred, guarded, safe_point, stoppable
+from ._storage import heartbeat_age, load_study, open_storage, recover, retried_numbers
+from ._study import artifacts_dir, check_writable, start_run, stored_problem, write_record
 from ._trial import EpochReport, TrialHooks, TrialOutcome, nan_values, run_trial, trial_identity, upload_weights
 
 
@@ -56,6 +58,7 @@ class _OptunaHooks(TrialHooks):
                 self.trial.set_constraint(name, value)
 
     def phase_epoch(self, end: EpochEnd, phase: str = "") -> None:
+        safe_point()  # a signal that waited (its interrupt was swallowed, e.g. in a weakref callback)
         self.objective.progress.event(
             "epoch",
             f"  {self.label} [{self.family}]{phase} epoch {end.epoch}/{end.epochs} loss {end.train_loss:.4f}",
@@ -120,13 +123,15 @@ class Objective:
         self.total = total
         self.early_stopping = early_stopping
         self.seeds_per_trial = seeds_per_trial
-        self.hold_signals = False  # set by optimize(), which releases them after Optuna's own bookkeeping
-        self._held: Any = None
         self._baselines: dict[str, Any] = {}  # per study name ("" without a study)
 
     def baselines(self, study: optuna.Study | None) -> dict[str, dict[str, float]]:
         key = study.study_name if study is not None else ""
         if key not in self._baselines:
+            if study is not None and study_record(study).fingerprint is None:  # a user's own study
+                write_study(study, signature=self.problem.signature())
+                artifacts = str(self.artifacts.resolve()) if self.artifacts else None
+                write_record(study, self.problem.space, self.seed, self.sampler, artifacts)
             self._baselines[key] = ensure_baselines(
                 study, self.problem, self.seed, self.device, self.progress, self.sampler
             )
@@ -144,7 +149,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         study = getattr(trial, "study", None)
-        if self.total is not None and study is not None:
+        confirming = CONFIRM_OF in (getattr(trial, "user_attrs", None) or {})  # runs after the budget
+        if self.total is not None and study is not None and not confirming:
             reason = surplus_reason(study, trial.number, self.total)
             if reason:
                 write_trial(trial, surplus=True, pruned_reason=reason)
@@ -161,24 +167,21 @@ class Objective:
         hooks = _OptunaHooks(self, trial, study, run_id, candidate.architecture.family)
         checkpoints = self.checkpoints(run_id)
         try:
-            outcome = run_trial(
-                self.problem,
-                trial.params,
-                seed=seed,
-                device=self.device,
-                baselines=baselines,
-                hooks=hooks,
-                checkpoints=checkpoints,
-                previous=TrialRecord.from_attrs(stored),
-                seeds_per_trial=self.seeds_per_trial,
-            )
+            with stoppable():  # under optimize(), a signal stops training only: its work is queued below
+                outcome = run_trial(
+                    self.problem,
+                    trial.params,
+                    seed=seed,
+                    device=self.device,
+                    baselines=baselines,
+                    hooks=hooks,
+                    checkpoints=checkpoints,
+                    previous=TrialRecord.from_attrs(stored),
+                    seeds_per_trial=self.seeds_per_trial,
+                )
         except KeyboardInterrupt:
             if study is not None and isinstance(trial, optuna.Trial):
-                # a second Ctrl-C must not lose the first one's work: under optimize() signals stay
-                # held until Optuna has recorded the trial FAIL too (optimize releases them)
-                if self.hold_signals and self._held is None:
-                    self._held = hold()
-                with deferred():
+                with deferred():  # a second Ctrl-C must not lose the first one's work
                     requeue(study, trial)  # a resume continues it from its last checkpoint
             raise
         if checkpoints is not None:
@@ -232,32 +235,54 @@ def run_search(problem: Problem | SearchSpace, run: RunConfig, progress: Progres
     )
     objective = make_objective(problem, settings, device, str(artifacts), progress)
     if len(finished_trials(study)) < run.n_trials:
-        objective.baselines(study)  # once per study, before any worker starts
+        with guarded(), stoppable():  # a Ctrl-C that Python swallows still stops the run, once they are stored
+            objective.baselines(study)  # once per study, before any worker starts
     if run.workers > 1:
         from ._workers import launch_workers
 
         launch_workers(study.study_name, run, progress)
-        return study
-    optimize(study, objective, settings, progress)
+    else:
+        optimize(study, objective, settings, progress)
+    confirm_stage(study, objective, settings, progress)
     return study
 
 
+def confirm_stage(study: optuna.Study, objective: Objective, settings: Mapping[str, Any], progress: Progress) -> None:
+    """After the budget, queue the confirmation trials of ``run.confirm`` (or those an interrupted
+    stage left) and run them in this process (see :mod:`~mtlsearch.search._confirm`)."""
+    confirm, deadline = settings.get("confirm"), settings.get("deadline")
+    if not confirm or len(finished_trials(study)) < settings["n_trials"]:
+        return  # the budget was not met (a time limit): there is nothing to confirm yet
+    if deadline is not None and time.time() >= deadline:
+        progress.event("confirm", "the study's time limit is reached: no confirmation", skipped=True)
+        return
+    if _confirm.queue(study, confirm["top"], confirm["seeds"], progress) or _confirm.pending(study):
+        optimize(study, objective, settings, progress)
+
+
 def optimize(
-    study: optuna.Study, objective: Objective, settings: Mapping[str, Any], progress: Progress = QUIET, worker: int = 0
+    study: optuna.Study, objective: Objective, settings: Mapping[str, Any], progress: Progress = QUIET
 ) -> None:
     """Run trials of ``study`` in this process until the study-wide budget (``settings``) is met.
 
     Trials of dead workers (no heartbeat for the grace period) are failed and queued again first;
     queued retries run before new trials. A worker does not start a trial when the finished
     trials plus those running elsewhere reach the budget; it then waits until those finish (or go
-    stale and are queued again, and runs them), so the study ends with no trial left RUNNING.
+    stale and are queued again, and runs them), saying what it waits for, so the study ends with
+    no trial left RUNNING. Ctrl-C or SIGTERM stops training at once (the trial is queued again),
+    anything else at the next safe point, and a second signal cannot cut short the saving of the
+    first one's work (:func:`~._signals.guarded`).
     """
+    study.sampler = make_sampler(study_record(study).sampler or settings["sampler"], settings["seed"])
+    with guarded():
+        _optimize(study, objective, settings, progress)
+
+
+def _optimize(study: optuna.Study, objective: Objective, settings: Mapping[str, Any], progress: Progress) -> None:
     n_trials, deadline = settings["n_trials"], settings.get("deadline")
-    study.sampler = make_sampler(
-        study_record(study).sampler or settings["sampler"], settings["seed"], len(finished_trials(study)), worker
-    )
     report_recovered(study, progress)
     trial_end = TrialEnd(study, n_trials, progress)
+    waits = StaleWait(study, progress, settings["grace_period"])
 
     def stop_at_budget(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if budget_met(*counts(study), n_trials) or (deadline is not None and time.time() >= deadline):
@@ -265,9 +290,11 @@ def optimize(
 
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trial_end(trial, len(finished_trials(study)))
+        safe_point()  # the trial is recorded: a signal that waited stops the run here
 
     while True:
-        report_recovered(study, progress)
+        safe_point()
+        waits.ended(report_recovered(study, progress))
         done, running, waiting = counts(study)
         if deadline is not None and time.time() >= deadline:
             progress.event("timeout", f"the study's time limit is reached ({done} finished trials)", finished=done)
@@ -278,7 +305,9 @@ def optimize(
         if budget_met(done, running, waiting, n_trials):
             # the last trials run elsewhere: wait for them, or for a dead worker's trial to go
             # stale and be queued again (then this worker runs it)
-            time.sleep(min(settings["heartbeat_interval"], 2))
+            waits.started()
+            with stoppable():
+                time.sleep(min(settings["heartbeat_interval"], 2))
             continue
         # A joining worker loads (and checks) the data here, outside any trial: a data factory
         # that fails then stops the worker and fails no trial of the study.
@@ -288,12 +317,7 @@ def optimize(
             warnings.simplefilter("ignore", UserWarning)
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             timeout = None if deadline is None else max(deadline - time.time(), 0.0)
-            objective.hold_signals = True
-            try:
-                study.optimize(objective, timeout=timeout, callbacks=[stop_at_budget, on_trial_end])
-            finally:
-                held, objective._held = objective._held, None
-                release(held)
+            study.optimize(objective, timeout=timeout, callbacks=[stop_at_budget, on_trial_end])
 
 
 def report_recovered(study: optuna.Study, progress: Progress) -> list[int]:
@@ -306,6 +330,54 @@ def report_recovered(study: optuna.Study, progress: Progress) -> list[int]:
             failed=failed,
         )
     return failed
+
+
+class StaleWait:
+    """What a worker says while the last trials of the budget run elsewhere: once per trial, how
+    long it has at most before it goes stale (its process may be alive, or gone), then how the
+    wait for it ended."""
+
+    def __init__(self, study: optuna.Study, progress: Progress, grace_period: int):
+        self.study, self.progress, self.grace_period = study, progress, grace_period
+        self.since: dict[int, float] = {}  # trial number -> when this worker began to wait for it
+
+    def started(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number in self.since:
+                continue
+            self.since[trial.number] = time.monotonic()
+            age = heartbeat_age(self.study, trial)
+            beat = "no heartbeat yet" if age is None else f"last heartbeat {age:.0f} s ago"
+            left = max(self.grace_period - (age or 0.0), 0.0)
+            self.progress.event(
+                "waiting",
+                f"waiting up to {left:.0f} s for trial #{trial.number} (RUNNING, {beat}) to go stale: its process may "
+                f"still be alive (grace_period {self.grace_period} s)",
+                trial=trial.number,
+                heartbeat_age=None if age is None else round(age, 1),
+                grace_period=self.grace_period,
+            )
+
+    def ended(self, recovered: list[int]) -> None:
+        if not self.since:
+            return
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        retried = retried_numbers(self.study)
+        for number in [n for n in self.since if trials[n].state != TrialState.RUNNING]:
+            waited = time.monotonic() - self.since.pop(number)
+            state = trials[number].state.name
+            if number in recovered:
+                how = "went stale and was queued again"
+            else:
+                how = f"ended in its own process ({state}{', queued again' if number in retried else ''})"
+            self.progress.event(
+                "waited",
+                f"trial #{number} {how} after {waited:.0f} s of waiting",
+                trial=number,
+                state=state,
+                stale=number in recovered,
+                waited=round(waited, 1),
+            )
 
 
 def join_study(
@@ -331,5 +403,5 @@ def join_study(
     )
     objective = make_objective(problem, settings, dev, study_record(study).artifacts or "", progress)
     objective.baselines(study)
-    optimize(study, objective, settings, progress, worker=worker or os.getpid())
+    optimize(study, objective, settings, progress)
     return study

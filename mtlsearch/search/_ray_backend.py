@@ -551,6 +551,15 @@ def _drive(
         _DRIVER.pop(study.study_name, None)
     done = len(finished_trials(study))
     progress.event("done", f"the study has {done} finished trials (target {run.n_trials})", finished=done)
+    if run.confirm:  # the confirmation trials run here, in the driver, through the Optuna objective
+        from ._optuna_backend import confirm_stage, make_objective
+
+        confirm_stage(
+            study,
+            make_objective(problem, settings, resolve_device(run.device), str(root), progress),
+            settings,
+            progress,
+        )
     return study
 
 
@@ -583,7 +592,7 @@ def _new_tuner(
 ):
     from ray.tune.schedulers import ASHAScheduler
 
-    sampler = make_sampler(study_record(study).sampler or run.sampler, run.seed, len(finished_trials(study)))
+    sampler = make_sampler(study_record(study).sampler or run.sampler, run.seed)
     searcher = StudySearch(
         raw, study, sampler, run.seed, run.n_trials, str(root) if run.save_weights else None, str(experiment)
     )

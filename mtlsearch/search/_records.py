@@ -12,9 +12,10 @@ The README's "What a study stores" lists exactly these fields (a test checks it)
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 STUDY_PREFIX = "mtlsearch."  # study attribute names are "mtlsearch.<field>"
 
@@ -36,9 +37,41 @@ class _Record:
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> Any:
-        """A record of stored attributes; attributes that are not fields are ignored."""
-        names = (f.name for f in fields(cls))  # type: ignore[arg-type]
-        return cls(**{n: attrs[cls.PREFIX + n] for n in names if cls.PREFIX + n in attrs})
+        """A record of stored attributes; attributes that are not fields are ignored, and a
+        stored value of the wrong type (anyone who can write to the storage can write one) reads
+        as absent."""
+        values = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            key = cls.PREFIX + f.name
+            if key in attrs and (value := typed(attrs[key], str(f.type))) is not None:
+                values[f.name] = value
+        return cls(**values)
+
+
+_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "dict": Mapping,
+    "list": list,
+}
+
+
+def typed(value: Any, annotation: str) -> Any:
+    """``value`` if it has the type of a record field annotated ``annotation`` (``"float | None"``),
+    else ``None``: a bool is not a number, a float must be finite, an int fits 64 bits."""
+    kind = annotation.split("|")[0].strip()
+    if isinstance(value, bool) and kind != "bool":
+        return None
+    if not isinstance(value, _TYPES[kind]):
+        return None
+    value = cast(Any, value)
+    if kind == "float" and not (abs(value) < 2**1023 and math.isfinite(float(value))):
+        return None
+    if kind == "int" and not -(2**63) <= value < 2**63:
+        return None
+    return float(value) if kind == "float" else value
 
 
 @dataclass(frozen=True)
@@ -72,6 +105,13 @@ class TrialRecord(_Record):
         metadata=_doc(
             "a hash of the canonical architecture, weighting and training settings: trials with the same one "
             "are one candidate on several seeds, pooled by `report` and `export`"
+        ),
+    )
+    confirm_of: int | None = field(
+        default=None,
+        metadata=_doc(
+            "a confirmation trial: one more seed of the candidate whose first trial has this number "
+            "(it does not count toward `n_trials`)"
         ),
     )
     val_metrics: dict | None = field(default=None, metadata=_doc("`{task: {metric: value}}` on the validation split"))
@@ -159,6 +199,10 @@ class StudyRecord(_Record):
     )
     ray: dict | None = field(
         default=None, metadata=_doc("the Ray cluster address and per-trial resources (Ray backend)")
+    )
+    confirm: dict | None = field(
+        default=None,
+        metadata=_doc("the confirmation stage: `top`, `seeds` and the first trial of each `chosen` candidate"),
     )
 
     PREFIX: ClassVar[str] = STUDY_PREFIX

@@ -19,17 +19,21 @@ how the copy finds the dead trial's epoch checkpoints.
 
 from __future__ import annotations
 
+import datetime
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ConfigError, DamagedStorageError
 from ..storage_url import driver_hint, redact, scrub, with_installed_driver
-from ._compat import BaseHeartbeat, storage_trial_id
+from ._compat import BaseHeartbeat, heartbeat_storage, rdb_heartbeat_age, storage_trial_id
+from ._signals import deferred
 
 HEARTBEAT_ATTR = "mtlsearch:heartbeat"
 RETRY_OF = "retry_of"  # user attribute of a trial queued again after Ctrl-C: the interrupted number
@@ -70,6 +74,16 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self.callback
 
 
+class HeldSignalsBackend(JournalFileBackend):
+    """Optuna's journal file backend, appending with SIGINT and SIGTERM held: a record is written
+    whole or not at all, and Optuna's file lock, interrupted at the wrong moment, would release
+    the lock that another writer holds (whose own release then fails: ``did not possess lock``)."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with deferred():
+            super().append_logs(logs)
+
+
 def journal_path(url: str) -> str:
     path = url[len("journal:///") :] if url.startswith("journal:///") else url[len("journal://") :]
     if not path:
@@ -88,14 +102,12 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         callback = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if heartbeat else None
     if url.startswith("journal://"):
-        from optuna.storages.journal import JournalFileBackend
-
         from ._journal import end_torn_tail
 
         path = journal_path(url)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         end_torn_tail(path)  # before anything appends: Optuna would write onto the torn line
-        backend = JournalFileBackend(path)
+        backend = HeldSignalsBackend(path)
         try:  # the storage reads the whole file now
             if heartbeat:
                 return HeartbeatJournalStorage(backend, heartbeat[0], heartbeat[1], callback)
@@ -125,13 +137,30 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
         kwargs.update(
             heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=callback
         )
-    try:
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except ImportError as err:
-        raise ConfigError("run.storage", scrub(f"cannot open `{shown}`: {err}; {driver_hint(url)}", url)) from None
-    except Exception as err:  # SQLAlchemy raises many kinds; the URL is what the user can fix
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ConfigError("run.storage", scrub(f"cannot open `{shown}`: {type(err).__name__}: {first}", url)) from None
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is experimental too (see above)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except ImportError as err:
+            raise ConfigError("run.storage", scrub(f"cannot open `{shown}`: {err}; {driver_hint(url)}", url)) from None
+        except Exception as err:  # SQLAlchemy raises many kinds; the URL is what the user can fix
+            if attempt < 3 and _creating_tables(err):
+                time.sleep(0.2 * attempt)
+                continue
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            message = f"cannot open `{shown}`: {type(err).__name__}: {first}"
+            raise ConfigError("run.storage", scrub(message, url)) from None
+
+
+def _creating_tables(err: Exception) -> bool:
+    """Two processes opening one new database at the same moment both create Optuna's tables
+    and stamp its schema version; the later one fails (`table ... already exists`, a unique
+    version row), and a second try finds them made."""
+    text = str(err)
+    return "already exists" in text or "alembic_version" in text or "duplicate key" in text
 
 
 def sqlite_damage(file: str) -> str | None:
@@ -184,15 +213,53 @@ def recover(study: optuna.Study) -> list[int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)
+    fail_silent_trials(study)
     after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     return sorted(before - after)
+
+
+def fail_silent_trials(study: optuna.Study) -> None:
+    """Fail (and retry, as a stale trial is) a RUNNING trial of an ``RDBStorage`` that never
+    recorded a heartbeat and started more than ``grace_period`` seconds ago: its process died
+    before its first beat, and Optuna's stale check, which looks only at trials that beat, would
+    leave it RUNNING for ever."""
+    storage = heartbeat_storage(study)
+    if storage is None or isinstance(storage, HeartbeatJournalStorage):  # the journal's check counts from the start
+        return
+    grace = storage.get_heartbeat_interval() and getattr(storage, "grace_period", None)
+    if not isinstance(grace, (int, float)):
+        return
+    get_callback = getattr(storage, "get_heartbeat_stale_trial_callback", storage.get_failed_trial_callback)
+    callback = get_callback()
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if started is None or (now - started).total_seconds() <= grace or rdb_heartbeat_age(study, trial) is not None:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # finished by its own process meanwhile
+            continue
+        if callback is not None:
+            callback(study, study.trials[trial.number])
+
+
+def heartbeat_age(study: optuna.Study, trial: FrozenTrial) -> float | None:
+    """Seconds since ``trial`` (RUNNING) last recorded a heartbeat, on its storage's clock;
+    ``None`` when it has recorded none (or the storage keeps no heartbeats)."""
+    beat = trial.system_attrs.get(HEARTBEAT_ATTR)  # journal: HeartbeatJournalStorage
+    if isinstance(beat, (int, float)):
+        return max(time.time() - beat, 0.0)
+    return rdb_heartbeat_age(study, trial)
 
 
 def retried_numbers(study: optuna.Study) -> set[int]:
     """Numbers of failed trials that a later trial retries (they do not count toward the budget)."""
     out: set[int] = set()
-    for t in study.get_trials(deepcopy=False):
-        out.update(t.system_attrs.get("retry_history", []))
-        if RETRY_OF in t.user_attrs:
-            out.add(t.user_attrs[RETRY_OF])
+    for t in study.get_trials(deepcopy=False):  # stored values are untrusted: numbers only
+        history = t.system_attrs.get("retry_history", [])
+        retry_of = t.user_attrs.get(RETRY_OF)
+        for n in [*(history if isinstance(history, list) else []), retry_of]:
+            if isinstance(n, int) and not isinstance(n, bool):
+                out.add(n)
     return out

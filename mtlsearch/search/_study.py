@@ -54,29 +54,68 @@ def check_writable(folder: Path) -> Path:
 def open_study(
     space: SearchSpace, run: RunConfig, directions: Sequence[Direction], storage: Any = None
 ) -> optuna.Study:
-    """Create the study, or continue it after checking it was made for this space and objectives."""
+    """Create the study, or continue it after checking it was made for this space and objectives.
+
+    Race-free: of two processes creating one study at the same moment, the storage lets one
+    create it; the other waits for its record (:func:`wait_for_record`) and continues it."""
     name = run.study or space.name
     storage = storage if storage is not None else open_storage(run.storage)
-    existing = name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if existing:
-        study = optuna.load_study(study_name=name, storage=storage)
-        check_compatible(study, space, directions, run)
-        study.sampler = make_sampler(study_record(study).sampler or run.sampler, run.seed, len(finished_trials(study)))
-        return study
-    study = optuna.create_study(
-        study_name=name, storage=storage, directions=list(directions), sampler=make_sampler(run.sampler, run.seed, 0)
-    )
+    if name not in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+        try:
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                directions=list(directions),
+                sampler=make_sampler(run.sampler, run.seed),
+            )
+        except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago
+            pass
+        else:
+            return _write_record(study, space, run)
+    study = optuna.load_study(study_name=name, storage=storage)
+    wait_for_record(study, run)
+    check_compatible(study, space, directions, run)
+    study.sampler = make_sampler(study_record(study).sampler or run.sampler, run.seed)
+    return study
+
+
+def _write_record(study: optuna.Study, space: SearchSpace, run: RunConfig) -> optuna.Study:
+    return write_record(study, space, run.seed, run.sampler, str(artifacts_dir(run)))
+
+
+def write_record(
+    study: optuna.Study, space: SearchSpace, seed: int, sampler: str, artifacts: str | None
+) -> optuna.Study:
+    """Store what the study is (its space, objectives, seed, sampler, artifacts folder)."""
     write_study(
         study,
         version=__version__,
         space=space.to_raw(),
-        fingerprint=space.fingerprint(),
         objectives=list(space.objectives),
-        seed=run.seed,
-        sampler=run.sampler,
-        artifacts=str(artifacts_dir(run)),
+        seed=seed,
+        sampler=sampler,
+        artifacts=artifacts,
     )
+    write_study(study, fingerprint=space.fingerprint())  # last: it marks the record complete (wait_for_record)
     return study
+
+
+RECORD_WAIT = 10.0  # seconds a process that found a new, empty study waits for its creator's record
+
+
+def wait_for_record(study: optuna.Study, run: RunConfig) -> None:
+    """A study that another process created a moment ago may not hold its record yet (its
+    ``fingerprint`` is written last): wait up to :data:`RECORD_WAIT` seconds for it while the
+    study has no trials; a study with trials but no record is judged at once."""
+    deadline = time.monotonic() + RECORD_WAIT
+    while study_record(study).fingerprint is None and not study.get_trials(deepcopy=False):
+        if time.monotonic() >= deadline:
+            raise StudyMismatchError(
+                f"study `{study.study_name}` in {redact(run.storage)} holds no mtlsearch record after "
+                f"{RECORD_WAIT:g} s: it was not created by mtlsearch, or the process creating it stopped before "
+                "storing its space; choose another --study name"
+            )
+        time.sleep(0.05)
 
 
 def check_compatible(study: optuna.Study, space: SearchSpace, directions: Sequence[Direction], run: RunConfig) -> None:
@@ -176,6 +215,7 @@ def run_settings(run: RunConfig, deadline: float | None) -> dict[str, Any]:
         "min_trials": run.min_trials,
         "min_epochs": run.min_epochs,
         "seeds_per_trial": run.seeds_per_trial,
+        "confirm": run.confirm,
         "deadline": deadline,
     }
 

@@ -19,7 +19,7 @@ from ..config import RunConfig
 from ..errors import MTLSearchError
 from ..storage_url import ENV, redact
 from ._progress import Progress
-from ._signals import deferred
+from ._signals import guarded, stoppable
 
 STOP_TIMEOUT = 60  # seconds a stopped worker gets to re-queue its trial
 
@@ -55,14 +55,19 @@ def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
         threads=threads,
     )
     env = {**os.environ, ENV: run.storage}
+    from ..problem import FACTORY_FOLDERS  # a factory found beside the space file: the workers import it too
+
+    if FACTORY_FOLDERS:
+        env["PYTHONPATH"] = os.pathsep.join([*FACTORY_FOLDERS, *filter(None, [os.environ.get("PYTHONPATH")])])
     procs = [
         subprocess.Popen(worker_command(study, run, i, threads, progress.mode), env=env)
         for i in range(1, run.workers + 1)
     ]
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each worker re-queues its trial and stops
-        with deferred():  # a second signal must not leave workers behind
+    with guarded():  # a second signal must not leave workers behind: it waits, and is dropped
+        try:
+            with stoppable():
+                codes = [p.wait() for p in procs]
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each worker re-queues its trial and stops
             for p in procs:
                 if p.poll() is None:
                     p.send_signal(signal.SIGINT)
@@ -72,7 +77,7 @@ def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-        raise
+            raise
     failed = [(i, c) for i, c in enumerate(codes, 1) if c != 0]
     if failed:
         raise MTLSearchError(

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from ..checkpoints import describe_value
 from ..config import MAX_SEED, TRAINING, SearchSpace, check_keys, read_yaml
-from ..errors import ConfigError, MTLSearchError, show
+from ..errors import ConfigError, MTLSearchError, cut, show
 from ..problem import Problem
 from ..scoring import count_params, delta_mtl, knee_point, mean_interval, pareto_front
 from ..storage_url import redact
@@ -31,7 +31,7 @@ from ..training import evaluate, resolve_device, train
 from ..version import __version__
 from ._baselines import train_single_task
 from ._progress import QUIET, Progress
-from ._records import StudyRecord
+from ._records import StudyRecord, TrialRecord, study_record
 from ._storage import load_study
 from ._study import announce_factory, stored_problem, stored_space
 
@@ -58,7 +58,7 @@ def complete_trials(study: optuna.Study, family: str | None = None) -> list[optu
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.values is not None
         and feasible(t)
-        and (family is None or t.user_attrs.get("architecture", {}).get("family") == family)
+        and (family is None or (TrialRecord.from_attrs(t.user_attrs).architecture or {}).get("family") == family)
     ]
 
 
@@ -77,6 +77,7 @@ class Pooled:
     values: tuple[float, ...]
     runs: tuple[float, ...]
     val_metrics: dict[str, dict[str, float]]
+    confirmed: bool = False  # some of its trials are confirmation trials (``confirm_of``)
 
     @property
     def delta_mtl(self) -> float:
@@ -106,6 +107,8 @@ def pool(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Pooled]:
     group pooled over its seeds (:class:`Pooled`), in the order of their first trials."""
     groups: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for t in trials:
+        if not seed_runs(t):  # no readable Delta-MTL (stored values are untrusted): not a candidate
+            continue
         key = t.user_attrs.get("candidate")
         groups.setdefault(key if isinstance(key, str) else f"#{t.number}", []).append(t)
     out = []
@@ -127,14 +130,20 @@ def pool(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Pooled]:
                 }
             except (KeyError, TypeError, AttributeError):  # stored values are untrusted: keep the first's
                 pooled_metrics = metrics[0]
-        out.append(Pooled(members[0], tuple(t.number for t in members), values, runs, pooled_metrics))
+        confirmed = any(isinstance(t.user_attrs.get("confirm_of"), int) for t in members)
+        out.append(Pooled(members[0], tuple(t.number for t in members), values, runs, pooled_metrics, confirmed))
     return out
+
+
+def pool_of(study: optuna.Study, family: str | None = None) -> list[Pooled]:
+    """Every candidate of the study: its complete, feasible trials pooled (:func:`pool`)."""
+    return pool(complete_trials(study, family))
 
 
 def candidates(study: optuna.Study, family: str | None = None) -> list[Pooled]:
     """The study's Pareto front of candidates: complete, feasible trials pooled per candidate
     (:func:`pool`), non-dominated on their pooled values; with ``family``, that family's alone."""
-    pooled = pool(complete_trials(study, family))
+    pooled = pool_of(study, family)
     directions = [d.name.lower() for d in study.directions]
     return [pooled[i] for i in pareto_front([p.values for p in pooled], directions)]
 
@@ -147,26 +156,25 @@ def front(study: optuna.Study, family: str | None = None) -> list[optuna.trial.F
 
 def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial, pooled: Pooled | None = None) -> dict[str, Any]:
     """What ``report`` shows of a trial; with ``pooled``, the values of its whole candidate."""
-    objectives = study.user_attrs.get(
-        StudyRecord.key("objectives"), [f"objective{i}" for i in range(len(trial.values))]
-    )
-    a = trial.user_attrs
-    pooled = pooled or pool([trial])[0]
+    objectives = study_record(study).objectives or [f"objective{i}" for i in range(len(trial.values))]
+    a = TrialRecord.from_attrs(trial.user_attrs)
+    pooled = pooled or Pooled(trial, (trial.number,), tuple(trial.values), tuple(seed_runs(trial)), {})
     return {
         "trial": trial.number,
         "trials": list(pooled.trials),
         "seeds": len(pooled.runs),
+        "confirmed": pooled.confirmed,
         "values": dict(zip(objectives, pooled.values)),
-        "delta_mtl": pooled.delta_mtl if pooled.runs else a.get("delta_mtl"),
+        "delta_mtl": pooled.delta_mtl if pooled.runs else a.delta_mtl,
         "delta_mtl_std": pooled.delta_std,
-        "val_metrics": pooled.val_metrics or a.get("val_metrics"),
-        "params": a.get("params"),
-        "macs": a.get("macs"),
-        "latency_ms": a.get("latency_ms"),
-        "family": a.get("architecture", {}).get("family"),
-        "architecture": a.get("architecture"),
-        "seed": a.get("seed"),
-        "train_seconds": a.get("train_seconds"),
+        "val_metrics": pooled.val_metrics or a.val_metrics,
+        "params": a.params,
+        "macs": a.macs,
+        "latency_ms": a.latency_ms,
+        "family": (a.architecture or {}).get("family"),
+        "architecture": a.architecture,
+        "seed": a.seed,
+        "train_seconds": a.train_seconds,
     }
 
 
@@ -178,15 +186,21 @@ def report(study: optuna.Study) -> dict[str, Any]:
     records = sorted(
         (trial_record(study, p.trial, p) for p in candidates(study)), key=lambda r: -(r["delta_mtl"] or -math.inf)
     )
+    stored = study_record(study)
     return {
         "study": study.study_name,
-        "objectives": study.user_attrs.get(StudyRecord.key("objectives")),
+        "objectives": stored.objectives,
         "directions": [d.name.lower() for d in study.directions],
         "trials": counts,
-        "baselines": study.user_attrs.get(StudyRecord.key("baselines")),
-        "data": study.user_attrs.get(StudyRecord.key("data")),
+        "baselines": stored.baselines,
+        "data": stored.data,
         "front": records,
         "warnings": baseline_warnings(study),
+        "confirm": stored.confirm,
+        "confirmed": sorted(
+            (trial_record(study, p.trial, p) for p in pool_of(study) if p.confirmed),
+            key=lambda r: -(r["delta_mtl"] or -math.inf),
+        ),
     }
 
 
@@ -195,11 +209,12 @@ def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
     networks, so one that beats a task's baseline by more than ``spreads`` times the baselines'
     seed spread says the baselines are under-tuned (their Delta-MTL flatters every candidate).
     Needs a stored spread (baselines trained on 2 or more seeds)."""
-    record = study.user_attrs.get(StudyRecord.key("baselines")) or {}
+    record = study_record(study).baselines or {}
     values, spread = record.get("values"), record.get("spread")
     if not isinstance(values, Mapping) or not isinstance(spread, Mapping):
         return []
-    out = []
+    worst: dict[tuple[str, str], tuple[float, Pooled, float, float, float]] = {}
+    count: dict[tuple[str, str], int] = {}
     for p in pool(complete_trials(study, "single_task")):
         for task, metrics in p.val_metrics.items():
             for metric, value in metrics.items() if isinstance(metrics, Mapping) else ():
@@ -209,11 +224,17 @@ def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
                     continue
                 gain = value - base if METRICS.get(metric).direction == "max" else base - value
                 if width > 0 and gain > spreads * width:
-                    out.append(
-                        f"single-task trial #{p.trial.number} beats the `{task}` baseline on {metric} "
-                        f"({value:.4g} vs {base:.4g} ± {width:.2g}, more than {spreads:g} seed spreads): the baselines "
-                        "look under-tuned, so Delta-MTL flatters every candidate; raise baselines.tune_trials or seeds"
-                    )
+                    count[task, metric] = count.get((task, metric), 0) + 1
+                    if gain > worst.get((task, metric), (-math.inf,))[0]:
+                        worst[task, metric] = (gain, p, value, base, width)
+    out = []
+    for (task, metric), (_, p, value, base, width) in worst.items():
+        out.append(
+            f"{count[task, metric]} single-task candidate(s) beat the `{task}` baseline on {metric} by more than "
+            f"{spreads:g} of its seed spreads (best: trial #{p.trial.number}, {value:.4g} over {len(p.runs)} seed(s) "
+            f"vs {base:.4g} ± {width:.2g}): the baselines look under-tuned, so Delta-MTL flatters every candidate; "
+            "raise baselines.tune_trials or seeds"
+        )
     return out
 
 
@@ -243,13 +264,16 @@ def format_report(data: Mapping[str, Any]) -> str:
         "MACs",
         "latency ms",
     ]
+    confirming = bool(data.get("confirm"))
     rows = []
     for r in front_:
         arch = r["architecture"] or {}
         latency = r.get("latency_ms")
         rows.append(
             [
-                f"#{r['trial']}" + (f" +{len(r['trials']) - 1}" if len(r.get("trials", [])) > 1 else ""),
+                f"#{r['trial']}"
+                + (f" +{len(r['trials']) - 1}" if len(r.get("trials", [])) > 1 else "")
+                + ("" if r.get("confirmed") or not confirming else " *"),
                 r["family"] or "?",
                 arch.get("weighting", {}).get("name", "?"),
                 f"{r['delta_mtl']:+.2f}"
@@ -273,6 +297,18 @@ def format_report(data: Mapping[str, Any]) -> str:
         "pooled over its trials, shown as #first +more, Delta-MTL mean ± std (seeds); "
         f"families on it: {', '.join(families)}):\n"
         f"{format_table(rows, header)}\n{bl}"
+        + (
+            "\n* not confirmed: one trial's seed(s) only; export --pick chooses among confirmed candidates"
+            if confirming and not all(r.get("confirmed") for r in front_)
+            else ""
+        )
+        + "".join(
+            ("\nconfirmed candidates (validation, mean ± std over seeds):" if i == 0 else "")
+            + f"\n  #{r['trial']} {r['family']}/{(r['architecture'] or {}).get('weighting', {}).get('name', '?')}: "
+            f"Delta-MTL {r['delta_mtl']:+.2f} ± {r['delta_mtl_std']:.2f} over {r['seeds']} seeds, "
+            f"{r['params']:,} params"
+            for i, r in enumerate(data.get("confirmed") or [])
+        )
         + "".join(f"\nwarning: {w}" for w in data.get("warnings") or [])
         + ("\narchitectures on the front:\n" + "\n".join(architectures) if architectures else "")
     )
@@ -289,13 +325,20 @@ def describe_baselines(record: Mapping[str, Any]) -> str:
     seeds = record.get("seeds")
     if isinstance(seeds, list) and seeds:
         how += f", mean of seeds {seeds}"
-    spread = record.get("spread") or {}
+    spread = record.get("spread")
+    spread = spread if isinstance(spread, Mapping) else {}
+
+    def number(v: Any) -> str:
+        return f"{v:.4f}" if is_number(v) else show(v)
+
+    def one(t: Any, m: Any, v: Any) -> str:
+        width = spread.get(t)
+        return f"{m} {number(v)}" + (f" ± {number(width[m])}" if isinstance(width, Mapping) and m in width else "")
+
+    stored = record.get("values")
     values = "; ".join(
-        f"{t}: "
-        + ", ".join(
-            f"{m} {v:.4f}" + (f" ± {spread[t][m]:.4f}" if m in spread.get(t, {}) else "") for m, v in ms.items()
-        )
-        for t, ms in (record.get("values") or {}).items()
+        f"{t}: " + (", ".join(one(t, m, v) for m, v in ms.items()) if isinstance(ms, Mapping) else show(ms))
+        for t, ms in (stored.items() if isinstance(stored, Mapping) else ())
     )
     return f"single-task baselines ({how}; validation): {values}"
 
@@ -319,7 +362,8 @@ def pick(
     parameters among trials with Delta-MTL >= ``min_delta`` (ties: higher Delta-MTL).
     ``max_params`` / ``max_macs`` drop trials above those costs first. ``family`` picks from the
     front of that family's trials alone (its winner, even where other families dominate it).
-    ``trial`` picks a number.
+    ``trial`` picks a number. After a confirmation stage (``run.confirm``) the pick is made
+    on the front of the confirmed candidates alone, on their pooled values.
     """
     if trial is not None:
         match = [t for t in complete_trials(study) if t.number == trial]
@@ -339,10 +383,14 @@ def pick(
     if not pool:
         which = f" of family `{family}`" if family else ""
         raise MTLSearchError(f"study `{study.study_name}` has no complete feasible trials{which} to export yet")
+    confirmed = [p for p in pool_of(study, family) if p.confirmed]
+    if confirmed:  # after a confirmation stage, only confirmed values are trusted: their own front
+        directions = [d.name.lower() for d in study.directions]
+        pool = [confirmed[i] for i in pareto_front([p.values for p in confirmed], directions)]
     if max_params is not None:
-        pool = [p for p in pool if p.trial.user_attrs["params"] <= max_params]
+        pool = [p for p in pool if (TrialRecord.from_attrs(p.trial.user_attrs).params or 0) <= max_params]
     if max_macs is not None:
-        pool = [p for p in pool if p.trial.user_attrs["macs"] <= max_macs]
+        pool = [p for p in pool if (TrialRecord.from_attrs(p.trial.user_attrs).macs or 0) <= max_macs]
     if how == "min-cost":
         pool = [p for p in pool if p.delta_mtl >= min_delta]
     if not pool:
@@ -354,7 +402,7 @@ def pick(
     if how == "delta":
         return max(pool, key=lambda p: p.delta_mtl).trial
     if how == "min-cost":
-        return min(pool, key=lambda p: (p.trial.user_attrs["params"], -p.delta_mtl)).trial
+        return min(pool, key=lambda p: (TrialRecord.from_attrs(p.trial.user_attrs).params or 0, -p.delta_mtl)).trial
     return pool[knee_point([p.values for p in pool], [d.name.lower() for d in study.directions])].trial
 
 
@@ -369,7 +417,7 @@ def export_config(
     a = trial.user_attrs
     candidate = problem.replay(trial.params, a.get("learned"))
     learned = {"learned": a["learned"]} if "learned" in a else {}
-    objectives = study.user_attrs.get(StudyRecord.key("objectives"), [])
+    objectives = study_record(study).objectives or []
     pooled = next((p for p in pool(complete_trials(study)) if trial.number in p.trials), None)
     same = {}
     if pooled is not None and len(pooled.trials) > 1:  # the candidate was trained by several trials
@@ -423,9 +471,16 @@ def weights_file(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Path:
             f"trial #{trial.number}: stored weights_artifact {describe_value(artifact)} is not an artifact "
             "id (a UUID); refused"
         )
-    folder = Path(str(study.user_attrs.get(StudyRecord.key("artifacts"), "")))
+    folder = Path(study_record(study).artifacts or "")
     file = folder / artifact
-    if not file.is_file():
+    try:
+        found = file.is_file()
+    except OSError as err:  # a stored folder name the system cannot read (too long...)
+        raise MTLSearchError(
+            f"trial #{trial.number}: its weights artifact {cut(str(file))} cannot be read ({err.strerror}); "
+            "export without --weights, or retrain the config with `mtlsearch train`"
+        ) from None
+    if not found:
         raise MTLSearchError(
             f"trial #{trial.number}: its weights artifact {artifact} is not in {folder} (moved or deleted); "
             "export without --weights, or retrain the config with `mtlsearch train`"
@@ -517,7 +572,8 @@ def candidate_of(config: str | Path | Mapping[str, Any], progress: Progress = QU
     before it is imported."""
     raw = read_export(config)
     announce = announce_factory(progress, "the exported config")
-    problem = Problem(SearchSpace.parse(raw["space"], "space"), raw.get("signature"), announce)
+    folders = [Path(config).resolve().parent] if isinstance(config, (str, Path)) else []
+    problem = Problem(SearchSpace.parse(raw["space"], "space"), raw.get("signature"), announce, folders)
     return raw, problem.replay(raw["params"], raw.get("learned"))
 
 
@@ -576,6 +632,13 @@ def retrain(
         if baselines:
             single = {}
             for task in problem.tasks:
+                progress.event(
+                    "single_task",
+                    f"  seed {seed} ({i}/{len(seeds)}): single-task `{task.name}` ...",
+                    transient=True,
+                    seed=seed,
+                    task=task.name,
+                )
                 st = train_single_task(problem, task, seed, dev, settings[task.name])
                 single[task.name] = evaluate(st, [task], problem.data.test, dev)[task.name]
             run["single_task_test_metrics"] = single
@@ -600,6 +663,10 @@ def retrain(
     }
     result = {"config": raw.get("provenance", {}), "seeds": list(seeds), "test_metrics": summary, "runs": runs}
     if baselines:
+        result["single_task_test_metrics"] = {
+            t.name: {m: mean_std([r["single_task_test_metrics"][t.name][m] for r in runs]) for m in t.metrics}
+            for t in problem.tasks
+        }
         result["baseline_training"] = settings
         result["delta_mtl"] = mean_interval([r["delta_mtl"] for r in runs])
         result["task_delta"] = {t: mean_interval([r["task_delta"][t] for r in runs]) for t in problem.task_names}
@@ -630,17 +697,24 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
 
 
 def format_retrain(result: Mapping[str, Any]) -> str:
+    """The test metrics of the candidate (and of its single-task networks, when retrained) as a table."""
+    single = result.get("single_task_test_metrics")
+
+    def cell(s: Mapping[str, float]) -> str:
+        return f"{s['mean']:.4f} ± {s['std']:.4f}"
+
     rows = [
-        [f"{t}.{m}", f"{s['mean']:.4f} ± {s['std']:.4f}"]
+        [f"{t}.{m}", cell(s)] + ([cell(single[t][m])] if single else [])
         for t, ms in result["test_metrics"].items()
         for m, s in ms.items()
     ]
+    blank = [""] if single else []
     verdict = ""
     if "delta_mtl" in result:
         for t, d in result.get("task_delta", {}).items():
-            rows.append([f"delta {t} %", format_interval(d)])
+            rows.append([f"delta {t} %", format_interval(d), *blank])
         d = result["delta_mtl"]
-        rows.append(["Delta-MTL %", format_interval(d)])
+        rows.append(["Delta-MTL %", format_interval(d), *blank])
         if len(result["seeds"]) < 2:
             verdict = "\none seed gives no interval: retrain with --seeds 3 or more before comparing"
         elif d["low"] is None or d["low"] <= 0 <= d["high"]:
@@ -653,9 +727,10 @@ def format_retrain(result: Mapping[str, Any]) -> str:
             verdict = (
                 f"\nthe 95 % interval of Delta-MTL excludes 0: the candidate is {side} than its single-task networks"
             )
+    table = format_table(rows, ["metric", "candidate", "single-task"] if single else ["metric", "value"])
     return (
         f"test split, {len(result['seeds'])} seed(s) {result['seeds']} (mean ± std, 95 % interval of the mean):\n"
-        + format_table(rows, ["metric", "value"])
+        + "\n".join(line.rstrip() for line in table.splitlines())
         + verdict
     )
 
