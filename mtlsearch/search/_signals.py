@@ -68,13 +68,18 @@ def guarded() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            if handler is not None:
-                signal.signal(s, handler)
+        _restore(previous)
         _Stops.active = _Stops.open = False
         pending, _Stops.pending = _Stops.pending, None
     if pending is not None:  # the block ended normally (its interrupt was swallowed, or it waited)
         raise KeyboardInterrupt(f"signal {signal.Signals(pending).name}")
+
+
+def _restore(previous: dict) -> None:
+    """Put back the handlers a block replaced (``None``: one not set from Python, left alone)."""
+    for s, handler in previous.items():
+        if handler is not None:
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -111,9 +116,7 @@ def ignored() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            if handler is not None:
-                signal.signal(s, handler)
+        _restore(previous)
 
 
 @contextlib.contextmanager
@@ -131,8 +134,6 @@ def deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            if handler is not None:
-                signal.signal(s, handler)
+        _restore(previous)
         if held:
             signal.raise_signal(held[0])
