@@ -8,7 +8,6 @@ sharing rather than hyperparameter luck. See docs/search.md#baselines.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 import warnings
@@ -23,7 +22,7 @@ from ..problem import Problem
 from ..tasks import TaskSpec
 from ..training import evaluate, train
 from ._progress import QUIET, Progress
-from ._records import study_record, write_study
+from ._records import study_record, typed, write_study
 from ._sampler import make_sampler
 
 
@@ -67,7 +66,7 @@ def check_stored(record: Mapping[str, Any], problem: Problem, study: str) -> dic
         metrics = values.get(task) if isinstance(values, Mapping) else None
         for metric in directions:
             value = metrics.get(metric) if isinstance(metrics, Mapping) else None
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if typed(value, "float") is None:  # a finite number, as every stored record field is checked
                 raise MTLSearchError(
                     f"study `{study}`: its stored baselines (attribute mtlsearch.baselines) have no number for "
                     f"`{task}.{metric}` (found {show(value)}); they were not written by mtlsearch, and its trials were "

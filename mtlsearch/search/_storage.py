@@ -226,7 +226,7 @@ def fail_silent_trials(study: optuna.Study) -> None:
     storage = heartbeat_storage(study)
     if storage is None or isinstance(storage, HeartbeatJournalStorage):  # the journal's check counts from the start
         return
-    grace = storage.get_heartbeat_interval() and getattr(storage, "grace_period", None)
+    grace = getattr(storage, "grace_period", None)
     if not isinstance(grace, (int, float)):
         return
     get_callback = getattr(storage, "get_heartbeat_stale_trial_callback", storage.get_failed_trial_callback)

@@ -31,7 +31,7 @@ from ..training import evaluate, resolve_device, train
 from ..version import __version__
 from ._baselines import train_single_task
 from ._progress import QUIET, Progress
-from ._records import StudyRecord, TrialRecord, study_record
+from ._records import StudyRecord, TrialRecord, study_record, typed
 from ._storage import load_study
 from ._study import announce_factory, stored_problem, stored_space
 
@@ -99,7 +99,8 @@ def seed_runs(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number (not a bool), read from a storage: the record fields' own check."""
+    return typed(value, "float") is not None
 
 
 def pool(trials: Sequence[optuna.trial.FrozenTrial]) -> list[Pooled]:
