@@ -37,6 +37,17 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print progress events and the result as JSON lines on stdout")
 
 
+THREADS_HELP = (
+    "torch threads per process: auto (1 for small models, whose steps more threads only slow down; else the "
+    "cores shared out among the workers) or N (default: the space's run.threads, else auto)"
+)
+
+
+def _threads(value: str):
+    """``--threads``: ``auto`` or an integer >= 1 (checked with the space's rule)."""
+    return value if value == "auto" else int(value) if value.lstrip("-").isdigit() else value
+
+
 def _storage_flag(p: argparse.ArgumentParser, from_space: bool = False) -> None:
     p.add_argument(
         "--storage",
@@ -68,6 +79,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         help="local worker processes sharing the study (default 1; use a journal:/// or "
         "postgresql:// storage for several)",
     )
+    p.add_argument("--threads", type=_threads, metavar="N", help=THREADS_HELP)
     p.add_argument(
         "--early-stopping",
         choices=EARLY_STOPPING,
@@ -174,7 +186,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("study", metavar="STUDY", help="name of the stored study to work on")
     _storage_flag(p)
     p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch threads of this worker (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="N",
+        help="torch threads of this worker: auto or N (default: the study's run.threads, else auto)",
+    )
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     _output_flags(p)
 
@@ -248,6 +265,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="number of seeds (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="first seed; seeds are SEED..SEED+N-1 (default: 0)")
     p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--threads", type=_threads, metavar="N", help=THREADS_HELP.replace("the space's", "the config's"))
     p.add_argument(
         "--no-baselines", action="store_true", help="skip retraining single-task baselines (no test Delta-MTL)"
     )
@@ -308,7 +326,8 @@ def cmd_run(args) -> None:
         save_weights=False if args.no_save_weights else None,
         **_engine_overrides(args),
     )
-    args.study, args.storage = run.study or problem.space.name, run.storage  # for the resume hint on Ctrl-C
+    # for the resume hint on Ctrl-C
+    args.study, args.storage, args.workers = run.study or problem.space.name, run.storage, run.workers
     if args.backend == "ray":
         _check_ray_flags(args)
         from .search._ray_backend import run_ray  # Ray is imported only here
@@ -349,11 +368,18 @@ def _engine_overrides(args) -> dict:
     _positive(args.seeds_per_trial, "--seeds-per-trial")
     return {
         "workers": args.workers,
+        "threads": _checked_threads(args.threads),
         "seeds_per_trial": args.seeds_per_trial,
         "early_stopping": args.early_stopping,
         "heartbeat_interval": args.heartbeat_interval,
         "grace_period": args.grace_period,
     }
+
+
+def _checked_threads(value):
+    from .config import check_threads
+
+    return None if value is None else check_threads(value, "--threads")
 
 
 def _check_ray_flags(args) -> None:
@@ -387,17 +413,18 @@ def _no_ray_flags(args) -> None:
 
 
 def cmd_worker(args) -> None:
-    import torch
-
     from .search._optuna_backend import join_study
     from .search._progress import Progress
 
-    _positive(args.threads, "--threads")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = _checked_threads(args.threads)
     mode = "json" if args.json else "quiet" if args.quiet else "normal"
     join_study(
-        args.study, args.storage, Progress(mode, worker=args.worker_index or None), args.device, args.worker_index
+        args.study,
+        args.storage,
+        Progress(mode, worker=args.worker_index or None),
+        args.device,
+        args.worker_index,
+        threads=threads if isinstance(threads, int) else None,
     )
 
 
@@ -461,7 +488,14 @@ def cmd_train(args) -> None:
         last = args.seed + args.seeds - 1
         raise ConfigError("--seeds", f"seeds {args.seed}..{last} go past the largest seed, {MAX_SEED}")
     seeds = list(range(args.seed, args.seed + args.seeds))
-    result = retrain(args.config, seeds, args.device, baselines=not args.no_baselines, progress=_progress(args))
+    result = retrain(
+        args.config,
+        seeds,
+        args.device,
+        baselines=not args.no_baselines,
+        progress=_progress(args),
+        threads=_checked_threads(args.threads),
+    )
     if args.json:
         print(json.dumps({"event": "result", **result}, default=str))
     else:
@@ -518,6 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         from .search._signals import ignored
 
+        if args.verb == "worker" and args.worker_index:  # started by `run --workers N`: the run says it, once
+            return 130
         with ignored():  # a second Ctrl-C, 1 ms after the first, must not cut the hint short
             print(f"\nmtlsearch {args.verb}: interrupted{_resume_hint(args, from_env)}", file=sys.stderr)
         return 130
@@ -562,6 +598,8 @@ def _resume_hint(args, from_env: bool) -> str:
     url = args.storage or DEFAULT_STORAGE
     storage = "" if from_env else f" --storage {redact(url)}"
     backend = " --backend ray" if getattr(args, "backend", "optuna") == "ray" else ""
+    workers = getattr(args, "workers", None)
+    backend += f" --workers {workers}" if workers and workers > 1 else ""
     secret = (
         f" (with the password in place of ***, or the URL in ${ENV})" if redact(url) != url and not from_env else ""
     )

@@ -836,6 +836,15 @@ def check_device(v: Any, path: str) -> str:
 MAX_CONFIRM = 100
 
 
+def check_threads(value: Any, path: str) -> int | str:
+    """``auto`` (the rule of :func:`mtlsearch.training.auto_threads`) or a number of torch threads."""
+    if value == "auto":
+        return value
+    if isinstance(value, str) or isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"expected `auto` or an integer >= 1, found {show(value)}")
+    return as_int(value, path, 1, bound="threads")
+
+
 def check_confirm(raw: Any, path: str) -> dict[str, int]:
     """``confirm: {top: K, seeds: S}``: after the budget, the K best candidates train S more seeds."""
     raw = as_mapping(raw, path)
@@ -883,6 +892,7 @@ class RunConfig:
     min_epochs: int = 1
     seeds_per_trial: int = 1
     confirm: dict | None = None
+    threads: int | str = "auto"
 
     KEYS = [
         "study",
@@ -902,6 +912,7 @@ class RunConfig:
         "min_epochs",
         "seeds_per_trial",
         "confirm",
+        "threads",
     ]
 
     def __post_init__(self) -> None:
@@ -950,6 +961,7 @@ class RunConfig:
 
         if self.confirm is not None:
             self.confirm = check_confirm(self.confirm, f"{path}.confirm")
+        self.threads = check_threads(self.threads, f"{path}.threads")
 
     @classmethod
     def parse(cls, raw: Any, path: str = "run") -> RunConfig:

@@ -34,6 +34,7 @@ LIMITS: dict[str, int] = {
     "modules": 1_000,  # search_space.routing.modules
     "range_steps": 1_000_000_000,  # (high - low) / step of a range
     "workers": 1_024,  # run.workers (local processes)
+    "threads": 1_024,  # run.threads (torch threads per process)
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,19 @@ from .tasks import TaskSpec
 from .weighting import Aggregator, StepContext, Weighting
 
 EVAL_BATCH = 1024
+# Forward MACs per training batch below which one torch thread per process trains fastest: on 2
+# cores, extra intra-op threads slowed MLP steps under ~1e7 MACs per batch 5x and gave at most
+# 1.15x up to 4e7; they paid off (1.4-1.6x) from ~1.4e8 on a quiet machine, and less under load
+# (BENCHMARKS.md, benchmarks/bench_threads.py).
+SMALL_MACS = 100_000_000
+
+
+def auto_threads(macs_per_batch: int, workers: int = 1, cores: int | None = None) -> int:
+    """Torch threads for each of ``workers`` processes training models of ``macs_per_batch``
+    forward MACs per batch (``run.threads: auto``): 1 for small models, else the cores shared
+    out among the workers."""
+    cores = cores or os.cpu_count() or 1
+    return 1 if macs_per_batch < SMALL_MACS else max(1, cores // max(workers, 1))
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -307,7 +307,7 @@ def test_trial_end_line_of_a_complete_trial():
     number = add(study, TrialState.COMPLETE, architecture=architecture("tree", "equal"), delta_mtl=1.234,
                  params=12345, train_seconds=3.21)
     end(study.trials[number], 1)
-    assert out.getvalue() == "trial 1/8 #0 tree/equal: Delta-MTL +1.23%  params 12,345  (3.2s)  best Delta-MTL +1.23%\n"
+    assert out.getvalue() == "trial #0 tree/equal: Delta-MTL +1.23%  params 12,345  (3.2s)  best Delta-MTL +1.23%  (1/8 finished)\n"
 
 
 def test_trial_end_keeps_the_best_delta_so_far():
@@ -322,8 +322,8 @@ def test_trial_end_keeps_the_best_delta_so_far():
                  params=900, train_seconds=0.04)
     end(study.trials[better], 3)
     assert out.getvalue().splitlines() == [
-        "trial 2/4 #1 hard_sharing/pcgrad: Delta-MTL -0.50%  params 1,234,567  (12.1s)  best Delta-MTL +5.00%",
-        "trial 3/4 #2 single_task/static: Delta-MTL +7.12%  params 900  (0.0s)  best Delta-MTL +7.12%",
+        "trial #1 hard_sharing/pcgrad: Delta-MTL -0.50%  params 1,234,567  (12.1s)  best Delta-MTL +5.00%  (2/4 finished)",
+        "trial #2 single_task/static: Delta-MTL +7.12%  params 900  (0.0s)  best Delta-MTL +7.12%  (3/4 finished)",
     ]
     assert end.best == 7.125
 
@@ -333,7 +333,7 @@ def test_trial_end_line_of_a_complete_trial_without_architecture_or_costs():
     progress, out = capture()
     end = TrialEnd(study, 2, progress)
     end(added(study, TrialState.COMPLETE, delta_mtl=0.0), 1)
-    assert out.getvalue() == "trial 1/2 #0 ?/?: Delta-MTL +0.00%  params 0  (0.0s)  best Delta-MTL +0.00%\n"
+    assert out.getvalue() == "trial #0 ?/?: Delta-MTL +0.00%  params 0  (0.0s)  best Delta-MTL +0.00%  (1/2 finished)\n"
 
 
 def test_trial_end_line_of_a_failed_trial():
@@ -344,7 +344,7 @@ def test_trial_end_line_of_a_failed_trial():
     reason = "loss of task `left` is nan in epoch 1 (lr = 1e+30, optimizer = sgd)"
     end(added(study, TrialState.FAIL, fail_reason=reason), 2)
     end(added(study, TrialState.FAIL), 3)
-    assert out.getvalue().splitlines() == [f"trial 2/5 #1 FAIL: {reason}", "trial 3/5 #2 FAIL: see the log above"]
+    assert out.getvalue().splitlines() == [f"trial #1 FAIL: {reason}  (2/5 finished)", "trial #2 FAIL: see the log above  (3/5 finished)"]
     assert end.best == 2.0  # a failed trial does not change the best
 
 
@@ -354,8 +354,18 @@ def test_trial_end_line_of_a_pruned_trial():
     end = TrialEnd(study, 3, progress)
     number = add(study, TrialState.PRUNED, pruned_reason="infeasible: params 5000 > max_params 4000", delta_mtl=9.0)
     end(study.trials[number], 1)
-    assert out.getvalue() == "trial 1/3 #0 PRUNED: infeasible: params 5000 > max_params 4000\n"
+    assert out.getvalue() == "trial #0 PRUNED: infeasible: params 5000 > max_params 4000  (1/3 finished)\n"
     assert end.best == -math.inf  # a pruned trial's Delta-MTL is not a result
+
+
+def test_trial_end_shows_the_studys_best_over_every_worker():
+    study = new_study()
+    progress, out = capture()
+    end = TrialEnd(study, 4, progress)  # this worker starts with no trial
+    add(study, TrialState.COMPLETE, architecture=architecture(), delta_mtl=1.66, params=1)  # another worker's
+    mine = add(study, TrialState.COMPLETE, architecture=architecture(), delta_mtl=0.97, params=1, train_seconds=1.0)
+    end(study.trials[mine], 2)
+    assert out.getvalue() == "trial #1 tree/equal: Delta-MTL +0.97%  params 1  (1.0s)  best Delta-MTL +1.66%  (2/4 finished)\n"
 
 
 def test_trial_end_event_data_in_json_mode():

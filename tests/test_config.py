@@ -356,7 +356,7 @@ CASES = [
     ("unknown-run-key", [("run.trials", 5)],
      "run.trials: unknown key; allowed keys are: study, storage, sampler, seed, n_trials, timeout, device, "
      "artifacts, save_weights, workers, heartbeat_interval, grace_period, early_stopping, min_trials, min_epochs, "
-     "seeds_per_trial, confirm "
+     "seeds_per_trial, confirm, threads "
      "(did you mean `n_trials`?)"),
     ("run-grace-too-short", [("run.heartbeat_interval", 10), ("run.grace_period", 5)],
      "run.grace_period: expected more than heartbeat_interval (10 s), found 5"),

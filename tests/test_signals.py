@@ -79,7 +79,9 @@ def test_sigterm_stops_a_run_and_its_workers(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
-    assert f"mtlsearch run: interrupted; continue with `mtlsearch resume sig --storage {storage}`" in err
+    # one hint, from the run (not one per worker process), that keeps the workers
+    assert f"mtlsearch run: interrupted; continue with `mtlsearch resume sig --storage {storage} --workers 2`" in err
+    assert err.count("interrupted") == 1, err[-3000:]
     deadline = time.monotonic() + 10
     while any(alive(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -134,6 +136,8 @@ def interrupt_and_resume(tmp_path, storage: str, signals: list[signal.Signals]) 
     before, record = snapshot(storage), study_attrs(storage)
     dead = before[queued.user_attrs["retry_of"]]
     assert dead[0] == TrialState.FAIL and dead[1] == queued.system_attrs["fixed_params"]
+    assert dead[3]["fail_reason"].startswith("interrupted (Ctrl-C or SIGTERM); queued again")
+    assert "fail_reason" not in queued.user_attrs
     assert queued.user_attrs["run_id"] == dead[3]["run_id"] and queued.user_attrs["seed"] == dead[3]["seed"]
     epochs = checkpoint_epochs(tmp_path, storage, queued.user_attrs["run_id"])
     assert epochs and epochs[-1] >= 1, "the finished epochs' checkpoints are gone"
@@ -142,6 +146,7 @@ def interrupt_and_resume(tmp_path, storage: str, signals: list[signal.Signals]) 
     done = resume(storage)
     assert done.returncode == 0, done.stderr[-3000:]
     assert time.monotonic() - start < 60 and "waiting up to" not in done.stderr, done.stderr[-3000:]
+    assert "1 fail (1 interrupted or left by a stopped worker, and retried)" in done.stdout, done.stdout[-3000:]
     after = snapshot(storage)
     retry = after[queued.number]
     assert retry[0] == TrialState.COMPLETE and retry[1] == dead[1]

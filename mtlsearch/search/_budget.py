@@ -86,23 +86,34 @@ def best_delta(study: optuna.Study) -> float:
 
 
 class TrialEnd:
-    """The line that ends each trial (``trial k/N #number family/weighting: Delta-MTL ...``), with
-    the best Delta-MTL so far; one per run, for either backend."""
+    """The line that ends each trial (``trial #number family/weighting: Delta-MTL ... (k/N
+    finished)``), with the study's best Delta-MTL so far over every worker and run; one per run,
+    for either backend.
+
+    One numbering: ``#number`` is the trial's number in the study (what ``report`` and ``export
+    --trial`` show; epoch lines use it too), and ``k/N`` counts the finished trials toward the
+    study-wide budget. A retry or a confirmation trial gets a new number and does not count."""
 
     def __init__(self, study: optuna.Study, n_trials: int, progress: Progress):
+        self.study = study
         self.n_trials = n_trials
         self.progress = progress
         self.best = best_delta(study)
 
-    def label(self, trial: FrozenTrial, finished: int) -> str:
-        """``trial k/N``, or ``confirming #first`` for a confirmation trial (not in the budget)."""
+    def label(self, trial: FrozenTrial) -> str:
+        """``trial #number``, or ``confirming #first: trial #number`` for a confirmation trial."""
         first = trial.user_attrs.get(CONFIRM_OF)
-        return f"confirming #{first}, trial" if isinstance(first, int) else f"trial {finished}/{self.n_trials}"
+        return f"confirming #{first}: trial #{trial.number}" if isinstance(first, int) else f"trial #{trial.number}"
+
+    def counter(self, trial: FrozenTrial, finished: int) -> str:
+        """Where the budget stands; a confirmation trial comes after it."""
+        return "" if CONFIRM_OF in trial.user_attrs else f"  ({finished}/{self.n_trials} finished)"
 
     def __call__(self, trial: FrozenTrial, finished: int) -> None:
         record: TrialRecord = trial_record(trial)
         if trial.state == TrialState.COMPLETE and record.delta_mtl is not None:
-            self.best = max(self.best, record.delta_mtl)
+            # other workers' trials too: every worker shows the study's best
+            self.best = max(self.best, record.delta_mtl, best_delta(self.study))
             arch: Mapping[str, Any] = record.architecture or {}
             method = f"{arch.get('family', '?')}/{arch.get('weighting', {}).get('name', '?')}"
             spread = (
@@ -111,13 +122,13 @@ class TrialEnd:
                 else ""
             )
             message = (
-                f"{self.label(trial, finished)} #{trial.number} {method}: "
-                f"Delta-MTL {record.delta_mtl:+.2f}%{spread}  "
+                f"{self.label(trial)} {method}: Delta-MTL {record.delta_mtl:+.2f}%{spread}  "
                 f"params {record.params or 0:,}  ({record.train_seconds or 0:.1f}s)  best Delta-MTL {self.best:+.2f}%"
             )
         else:
             reason = record.fail_reason or record.pruned_reason or "see the log above"
-            message = f"{self.label(trial, finished)} #{trial.number} {trial.state.name}: {reason}"
+            message = f"{self.label(trial)} {trial.state.name}: {reason}"
+        message += self.counter(trial, finished)
         self.progress.event(
             "trial",
             message,

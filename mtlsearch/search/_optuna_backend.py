@@ -15,7 +15,7 @@ import torch
 from optuna.trial import TrialState
 
 from ..checkpoints import CheckpointStore
-from ..config import RunConfig, SearchSpace
+from ..config import RunConfig, SearchSpace, check_threads
 from ..errors import StudyMismatchError
 from ..problem import Problem
 from ..storage_url import redact
@@ -30,7 +30,10 @@ from ._sampler import make_sampler
 from ._signals import deferred, guarded, safe_point, stoppable
 from ._storage import heartbeat_age, load_study, open_storage, recover, retried_numbers
 from ._study import artifacts_dir, check_writable, start_run, stored_problem, write_record
+from ._threads import threads_for, use_threads
 from ._trial import EpochReport, TrialHooks, TrialOutcome, nan_values, run_trial, trial_identity, upload_weights
+
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM); queued again with its parameters, to continue from its last checkpoint"
 
 
 class _OptunaHooks(TrialHooks):
@@ -38,7 +41,7 @@ class _OptunaHooks(TrialHooks):
 
     def __init__(self, objective: Objective, trial: Any, study: optuna.Study | None, run_id: str, family: str):
         self.objective, self.trial, self.study, self.run_id, self.family = objective, trial, study, run_id, family
-        self.label = f"trial {trial.number + 1}" + (f"/{objective.total}" if objective.total else "")
+        self.label = f"trial #{trial.number}"  # the study's numbering, as on the line that ends the trial
         self.evaluate_each_epoch = objective.early_stopping is not None and study is not None
 
     def write(self, **fields: Any) -> None:
@@ -182,7 +185,8 @@ class Objective:
         except KeyboardInterrupt:
             if study is not None and isinstance(trial, optuna.Trial):
                 with deferred():  # a second Ctrl-C must not lose the first one's work
-                    requeue(study, trial)  # a resume continues it from its last checkpoint
+                    write_trial(trial, fail_reason=INTERRUPTED)
+                    requeue(study, trial, drop=("fail_reason",))  # a resume continues it from its last checkpoint
             raise
         if checkpoints is not None:
             checkpoints.clear()
@@ -229,9 +233,12 @@ def run_search(problem: Problem | SearchSpace, run: RunConfig, progress: Progres
     artifacts = check_writable(artifacts_dir(run))  # before anything is created or trained
     device = resolve_device(run.device)
     storage = open_storage(run.storage, heartbeat=(run.heartbeat_interval, run.grace_period))
+    threads = threads_for(problem, run.threads, run.workers)
+    use_threads(threads_for(problem, run.threads))  # this process trains the baselines (and confirms)
     workers = f", {run.workers} workers" if run.workers > 1 else ""
+    where = f"device {device}{workers}, {threads} torch thread(s) {'each' if run.workers > 1 else ''}".rstrip()
     study, settings = start_run(
-        space, run, problem, storage, progress, f"device {device}{workers}", device=str(device), workers=run.workers
+        space, run, problem, storage, progress, where, device=str(device), workers=run.workers, threads=threads
     )
     objective = make_objective(problem, settings, device, str(artifacts), progress)
     if len(finished_trials(study)) < run.n_trials:
@@ -240,7 +247,7 @@ def run_search(problem: Problem | SearchSpace, run: RunConfig, progress: Progres
     if run.workers > 1:
         from ._workers import launch_workers
 
-        launch_workers(study.study_name, run, progress)
+        launch_workers(study.study_name, run, progress, threads)
     else:
         optimize(study, objective, settings, progress)
     confirm_stage(study, objective, settings, progress)
@@ -381,10 +388,16 @@ class StaleWait:
 
 
 def join_study(
-    study_name: str, storage_url: str, progress: Progress = QUIET, device: str = "auto", worker: int = 0
+    study_name: str,
+    storage_url: str,
+    progress: Progress = QUIET,
+    device: str = "auto",
+    worker: int = 0,
+    threads: int | None = None,
 ) -> optuna.Study:
     """Work on a stored study as one more worker (``mtlsearch worker``): its space, seed, sampler,
-    budget, early stopping and heartbeat settings are read from the storage."""
+    budget, early stopping and heartbeat settings are read from the storage. ``threads``: torch
+    threads (default: the study's ``run.threads``, ``auto`` for one process on this machine)."""
     settings = study_record(load_study(study_name, storage_url)).run
     if settings is None:
         raise StudyMismatchError(
@@ -394,12 +407,16 @@ def join_study(
     study = load_study(study_name, storage_url, heartbeat=(settings["heartbeat_interval"], settings["grace_period"]))
     problem = stored_problem(study, progress)
     dev = resolve_device(device)
+    threads = threads or threads_for(problem, check_threads(settings.get("threads", "auto"), "stored run.threads"))
+    use_threads(threads)
     progress.event(
         "worker",
-        f"worker {worker or os.getpid()} joined study `{study_name}` ({redact(storage_url)}) on {dev}",
+        f"worker {worker or os.getpid()} joined study `{study_name}` ({redact(storage_url)}) on {dev}, "
+        f"{threads} torch thread(s)",
         study=study_name,
         worker=worker,
         device=str(dev),
+        threads=threads,
     )
     objective = make_objective(problem, settings, dev, study_record(study).artifacts or "", progress)
     objective.baselines(study)

@@ -186,7 +186,8 @@ class StudyRecord(_Record):
     run: dict | None = field(
         default=None,
         metadata=_doc(
-            "the run settings that joining workers use (budget, seed, sampler, heartbeats, early stopping, deadline)"
+            "the run settings that joining workers use (budget, seed, sampler, heartbeats, early stopping, deadline) "
+            "and a resume keeps (workers, threads)"
         ),
     )
     data: dict | None = field(default=None, metadata=_doc("split seed and sizes, facts of the benchmark"))

@@ -216,6 +216,8 @@ def run_settings(run: RunConfig, deadline: float | None) -> dict[str, Any]:
         "min_epochs": run.min_epochs,
         "seeds_per_trial": run.seeds_per_trial,
         "confirm": run.confirm,
+        "workers": run.workers,  # a resume keeps them
+        "threads": run.threads,
         "deadline": deadline,
     }
 

@@ -4,8 +4,9 @@ Each worker is ``python -m mtlsearch worker STUDY``, given the storage URL in it
 (``MTLSEARCH_STORAGE``, never on its command line, where ``ps`` shows a password): a separate process (its own
 Python interpreter and torch threads) that joins the stored study like a worker on another
 machine would. They coordinate through the storage only: the study-wide budget, heartbeats and
-retries are the storage's. Each gets ``max(1, cpu_count // N)`` torch threads, so N single-threaded
-trials share the cores instead of fighting over them. See docs/search.md#local-workers.
+retries are the storage's. Each gets ``run.threads`` torch threads (``auto``: one for small models,
+else the cores shared out, see :func:`mtlsearch.training.auto_threads`), so N trials share the
+cores instead of fighting over them. See docs/search.md#local-workers.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ def worker_command(study: str, run: RunConfig, index: int, threads: int, mode: s
     return cmd
 
 
-def launch_workers(study: str, run: RunConfig, progress: Progress) -> None:
-    """Start ``run.workers`` worker processes and wait for all of them. Ctrl-C or SIGTERM is
-    passed on to each as Ctrl-C (they re-queue their running trials and stop; one still running
-    after :data:`STOP_TIMEOUT` seconds is killed); a worker that fails is reported."""
-    threads = max(1, (os.cpu_count() or 1) // run.workers)
+def launch_workers(study: str, run: RunConfig, progress: Progress, threads: int) -> None:
+    """Start ``run.workers`` worker processes of ``threads`` torch threads each and wait for all
+    of them. Ctrl-C or SIGTERM is passed on to each as Ctrl-C (they re-queue their running trials
+    and stop; one still running after :data:`STOP_TIMEOUT` seconds is killed); a worker that
+    fails is reported."""
     progress.event(
         "workers",
         f"starting {run.workers} worker processes ({threads} torch thread(s) each)",

@@ -21,7 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ..checkpoints import describe_value
-from ..config import MAX_SEED, TRAINING, SearchSpace, check_keys, read_yaml
+from ..config import MAX_SEED, TRAINING, SearchSpace, check_keys, check_threads, read_yaml
 from ..errors import ConfigError, MTLSearchError, cut, show
 from ..problem import Problem
 from ..scoring import count_params, delta_mtl, knee_point, mean_interval, pareto_front
@@ -32,8 +32,9 @@ from ..version import __version__
 from ._baselines import train_single_task
 from ._progress import QUIET, Progress
 from ._records import StudyRecord, TrialRecord, study_record, typed
-from ._storage import load_study
+from ._storage import load_study, retried_numbers
 from ._study import announce_factory, stored_problem, stored_space
+from ._threads import threads_for, use_threads
 
 EXPORT_FORMAT = "mtlsearch-export/1"
 ARTIFACT_ID = re.compile(
@@ -182,8 +183,13 @@ def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial, pooled: P
 def report(study: optuna.Study) -> dict[str, Any]:
     """Everything ``mtlsearch report`` shows, as plain data."""
     counts = {s.name.lower(): 0 for s in TrialState}
+    retried = retried_numbers(study)
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] += 1
+    # failed trials that a later trial retries (interrupted, or their worker stopped): not results
+    counts["retried"] = sum(
+        t.state == TrialState.FAIL and t.number in retried for t in study.get_trials(deepcopy=False)
+    )
     records = sorted(
         (trial_record(study, p.trial, p) for p in candidates(study)), key=lambda r: -(r["delta_mtl"] or -math.inf)
     )
@@ -248,7 +254,14 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 def format_report(data: Mapping[str, Any]) -> str:
     """The Pareto front as a text table: trial, family, weighting, Delta-MTL, metrics, cost."""
     front_ = data["front"]
-    counts = ", ".join(f"{v} {k}" for k, v in data["trials"].items() if v)
+    trials = dict(data["trials"])
+    retried = trials.pop("retried", 0)
+    counts = ", ".join(
+        f"{v} {k}"
+        + (f" ({retried} interrupted or left by a stopped worker, and retried)" if k == "fail" and retried else "")
+        for k, v in trials.items()
+        if v
+    )
     head = f"study `{data['study']}`: {counts or 'no trials'}; objectives " + ", ".join(
         f"{o} ({d})" for o, d in zip(data["objectives"] or [], data["directions"])
     )
@@ -600,16 +613,19 @@ def retrain(
     device: str = "auto",
     baselines: bool = True,
     progress: Progress = QUIET,
+    threads: int | str | None = None,
 ) -> dict[str, Any]:
     """Train the exported candidate from scratch for each seed (train split) and score it on the
     test split: per-task test metrics and, with ``baselines``, test Delta-MTL (and each task's
     delta) against single-task networks retrained with the same seeds and each task's baseline
     settings from the study (tuned ones where the study tuned them). Returns means, standard
-    deviations, 95 % intervals and every run."""
+    deviations, 95 % intervals and every run. ``threads``: torch threads (default ``auto``, see
+    :func:`mtlsearch.training.auto_threads`)."""
     for i, seed in enumerate(seeds):
         check_seed(seed, f"seeds[{i}]")
     raw, candidate = candidate_of(config, progress)
     problem = candidate.problem
+    use_threads(threads_for(problem, check_threads(threads or "auto", "threads")))
     dev = resolve_device(device)
     settings = baseline_settings(raw, problem) if baselines else {}
     runs = []
