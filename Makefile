@@ -23,9 +23,10 @@ demo: $(STAMP)
 	cd $(DEMO_DIR) && ../$(BIN)/mtlsearch train best.yaml --seeds 2
 	@echo "demo: study in $(DEMO_DIR)/demo.db, exported config $(DEMO_DIR)/best.yaml"
 
-# lint, format and type checks first (seconds), then every test
+# lint, format and type checks first (seconds), then every test, one pytest process per core
+# (pytest-xdist; the longest tests first, so that no core waits at the end)
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check mtlsearch
@@ -35,7 +36,7 @@ lint: $(STAMP)
 # the inner loop: every test but the slow ones (> ~3 s: studies, examples) and those that start
 # processes or servers (CLI subprocesses, workers, PostgreSQL, Ray); `make test` runs them all
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not process"
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow and not process"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py

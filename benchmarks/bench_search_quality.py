@@ -60,6 +60,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse
 import json
+import math
 import multiprocessing
 import platform
 import resource
@@ -79,6 +80,7 @@ SPACES = {
 }
 DEFAULT_CONFIRM = {"top": 2, "seeds": 2}  # multidigits' own, given to a space without one
 REFERENCE = "hard_sharing/equal, default training"
+TUNED = "hard_sharing/equal, training tuned like the baselines"
 SHORT = {"multidigits": "md", "mmoe_synthetic": "mmoe"}
 
 
@@ -129,9 +131,10 @@ def run_cell(space: str, sampler: str, seed: int, n_trials: int, retrain_seeds: 
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from optuna.trial import TrialState
+
     import mtlsearch
     from mtlsearch.search import results
-    from optuna.trial import TrialState
 
     tag = f"{SHORT.get(space, space)}/{sampler}/s{seed}"
     folder = Path(tempfile.mkdtemp(prefix=f"mtlsearch-bench-quality-{space}-{sampler}-{seed}-"))
@@ -212,6 +215,7 @@ def run_cell(space: str, sampler: str, seed: int, n_trials: int, retrain_seeds: 
         if ref_trial.state != TrialState.COMPLETE:
             raise RuntimeError(f"reference trial #{ref_trial.number} ended {ref_trial.state.name}")
         ref_val = results.seed_runs(ref_trial)
+        tuned_trial, tuned_tried = tune_reference(study, problem, params, seed, sampler)
 
         log(
             f"[{tag}] search done in {search_wall:.0f} s; pick #{pick.number} {describe(pick_record)}: "
@@ -220,11 +224,14 @@ def run_cell(space: str, sampler: str, seed: int, n_trials: int, retrain_seeds: 
         cpu1 = time.process_time()
         pick_test = results.retrain(results.export_config(study, pick, storage), retrain_seeds, device="cpu")
         ref_test = results.retrain(results.export_config(study, ref_trial, storage), retrain_seeds, device="cpu")
+        tuned_test = results.retrain(results.export_config(study, tuned_trial, storage), retrain_seeds, device="cpu")
         retrain_cpu = time.process_time() - cpu1
         paired = [a["delta_mtl"] - b["delta_mtl"] for a, b in zip(pick_test["runs"], ref_test["runs"])]
+        paired_tuned = [a["delta_mtl"] - b["delta_mtl"] for a, b in zip(pick_test["runs"], tuned_test["runs"])]
         same_single = max(
             abs(a["single_task_test_metrics"][t][m] - b["single_task_test_metrics"][t][m])
-            for a, b in zip(pick_test["runs"], ref_test["runs"])
+            for other in (ref_test, tuned_test)
+            for a, b in zip(pick_test["runs"], other["runs"])
             for t, ms in a["single_task_test_metrics"].items()
             for m in ms
         )
@@ -258,9 +265,18 @@ def run_cell(space: str, sampler: str, seed: int, n_trials: int, retrain_seeds: 
                 "val_runs": ref_val,
                 "val_metrics": ref_trial.user_attrs.get("val_metrics"),
             },
+            "reference_tuned": {
+                "what": TUNED,
+                "params": dict(tuned_trial.params),
+                "trial": tuned_trial.number,
+                "val_delta_mtl": tuned_trial.user_attrs.get("delta_mtl"),
+                "val_metrics": tuned_trial.user_attrs.get("val_metrics"),
+                "tried": tuned_tried,
+            },
             "baselines": {k: baselines.get(k) for k in ("source", "values", "spread", "training", "seeds", "seconds")},
-            "test": {"pick": strip(pick_test), "reference": strip(ref_test)},
+            "test": {"pick": strip(pick_test), "reference": strip(ref_test), "reference_tuned": strip(tuned_test)},
             "test_paired_delta": {"runs": paired, **mean_interval(paired)},
+            "test_paired_delta_tuned": {"runs": paired_tuned, **mean_interval(paired_tuned)},
             "single_task_max_abs_diff": same_single,
             "curve": curve,
             "trials": [
@@ -274,7 +290,7 @@ def run_cell(space: str, sampler: str, seed: int, n_trials: int, retrain_seeds: 
                     "train_seconds": t.user_attrs.get("train_seconds"),
                 }
                 for t in study.get_trials(deepcopy=False)
-                if t.number != ref_trial.number
+                if "bench_reference" not in t.user_attrs
             ],
             "after_confirm": {
                 "cpu_s": None if last_confirm is None else last_confirm - cpu0,
@@ -290,11 +306,44 @@ def run_cell(space: str, sampler: str, seed: int, n_trials: int, retrain_seeds: 
         }
         log(
             f"[{tag}] done in {out['wall_s']['total']:.0f} s: test Delta-MTL pick {fmt_interval(out['test']['pick']['delta_mtl'])}, "
-            f"reference {fmt_interval(out['test']['reference']['delta_mtl'])}"
+            f"reference {fmt_interval(out['test']['reference']['delta_mtl'])}, "
+            f"tuned reference {fmt_interval(out['test']['reference_tuned']['delta_mtl'])}"
         )
         return out
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def tune_reference(study, problem, default: dict[str, Any], seed: int, sampler: str):
+    """Hard sharing with equal weighting, its training settings tuned as each single-task baseline
+    is (``baselines.tune_trials`` runs, default settings first, then random draws over the training
+    space, one seed each, best validation Delta-MTL kept; ties keep the first). The runs are trials
+    queued into the study after everything else was read from it. Returns the best trial and
+    every run's settings and value."""
+    import optuna
+    from optuna.trial import TrialState
+
+    import mtlsearch
+
+    n = problem.space.baselines.tune_trials if problem.training_is_searched else 1
+    tuner = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
+    tuner.enqueue_trial({k: v for k, v in default.items() if k.startswith("training.")})
+    objective = mtlsearch.Objective(problem, seed=seed, device="cpu", sampler=sampler)
+    best, tried = None, []
+    for _ in range(n):
+        ask = tuner.ask()
+        problem.suggest_training(ask)
+        study.enqueue_trial({**default, **ask.params}, user_attrs={"bench_reference": TUNED})
+        study.optimize(objective, n_trials=1)
+        trial = max(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        value = trial.user_attrs.get("delta_mtl") if trial.state == TrialState.COMPLETE else None
+        tuner.tell(ask, value, state=TrialState.COMPLETE if value is not None else TrialState.FAIL)
+        tried.append({"trial": trial.number, "params": dict(ask.params), "val_delta_mtl": value})
+        if value is not None and (best is None or value > best.user_attrs["delta_mtl"]):
+            best = trial
+    if best is None:
+        raise RuntimeError("every tuning run of the hard-sharing reference failed")
+    return best, tried
 
 
 def strip(result: dict[str, Any]) -> dict[str, Any]:
@@ -389,6 +438,7 @@ def summarize(cells: list[dict[str, Any]], samplers: list[str], spaces: list[str
             val = [c["pick"]["val_delta_mtl"] for c in cs]
             test = [c["test"]["pick"]["delta_mtl"]["mean"] for c in cs]
             ref = [c["test"]["reference"]["delta_mtl"]["mean"] for c in cs]
+            tuned = [c["test"]["reference_tuned"]["delta_mtl"]["mean"] for c in cs]
             ks = min(len(c["curve"]) for c in cs)
             curve = []
             for i in range(ks):
@@ -411,6 +461,8 @@ def summarize(cells: list[dict[str, Any]], samplers: list[str], spaces: list[str
                 "val_reference": {"runs": [c["reference"]["val_delta_mtl"] for c in cs]},
                 "test_pick": {"runs": test, "mean": mean_std(test)[0], "std": mean_std(test)[1]},
                 "test_reference": {"runs": ref, "mean": mean_std(ref)[0], "std": mean_std(ref)[1]},
+                "val_reference_tuned": {"runs": [c["reference_tuned"]["val_delta_mtl"] for c in cs]},
+                "test_reference_tuned": {"runs": tuned, "mean": mean_std(tuned)[0], "std": mean_std(tuned)[1]},
                 "curve": curve,
                 "after_confirm": {
                     "value": statistics.fmean(a["value"] for a in after),
@@ -433,26 +485,40 @@ def report(cells: list[dict[str, Any]], summary: dict[str, Any], samplers: list[
                 if c["space"] == space and c["sampler"] == sampler
             )
             rows.append(
-                [space, sampler, f"**{fmt_ms(s['val_pick']['runs'])}**", picks, fmt_ms(s["val_reference"]["runs"])]
+                [
+                    space,
+                    sampler,
+                    f"**{fmt_ms(s['val_pick']['runs'])}**",
+                    picks,
+                    fmt_ms(s["val_reference"]["runs"]),
+                    fmt_ms(s["val_reference_tuned"]["runs"]),
+                ]
             )
     parts.append(
-        "1. Validation Delta-MTL % of the confirmed pick (pooled over its seeds), mean ± std over study seeds\n"
+        "1. Validation Delta-MTL % of the confirmed pick (pooled over its seeds), mean ± std over study seeds; "
+        f"references: HS default = {REFERENCE} (3 seeds), HS tuned = {TUNED} (best of the tuning runs, 1 seed)\n"
         + table(
-            rows, ["space", "sampler", "pick, val", "per study seed (pick)", f"reference val ({REFERENCE}, 3 seeds)"]
+            rows,
+            ["space", "sampler", "pick, val", "per study seed (pick)", "HS default, val", "HS tuned, val (optimistic)"],
         )
     )
     verdicts = []
     if {"tpe", "random"} <= set(samplers):
         for space, by_sampler in summary.items():
             if "tpe" in by_sampler and "random" in by_sampler:
-                t, r = by_sampler["tpe"]["val_pick"], by_sampler["random"]["val_pick"]
-                d = t["mean"] - r["mean"]
-                bigger = abs(d) > max(t["std"], r["std"])
-                verdicts.append(
-                    f"{space}: TPE - random = {d:+.2f} points on validation; spreads (std over study seeds) "
-                    f"TPE {t['std']:.2f}, random {r['std']:.2f}: the difference is "
-                    + ("larger than both spreads" if bigger else "within the spreads (not shown to differ)")
-                )
+                for split in ("val", "test"):
+                    t, r = by_sampler["tpe"][f"{split}_pick"], by_sampler["random"][f"{split}_pick"]
+                    d = t["mean"] - r["mean"]
+                    bigger = abs(d) > max(t["std"], r["std"])
+                    se = math.sqrt(t["std"] ** 2 / len(t["runs"]) + r["std"] ** 2 / len(r["runs"]))
+                    ratio = f"{abs(d) / se:.2f}" if se > 0 else "inf"
+                    verdicts.append(
+                        f"{space}, {split}: TPE - random = {d:+.2f} points; spreads (std over study seeds) "
+                        f"TPE {t['std']:.2f}, random {r['std']:.2f}: the difference is "
+                        + ("larger than both spreads" if bigger else "within the spreads")
+                        + f"; standard error of the difference {se:.2f} (|d|/se = {ratio} with "
+                        f"{len(t['runs'])} + {len(r['runs'])} study seeds)"
+                    )
     for space in summary:
         for seed in sorted({c["seed"] for c in cells}):
             pair = {c["sampler"]: c for c in cells if c["space"] == space and c["seed"] == seed}
@@ -469,14 +535,10 @@ def report(cells: list[dict[str, Any]], summary: dict[str, Any], samplers: list[
                 )
     parts.append("\n".join(verdicts))
     # 2. test split
-    rows = []
+    rows, task_rows = [], []
     for c in sorted(cells, key=lambda c: (c["space"], c["sampler"], c["seed"])):
-        p, r = c["test"]["pick"], c["test"]["reference"]
-        per_task = "; ".join(
-            f"{t}.{m} {v['mean']:.4f}/{r['test_metrics'][t][m]['mean']:.4f}/{p['single_task_test_metrics'][t][m]['mean']:.4f}"
-            for t, ms in p["test_metrics"].items()
-            for m, v in ms.items()
-        )
+        p, r, u = c["test"]["pick"], c["test"]["reference"], c["test"]["reference_tuned"]
+        lr = (c["reference_tuned"]["params"] or {}).get("training.lr")
         rows.append(
             [
                 c["space"],
@@ -484,16 +546,31 @@ def report(cells: list[dict[str, Any]], summary: dict[str, Any], samplers: list[
                 c["seed"],
                 f"#{c['pick']['trial']} {c['pick']['family']}/{c['pick']['weighting']}",
                 f"{c['pick']['val_delta_mtl']:+.2f}",
-                fmt_interval(p["delta_mtl"]),
+                f"**{fmt_interval(p['delta_mtl'])}**",
                 fmt_interval(r["delta_mtl"]),
+                fmt_interval(u["delta_mtl"]) + ("" if lr is None else f" (lr {lr:.2g})"),
                 fmt_interval(c["test_paired_delta"]),
-                per_task,
+                fmt_interval(c["test_paired_delta_tuned"]),
+            ]
+        )
+        task_rows.append(
+            [
+                c["space"],
+                c["sampler"],
+                c["seed"],
+                "; ".join(
+                    f"{t}.{m} {v['mean']:.4f} / {r['test_metrics'][t][m]['mean']:.4f} / "
+                    f"{u['test_metrics'][t][m]['mean']:.4f} / {p['single_task_test_metrics'][t][m]['mean']:.4f}"
+                    for t, ms in p["test_metrics"].items()
+                    for m, v in ms.items()
+                ),
+                ", ".join(f"{t} {d['mean']:+.2f}" for t, d in p["task_delta"].items()),
             ]
         )
     seeds = cells[0]["test"]["pick"]["seeds"] if cells else []
     parts.append(
-        f"2. Test split, retrained from scratch on seeds {seeds}: Delta-MTL % against tuned single-task networks, "
-        "mean [95 % interval]; per task: pick / reference / single-task (mean over seeds)\n"
+        f"2. Test split, retrained from scratch on seeds {seeds}: Delta-MTL % against the study's tuned single-task "
+        "networks retrained on the same seeds, mean [95 % interval over the retrain seeds]\n"
         + table(
             rows,
             [
@@ -503,9 +580,24 @@ def report(cells: list[dict[str, Any]], summary: dict[str, Any], samplers: list[
                 "pick",
                 "pick val",
                 "pick test",
-                "reference test",
-                "pick - reference (paired)",
-                "per-task test metrics",
+                "HS default test",
+                "HS tuned test",
+                "pick - HS default (paired)",
+                "pick - HS tuned (paired)",
+            ],
+        )
+    )
+    parts.append(
+        "2b. Per-task test metrics, mean over the retrain seeds: pick / HS default / HS tuned / single-task; "
+        "the pick's per-task delta %\n"
+        + table(
+            task_rows,
+            [
+                "space",
+                "sampler",
+                "study seed",
+                "metric: pick / HS default / HS tuned / single-task",
+                "pick's task deltas",
             ],
         )
     )
@@ -518,12 +610,25 @@ def report(cells: list[dict[str, Any]], summary: dict[str, Any], samplers: list[
                     sampler,
                     f"**{fmt_ms(s['test_pick']['runs'])}**",
                     fmt_ms(s["test_reference"]["runs"]),
+                    fmt_ms(s["test_reference_tuned"]["runs"]),
                     f"{s['test_pick']['mean'] - s['test_reference']['mean']:+.2f}",
+                    f"{s['test_pick']['mean'] - s['test_reference_tuned']['mean']:+.2f}",
                 ]
             )
     parts.append(
-        "2b. Test Delta-MTL %, mean ± std over study seeds (each a mean over the retrain seeds)\n"
-        + table(rows, ["space", "sampler", "pick, test", "reference, test", "pick - reference"])
+        "2c. Test Delta-MTL %, mean ± std over study seeds (each a mean over the retrain seeds)\n"
+        + table(
+            rows,
+            [
+                "space",
+                "sampler",
+                "pick, test",
+                "HS default, test",
+                "HS tuned, test",
+                "pick - HS default",
+                "pick - HS tuned",
+            ],
+        )
     )
     # 3. anytime
     rows = []
@@ -584,7 +689,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="write every number here (default benchmarks/results/search_quality.json; --quick: none)",
     )
+    p.add_argument(
+        "--from-json", default=None, help="print the tables of a JSON written by an earlier run; run nothing"
+    )
     args = p.parse_args(argv)
+    if args.from_json:
+        data = json.loads(Path(args.from_json).read_text())
+        a = data["args"]
+        print(report(data["cells"], summarize(data["cells"], a["samplers"], a["spaces"]), a["samplers"]))
+        m = data["machine"]
+        print(
+            f"\n{len(data['cells'])} studies, {a['n_trials']} trials each (+ confirmation), study seeds {a['seeds']}, "
+            f"retrain seeds {a['retrain_seeds']}; total wall {data['wall_s']:.0f} s ({data['wall_s'] / 60:.1f} min); "
+            f"{m['cpus']} CPUs ({m['cpu']}), torch {m['torch']}, 1 torch thread per cell, {a['jobs']} cells at a time"
+        )
+        return 0
     n_trials = args.n_trials or (3 if args.quick else 20)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     retrain_seeds = args.retrain_seeds or ([100, 101] if args.quick else [100, 101, 102])

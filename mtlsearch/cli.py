@@ -326,15 +326,15 @@ def cmd_run(args) -> None:
         save_weights=False if args.no_save_weights else None,
         **_engine_overrides(args),
     )
-    # for the resume hint on Ctrl-C
-    args.study, args.storage, args.workers = run.study or problem.space.name, run.storage, run.workers
     if args.backend == "ray":
         _check_ray_flags(args)
         from .search._ray_backend import run_ray  # Ray is imported only here
 
+        args.study, args.storage = run.study or problem.space.name, run.storage  # for the resume hint on Ctrl-C
         study = run_ray(problem, run, _progress(args), **_ray_options(args))
     else:
         _no_ray_flags(args)
+        args.study, args.storage, args.workers = run.study or problem.space.name, run.storage, run.workers
         study = run_search(problem, run, _progress(args))
     _print_front(study, args)
 

@@ -873,6 +873,9 @@ class RunConfig:
     that epoch, once ``min_trials`` trials reached it and from epoch ``min_epochs`` on; recorded as
     PRUNED; see :mod:`mtlsearch.search._early_stopping`). ``confirm``: ``{top: K, seeds: S}``, after
     the budget the K best candidates of the front train S more seeds each (validation only).
+    ``threads``: torch threads per process, ``auto`` (one for small models, see
+    :func:`mtlsearch.training.auto_threads`) or a number; ``run_search`` sets them in the calling
+    process too.
     """
 
     study: str | None = None

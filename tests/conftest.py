@@ -68,3 +68,10 @@ def tiny_problem(tiny_space):
 
     problem, _ = mtlsearch.load(tiny_space)
     return problem
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that start processes or train studies run first (in file order otherwise): with
+    one pytest process per core (``make test``), the long ones then do not end up last on one
+    core while the other waits."""
+    items.sort(key=lambda item: (item.get_closest_marker("process") is None, item.get_closest_marker("slow") is None))

@@ -26,6 +26,7 @@ import mtlsearch
 from mtlsearch.checkpoints import CheckpointStore
 from mtlsearch.cli import main
 from mtlsearch.config import RunConfig
+from mtlsearch.errors import cut
 from mtlsearch.search import _journal
 from mtlsearch.search._check import check_study
 from mtlsearch.search._compat import storage_trial_id
@@ -257,9 +258,9 @@ def test_check_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["check", "s", "--storage", f"journal:///{missing}"]) == 2
     assert (
         capsys.readouterr().err
-        == f"mtlsearch check: error: no storage at {missing} (from --storage): no such file; name an existing one "
-        "with --storage, or create it with `mtlsearch run`\n"
-    )
+        == f"mtlsearch check: error: no storage at {cut(str(missing))} (from --storage): no such file; name an existing "
+        "one with --storage, or create it with `mtlsearch run`\n"
+    )  # a long temporary path is shortened in the middle
     assert main(["check", "s", "--storage", f"sqlite:///{tmp_path}/missing.db"]) == 2
     assert "no storage at" in capsys.readouterr().err and not list(tmp_path.iterdir())  # nothing created
     small_journal(tmp_path / "s.log")

@@ -208,8 +208,6 @@ def _mtlsearch(*args: str, env: dict, **kw) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.process
-@pytest.mark.slow
-@pytest.mark.process
 def test_a_storage_password_is_never_shown_written_or_in_argv(secret_postgres, tmp_path):
     assert PASSWORD in secret_postgres and secret_postgres.startswith("postgresql://")
     shown = secret_postgres.replace(PASSWORD, "***")

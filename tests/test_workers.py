@@ -160,7 +160,7 @@ def test_study_wide_timeout_stops_every_worker_and_leaves_nothing_running(tmp_pa
     space = write_space(tmp_path)
     storage = f"journal:///{tmp_path}/to.log"
     start = time.monotonic()
-    proc = mtlsearch_process("run", space, "--storage", storage, "--workers", "2", "--n-trials", "1000", "--timeout", "12",
+    proc = mtlsearch_process("run", space, "--storage", storage, "--workers", "2", "--n-trials", "1000", "--timeout", "20",
                              "--quiet", cwd=tmp_path)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
