@@ -15,18 +15,27 @@ confirmed one. Only the sampler, the study seed and the budget differ between ce
    validation Delta-MTL of the pick (``results.pick(study, "delta")``), pooled over every seed the
    study trained for it (its own trial and its confirmation trials: 3 seeds with the default
    confirm), as ``report`` shows it. Mean ± std over the study seeds, per (space, sampler), and
-   whether the TPE - random difference is larger than the spreads.
+   whether the TPE - random difference is larger than the spreads (and its ratio to the standard
+   error of the difference, ``sqrt(s_tpe^2/n + s_random^2/n)``), on validation and on test.
 2. The exported pick (``results.export_config``), retrained from scratch on the train split and
    scored on the test split on 3 new seeds (``--retrain-seeds``, default 100 101 102) by
    ``results.retrain``, which also retrains each task's single-task network with the study's
    tuned baseline settings: its test Delta-MTL is against tuned single-task networks. Against it,
-   hard sharing with equal weighting and the space's default training settings (each searched
-   training parameter at its default: the geometric middle of a log range, the first choice of a
-   list), retrained the same way on the same seeds. That reference is one trial queued with fixed
-   parameters into the study after the search, pick and curves were read (``study.enqueue_trial``
-   and ``mtlsearch.Objective(..., seeds_per_trial=3)``, so it also has a 3-seed validation value),
-   then exported and retrained. Nothing is selected on the test split: the pick is made on
-   validation, the test split is read only by ``retrain``.
+   two references, each retrained the same way on the same seeds (so all three are scored against
+   the same single-task networks; the script checks that they are identical):
+
+   - ``HS default``: hard sharing with equal weighting and the space's default training settings
+     (each searched training parameter at its default: the geometric middle of a log range, the
+     first choice of a list). One trial queued with fixed parameters into the study after the
+     search, pick and curves were read (``study.enqueue_trial`` and
+     ``mtlsearch.Objective(..., seeds_per_trial=3)``, so it has a 3-seed validation value).
+   - ``HS tuned``: hard sharing with equal weighting, its training settings tuned the way each
+     single-task baseline is (``baselines.tune_trials`` = 8 runs: the defaults first, then random
+     draws over ``search_space.training``, one seed each, best validation Delta-MTL kept), also as
+     trials queued into the study after everything else was read.
+
+   Nothing is selected on the test split: the pick and the tuned reference are chosen on
+   validation, and the test split is read only by ``retrain``.
 3. Anytime curves per (space, sampler), mean over the study seeds, against the number of finished
    budget trials k and against cumulative CPU-seconds. For each k, the incumbent is the candidate
    with the highest validation Delta-MTL among the first k trials (pooled over the seeds those k
@@ -44,10 +53,11 @@ confirmed one. Only the sampler, the study seed and the budget differ between ce
    is also reported.
 
 Run: ``.venv/bin/python benchmarks/bench_search_quality.py`` (about 20-30 minutes on 2 cores);
-``--quick`` for a smoke run (1 study seed, 3 trials, 2 retrain seeds: a minute or two, numbers
-meaningless). ``--n-trials``, ``--seeds``, ``--retrain-seeds``, ``--spaces``, ``--samplers``,
-``--jobs`` change the budget; ``--json PATH`` writes every number (default
-``benchmarks/results/search_quality.json`` for a full run, nothing for ``--quick``).
+``--quick`` for a smoke run (1 study seed, 3 trials, 2 retrain seeds; numbers meaningless; 3-5
+minutes here, mostly the tuned single-task baselines that every study trains). ``--n-trials``,
+``--seeds``, ``--retrain-seeds``, ``--spaces``, ``--samplers``, ``--jobs`` change the budget;
+``--json PATH`` writes every number (default ``benchmarks/results/search_quality.json`` for a full
+run, nothing for ``--quick``); ``--from-json PATH`` prints the tables of such a file again.
 Results and method: BENCHMARKS.md, section 5.
 """
 
@@ -153,6 +163,7 @@ def run_cell(space: str, sampler: str, seed: int, n_trials: int, retrain_seeds: 
             confirm=confirm,
             artifacts=str(folder / "artifacts"),
             save_weights=False,
+            **({"threads": 1} if "threads" in type(run).KEYS else {}),  # newer mtlsearch sets threads itself
         )
         recorder = make_recorder(tag)
         log(

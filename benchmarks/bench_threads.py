@@ -9,9 +9,10 @@ Two parts, measured in one run, on this machine's cores:
    thread. Below the size where the speed-up passes 1.2x, extra intra-op threads cost more than they
    give; ``mtlsearch.training.SMALL_MACS`` is set from this table.
 2. ``spaces``: whole searches of the built-in spaces (random sampler, same seed, so the same
-   candidates in the same order; baselines given, so only trials are timed) with ``--threads 1``,
-   ``--threads`` = every core, and the default (``auto``), each in its own ``mtlsearch run`` process;
-   wall time and the ratio to ``auto``.
+   candidates in the same order; default baselines on one seed) with ``--threads 1``,
+   ``--threads`` = every core, the default (``auto``), and ``--workers`` = every core (``auto``
+   threads, a journal file), each its own ``mtlsearch run`` process from start to exit (imports,
+   data and baselines included); wall time and the ratios.
 
 Run: ``.venv/bin/python benchmarks/bench_threads.py`` (``--quick`` for a smoke run). Needs a quiet
 machine: other work on the cores distorts both parts.
@@ -111,9 +112,9 @@ def space_file(folder: Path, name: str, trials: int, quick: bool) -> tuple[Path,
     return path, f"sqlite:///{folder}/{name}.db"
 
 
-def timed_run(space: Path, storage: str, study: str, threads: str) -> float:
+def timed_run(space: Path, storage: str, study: str, threads: str, workers: int = 1) -> float:
     cmd = [sys.executable, "-m", "mtlsearch", "run", str(space), "--study", study, "--storage", storage,
-           "--quiet", "--device", "cpu", "--no-save-weights"]
+           "--quiet", "--device", "cpu", "--no-save-weights", "--workers", str(workers)]
     if threads != "auto":
         cmd += ["--threads", threads]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -131,10 +132,14 @@ def spaces(quick: bool) -> list[dict]:
             times = {}
             for threads in ("1", str(CORES), "auto"):
                 times[threads] = timed_run(path, storage, f"{name}-t{threads}", threads)
+            journal = f"journal:///{tmp}/{name}.log"  # several writers
+            times["workers"] = timed_run(path, journal, f"{name}-w{CORES}", "auto", workers=CORES)
             rows.append({"space": name, "trials": trials, **{f"s_{k}": v for k, v in times.items()}})
             print(
                 f"{name:>15}: {trials} trials  1 thread {times['1']:6.1f} s  {CORES} threads {times[str(CORES)]:6.1f} s"
-                f"  auto {times['auto']:6.1f} s  ({CORES} threads / auto = {times[str(CORES)] / times['auto']:.2f}x)",
+                f"  auto {times['auto']:6.1f} s  --workers {CORES} (auto) {times['workers']:6.1f} s  "
+                f"({CORES} threads / auto = {times[str(CORES)] / times['auto']:.2f}x, "
+                f"auto / --workers {CORES} = {times['auto'] / times['workers']:.2f}x)",
                 flush=True,
             )
     return rows

@@ -25,10 +25,10 @@ from .tasks import TaskSpec
 from .weighting import Aggregator, StepContext, Weighting
 
 EVAL_BATCH = 1024
-# Forward MACs per training batch below which one torch thread per process trains fastest: on 2
-# cores, extra intra-op threads slowed MLP steps under ~1e7 MACs per batch 5x and gave at most
-# 1.15x up to 4e7; they paid off (1.4-1.6x) from ~1.4e8 on a quiet machine, and less under load
-# (BENCHMARKS.md, benchmarks/bench_threads.py).
+# Forward MACs per training batch below which one torch thread per process trains fastest. On 2
+# cores, whole searches of the built-in spaces (4e6-2.5e7 MACs per batch) ran 1.2-4x longer with 2
+# threads than with 1; single steps gained 1.5-1.7x from a second core only from ~1.4e8 on a quiet
+# machine, and lost under load (BENCHMARKS.md section 6, benchmarks/bench_threads.py).
 SMALL_MACS = 100_000_000
 
 

@@ -194,14 +194,14 @@ def test_report_warns_when_a_single_task_candidate_beats_its_baselines_spread():
     }
     study.set_user_attr("mtlsearch.baselines", baselines)
 
-    def single_task(accuracy, mae):
+    def single_task(accuracy, mae, architecture=None):
         return create_trial(
             state=TrialState.COMPLETE,
             values=[0.0, 10],
             params={"family": "single_task"},
             distributions={"family": CategoricalDistribution(["single_task"])},
             user_attrs={
-                "architecture": {"family": "single_task"},
+                "architecture": architecture or {"family": "single_task"},
                 "val_metrics": {"a": {"accuracy": accuracy}, "b": {"mae": mae}},
                 "delta_mtl": 0.0,
                 "params": 10,
@@ -214,11 +214,19 @@ def test_report_warns_when_a_single_task_candidate_beats_its_baselines_spread():
     study.add_trial(single_task(0.85, 1.5))  # accuracy 0.05 above: 5 spreads; a worse mae is not a warning
     (warning,) = results.report(study)["warnings"]
     assert warning == (
-        "1 single-task candidate(s) beat the `a` baseline on accuracy by more than 2 of its seed spreads (best: "
-        "trial #1, 0.85 over 1 seed(s) vs 0.8 ± 0.01): the baselines look under-tuned, so Delta-MTL flatters every "
-        "candidate; raise baselines.tune_trials or seeds"
+        "1 candidate(s) of separate single-task networks beat the `a` baseline on accuracy by more than 2 of its seed "
+        "spreads (best: trial #1, 0.85 over 1 seed(s) vs 0.8 ± 0.01): the baselines look under-tuned, so Delta-MTL "
+        "flatters every candidate; raise baselines.tune_trials or seeds"
     )
     assert f"warning: {warning}" in results.format_report(results.report(study))
+    # a tree split into one branch per task at every block is the same networks; one that shares a block is not
+    shared = {"family": "tree", "sharing": [[["a", "b"]], [["a"], ["b"]]]}
+    study.add_trial(single_task(0.95, 1.0, shared))
+    split = {"family": "tree", "sharing": [[["a"], ["b"]], [["a"], ["b"]]]}
+    study.add_trial(single_task(0.90, 1.0, split))
+    (warning,) = results.report(study)["warnings"]
+    assert warning.startswith("2 candidate(s) of separate single-task networks beat the `a` baseline")
+    assert "(best: trial #3, 0.9 over 1 seed(s)" in warning
     baselines.pop("spread")
     study.set_user_attr("mtlsearch.baselines", baselines)  # one seed: no spread, no judgement
     assert results.report(study)["warnings"] == []

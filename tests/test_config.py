@@ -130,7 +130,7 @@ CASES = [
      "search_space.families[2]: unknown family `tre`; choose one of: adapters, adashare, adashare_learned, cross_stitch, hard_sharing, mmoe, mtan, ple, routing, single_task, tree "
      "(did you mean `tree`?)"),
     ("unknown-weighting", [("search_space.weightings", ["equal", "statc"])],
-     "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, dwa, equal, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, nash_mtl, pcgrad, rlw, static, uncertainty, upgrad (did you mean `static`?)"),
+     "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, config, db_mtl, dualproj, dwa, equal, excess_mtl, fairgrad, famo, gls, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, moco, nash_mtl, pcgrad, rlw, sdmgrad, static, stch, uncertainty, upgrad (did you mean `static`?)"),
     ("misspelt-family-section", [("search_space.tree", DELETE), ("search_space.tre", {"max_groups": 2})],
      "search_space.tre: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static (did you mean `tree`?)"),
     ("section-of-unlisted-family", [("search_space.families", ["single_task", "hard_sharing"])],

@@ -112,3 +112,12 @@ def test_a_resume_keeps_the_stored_workers_and_threads(tmp_path, tiny_space):
     kept = resumed_run(study, run.storage)
     assert (kept.workers, kept.threads) == (3, 2)
     assert resumed_run(study, run.storage, workers=1, threads="auto").workers == 1
+
+
+def test_train_takes_threads(tmp_path, capsys):
+    from test_first_use import write_export
+
+    assert main(["train", write_export(tmp_path), "--seeds", "1", "--device", "cpu", "--threads", "auto",
+                 "--no-baselines", "--quiet"]) == 0
+    assert torch.get_num_threads() == 1  # auto, for the tiny MLP
+    assert "left.accuracy" in capsys.readouterr().out

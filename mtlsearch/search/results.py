@@ -211,18 +211,33 @@ def report(study: optuna.Study) -> dict[str, Any]:
     }
 
 
+def separate_networks(trial: optuna.trial.FrozenTrial) -> bool:
+    """The trial trains the baselines' own networks: the ``single_task`` family, or a tree split
+    into one branch per task at every block (the same candidate, :meth:`Candidate.key`)."""
+    arch: Any = TrialRecord.from_attrs(trial.user_attrs).architecture or {}
+    if arch.get("family") == "single_task":
+        return True
+    sharing = arch.get("sharing")
+    return (
+        arch.get("family") == "tree"
+        and isinstance(sharing, list)
+        and bool(sharing)
+        and all(isinstance(block, list) and all(isinstance(g, list) and len(g) == 1 for g in block) for block in sharing)
+    )
+
+
 def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
-    """A sanity check of the baselines: a ``single_task`` candidate trains the baselines' own
-    networks, so one that beats a task's baseline by more than ``spreads`` times the baselines'
-    seed spread says the baselines are under-tuned (their Delta-MTL flatters every candidate).
-    Needs a stored spread (baselines trained on 2 or more seeds)."""
+    """A sanity check of the baselines: a candidate that trains the baselines' own networks
+    (:func:`separate_networks`) and beats a task's baseline by more than ``spreads`` times the
+    baselines' seed spread says the baselines are under-tuned (their Delta-MTL flatters every
+    candidate). Needs a stored spread (baselines trained on 2 or more seeds)."""
     record = study_record(study).baselines or {}
     values, spread = record.get("values"), record.get("spread")
     if not isinstance(values, Mapping) or not isinstance(spread, Mapping):
         return []
     worst: dict[tuple[str, str], tuple[float, Pooled, float, float, float]] = {}
     count: dict[tuple[str, str], int] = {}
-    for p in pool(complete_trials(study, "single_task")):
+    for p in pool([t for t in complete_trials(study) if separate_networks(t)]):
         for task, metrics in p.val_metrics.items():
             for metric, value in metrics.items() if isinstance(metrics, Mapping) else ():
                 base: Any = (values.get(task) or {}).get(metric)
@@ -237,7 +252,7 @@ def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
     out = []
     for (task, metric), (_, p, value, base, width) in worst.items():
         out.append(
-            f"{count[task, metric]} single-task candidate(s) beat the `{task}` baseline on {metric} by more than "
+            f"{count[task, metric]} candidate(s) of separate single-task networks beat the `{task}` baseline on {metric} by more than "
             f"{spreads:g} of its seed spreads (best: trial #{p.trial.number}, {value:.4g} over {len(p.runs)} seed(s) "
             f"vs {base:.4g} ± {width:.2g}): the baselines look under-tuned, so Delta-MTL flatters every candidate; "
             "raise baselines.tune_trials or seeds"
