@@ -222,7 +222,7 @@ def separate_networks(trial: optuna.trial.FrozenTrial) -> bool:
         arch.get("family") == "tree"
         and isinstance(sharing, list)
         and bool(sharing)
-        and all(isinstance(block, list) and all(isinstance(g, list) and len(g) == 1 for g in block) for block in sharing)
+        and all(isinstance(b, list) and all(isinstance(g, list) and len(g) == 1 for g in b) for b in sharing)
     )
 
 
@@ -252,7 +252,8 @@ def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
     out = []
     for (task, metric), (_, p, value, base, width) in worst.items():
         out.append(
-            f"{count[task, metric]} candidate(s) of separate single-task networks beat the `{task}` baseline on {metric} by more than "
+            f"{count[task, metric]} candidate(s) of separate single-task networks beat the `{task}` baseline "
+            f"on {metric} by more than "
             f"{spreads:g} of its seed spreads (best: trial #{p.trial.number}, {value:.4g} over {len(p.runs)} seed(s) "
             f"vs {base:.4g} ± {width:.2g}): the baselines look under-tuned, so Delta-MTL flatters every candidate; "
             "raise baselines.tune_trials or seeds"
