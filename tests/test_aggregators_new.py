@@ -12,6 +12,8 @@ import math
 
 import pytest
 import torch
+from method_helpers import close, rand
+from method_helpers import degenerate as shared_degenerate
 from optuna.trial import FixedTrial
 
 import mtlsearch
@@ -20,12 +22,17 @@ from mtlsearch.errors import ConfigError
 from mtlsearch.weighting import AGGREGATORS
 from mtlsearch.weighting.config_grad import ConFIG, config_weights
 from mtlsearch.weighting.dualproj import DualProj, dualproj_weights
-from mtlsearch.weighting.fairgrad import FairGrad, fairgrad_coefficients, fairgrad_residual, fairgrad_weights
+from mtlsearch.weighting.fairgrad import (
+    FairGrad,
+    fairgrad_coefficients,
+    fairgrad_residual,
+    fairgrad_weights,
+)
 from mtlsearch.weighting.mgda import MGDA
 from mtlsearch.weighting.moco import MoCo
+from mtlsearch.weighting.nash_mtl import NashMTL
 from mtlsearch.weighting.sdmgrad import SDMGrad, sdmgrad_weights
 from mtlsearch.weighting.solvers import simplex_kkt_residual
-from mtlsearch.weighting.nash_mtl import NashMTL
 
 F64 = torch.float64
 NAMES = {"fairgrad": FairGrad, "dualproj": DualProj, "config": ConFIG, "moco": MoCo, "sdmgrad": SDMGrad}
@@ -33,14 +40,6 @@ HAND = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=F64)
 ORTHO = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=F64)
 SYM = torch.tensor([[1.0, 0.5], [-1.0, 0.5]], dtype=F64)
 SQ2 = math.sqrt(2.0)
-
-
-def rand(rows: int, cols: int, seed: int, dtype=F64) -> torch.Tensor:
-    return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def close(a: torch.Tensor, b, tol: float = 1e-12) -> bool:
-    return torch.allclose(a, torch.as_tensor(b, dtype=a.dtype), rtol=tol, atol=tol)
 
 
 def instances(count: int, seed: int = 0, spread: float = 1.0):
@@ -493,18 +492,7 @@ def test_sdmgrad_solves_its_problem_and_spans_mgda_to_the_sum():
 
 
 def degenerate(dtype):
-    v = rand(1, 6, 16, dtype)[0]
-    zero = torch.zeros(6, dtype=dtype)
-    return {
-        "opposite": torch.stack([v, -v]),
-        "opposite T=3": torch.stack([v, -v, v]),
-        "zero row": torch.stack([v, zero]),
-        "zero row T=3": torch.stack([zero, v, -0.5 * v]),
-        "all zero": torch.zeros(3, 6, dtype=dtype),
-        "equal": torch.stack([v, v]),
-        "tiny": 1e-30 * torch.stack([v, -v + 1e-3]) if dtype == F64 else 1e-15 * torch.stack([v, -v + 1e-3]),
-        "more tasks than dims": rand(8, 6, 17, dtype),
-    }
+    return {**shared_degenerate(dtype, 16), "more tasks than dims": rand(8, 6, 17, dtype)}
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))

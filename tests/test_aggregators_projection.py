@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from method_helpers import close, degenerate, rand
 from optuna.trial import FixedTrial
 
 from mtlsearch.errors import ConfigError
@@ -24,14 +25,6 @@ F64 = torch.float64
 NAMES = {"pcgrad": PCGrad, "gradvac": GradVac, "graddrop": GradDrop, "imtl_g": IMTLG, "aligned_mtl": AlignedMTL}
 HAND = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=F64)
 SQ2 = math.sqrt(2.0)
-
-
-def rand(rows: int, cols: int, seed: int, dtype=F64) -> torch.Tensor:
-    return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def close(a: torch.Tensor, b, tol: float = 1e-12) -> bool:
-    return torch.allclose(a, torch.as_tensor(b, dtype=a.dtype), rtol=tol, atol=tol)
 
 
 def cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -350,18 +343,7 @@ def test_aligned_mtl_rank_deficient_cases():
 # shared robustness
 
 
-def degenerate(dtype):
-    v = rand(1, 6, 10, dtype)[0]
-    zero = torch.zeros(6, dtype=dtype)
-    return {
-        "opposite": torch.stack([v, -v]),
-        "opposite T=3": torch.stack([v, -v, v]),
-        "zero row": torch.stack([v, zero]),
-        "zero row T=3": torch.stack([zero, v, -0.5 * v]),
-        "all zero": torch.zeros(3, 6, dtype=dtype),
-        "equal": torch.stack([v, v]),
-        "tiny": 1e-30 * torch.stack([v, -v + 1e-3]) if dtype == F64 else 1e-15 * torch.stack([v, -v + 1e-3]),
-    }
+
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))

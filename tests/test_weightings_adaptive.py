@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from method_helpers import TwoHeads
 from optuna.trial import FixedTrial
 from torch import nn
 
@@ -23,24 +24,6 @@ def trainer_total(method, losses, context=None):
     total = (method(losses, context) * losses).sum()
     reg = method.regularizer()
     return total + reg if isinstance(reg, torch.Tensor) else total
-
-
-class TwoHeads(nn.Module):
-    """A shared linear layer and one linear head per task (float64)."""
-
-    def __init__(self, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.shared = nn.Linear(3, 4).double()
-        self.heads = nn.ModuleList([nn.Linear(4, 1).double() for _ in range(2)])
-
-    def losses(self, x, ys):
-        h = torch.tanh(self.shared(x))
-        return torch.stack([((head(h).squeeze(-1) - y) ** 2).mean() for head, y in zip(self.heads, ys)])
-
-    def context(self, shared=True):
-        per_task = {t: list(self.shared.parameters()) + list(h.parameters()) for t, h in zip("ab", self.heads)}
-        return StepContext(per_task, list(self.shared.parameters()) if shared else [])
 
 
 def batch(seed):
