@@ -37,6 +37,9 @@ from conftest import write_process_space
 EPOCHS = 4
 
 
+pytestmark = pytest.mark.process  # every test here talks to a Ray cluster that the session starts
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
