@@ -416,7 +416,6 @@ def cmd_worker(args) -> None:
     from .search._optuna_backend import join_study
     from .search._progress import Progress
 
-    threads = _checked_threads(args.threads)
     mode = "json" if args.json else "quiet" if args.quiet else "normal"
     join_study(
         args.study,
@@ -424,7 +423,7 @@ def cmd_worker(args) -> None:
         Progress(mode, worker=args.worker_index or None),
         args.device,
         args.worker_index,
-        threads=threads if isinstance(threads, int) else None,
+        threads=_checked_threads(args.threads),
     )
 
 

@@ -121,3 +121,15 @@ def test_train_takes_threads(tmp_path, capsys):
                  "--no-baselines", "--quiet"]) == 0
     assert torch.get_num_threads() == 1  # auto, for the tiny MLP
     assert "left.accuracy" in capsys.readouterr().out
+
+
+def test_a_worker_takes_its_flag_over_the_stored_threads(tmp_path, tiny_space):
+    from mtlsearch.search._optuna_backend import join_study
+
+    problem, run = mtlsearch.load(tiny_space)
+    run = run.replace(storage=f"sqlite:///{tmp_path}/s.db", n_trials=1, threads=2)
+    run_search(problem, run)  # the budget is met: a joining worker only sets up and leaves
+    join_study("tiny", run.storage, device="cpu")
+    assert torch.get_num_threads() == 2  # the study's run.threads
+    join_study("tiny", run.storage, device="cpu", threads="auto")
+    assert torch.get_num_threads() == 1  # `--threads auto`: the rule, for the tiny MLP

@@ -233,8 +233,10 @@ def run_search(problem: Problem | SearchSpace, run: RunConfig, progress: Progres
     artifacts = check_writable(artifacts_dir(run))  # before anything is created or trained
     device = resolve_device(run.device)
     storage = open_storage(run.storage, heartbeat=(run.heartbeat_interval, run.grace_period))
-    threads = threads_for(problem, run.threads, run.workers)
-    use_threads(threads_for(problem, run.threads))  # this process trains the baselines (and confirms)
+    # this process alone trains the baselines (and confirms); the workers share the cores
+    alone = threads_for(problem, run.threads)
+    use_threads(alone)
+    threads = alone if run.workers == 1 else threads_for(problem, run.threads, run.workers)
     workers = f", {run.workers} workers" if run.workers > 1 else ""
     where = f"device {device}{workers}, {threads} torch thread(s) {'each' if run.workers > 1 else ''}".rstrip()
     study, settings = start_run(
@@ -393,11 +395,11 @@ def join_study(
     progress: Progress = QUIET,
     device: str = "auto",
     worker: int = 0,
-    threads: int | None = None,
+    threads: int | str | None = None,
 ) -> optuna.Study:
     """Work on a stored study as one more worker (``mtlsearch worker``): its space, seed, sampler,
     budget, early stopping and heartbeat settings are read from the storage. ``threads``: torch
-    threads (default: the study's ``run.threads``, ``auto`` for one process on this machine)."""
+    threads, ``auto`` or N (default: the study's ``run.threads``), for one process on this machine."""
     settings = study_record(load_study(study_name, storage_url)).run
     if settings is None:
         raise StudyMismatchError(
@@ -407,7 +409,8 @@ def join_study(
     study = load_study(study_name, storage_url, heartbeat=(settings["heartbeat_interval"], settings["grace_period"]))
     problem = stored_problem(study, progress)
     dev = resolve_device(device)
-    threads = threads or threads_for(problem, check_threads(settings.get("threads", "auto"), "stored run.threads"))
+    setting = threads if threads is not None else check_threads(settings.get("threads", "auto"), "stored run.threads")
+    threads = threads_for(problem, setting)
     use_threads(threads)
     progress.event(
         "worker",

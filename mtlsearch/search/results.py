@@ -184,12 +184,10 @@ def report(study: optuna.Study) -> dict[str, Any]:
     """Everything ``mtlsearch report`` shows, as plain data."""
     counts = {s.name.lower(): 0 for s in TrialState}
     retried = retried_numbers(study)
+    counts["retried"] = 0  # failed trials that a later trial retries (interrupted, or their worker stopped)
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] += 1
-    # failed trials that a later trial retries (interrupted, or their worker stopped): not results
-    counts["retried"] = sum(
-        t.state == TrialState.FAIL and t.number in retried for t in study.get_trials(deepcopy=False)
-    )
+        counts["retried"] += t.state == TrialState.FAIL and t.number in retried
     records = sorted(
         (trial_record(study, p.trial, p) for p in candidates(study)), key=lambda r: -(r["delta_mtl"] or -math.inf)
     )
