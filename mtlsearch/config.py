@@ -840,7 +840,7 @@ def check_threads(value: Any, path: str) -> int | str:
     """``auto`` (the rule of :func:`mtlsearch.training.auto_threads`) or a number of torch threads."""
     if value == "auto":
         return value
-    if isinstance(value, str) or isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int):  # a string other than `auto`, a float...
         raise ConfigError(path, f"expected `auto` or an integer >= 1, found {show(value)}")
     return as_int(value, path, 1, bound="threads")
 
