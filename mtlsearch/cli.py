@@ -18,7 +18,8 @@ DEBUG_HELP = "show the traceback of an exception raised by user code (a data fac
 EPILOG = """examples:
   mtlsearch run search_spaces/multidigits.yaml --study demo --storage sqlite:///mtlsearch.db --n-trials 20
   mtlsearch resume demo --storage sqlite:///mtlsearch.db --n-trials 30
-  mtlsearch report demo --storage sqlite:///mtlsearch.db [--json]
+  mtlsearch report demo --storage sqlite:///mtlsearch.db [--json] [--html report.html]
+  mtlsearch compare demo-tpe demo-random --storage sqlite:///mtlsearch.db [--html compare.html]
   mtlsearch check demo --storage journal:///study.log [--repair]          # exit 1: problems left
   mtlsearch export demo --storage sqlite:///mtlsearch.db --pick delta -o best.yaml
   mtlsearch train best.yaml --seeds 3
@@ -203,6 +204,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("study", metavar="STUDY", help="name of the stored study")
     _storage_flag(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write one self-contained HTML page (opens offline): the front, hypervolume, per-task metrics, "
+        "architecture diagrams, parameter importances (replaces FILE; its folder must exist)",
+    )
+
+    p = verbs.add_parser(
+        "compare",
+        help="several studies side by side: best Delta-MTL, hypervolume, trials, training time",
+        description="Compare STUDY... (of the same objectives, in one storage): best Delta-MTL, hypervolume "
+        "(against the first study's reference point), trials and training seconds; mean ± std over studies of "
+        "the same space and sampler (seeds of one setting).",
+    )
+    p.add_argument("studies", nargs="+", metavar="STUDY", help="names of the stored studies (two or more)")
+    _storage_flag(p)
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page (its folder must exist)")
 
     p = verbs.add_parser(
         "check",
@@ -298,10 +317,10 @@ def _check_names(args) -> None:
             check_name(getattr(args, dest), flag)
 
 
-def _print_front(study, args) -> None:
+def _print_front(study, args, progress=None) -> None:
     from .search.results import format_report, report
 
-    data = report(study)
+    data = report(study, progress)
     if args.json:
         print(json.dumps({"event": "result", **data}, default=str))
     else:
@@ -428,9 +447,48 @@ def cmd_worker(args) -> None:
 
 
 def cmd_report(args) -> None:
+    from .errors import MTLSearchError
+    from .search._progress import Progress
+    from .search.results import complete_trials, load
+
+    if args.html:
+        from .search._html import check_html_path
+
+        check_html_path(args.html)  # before the study is read
+    study = load(args.study, args.storage)
+    announcer = Progress("normal")  # on stderr: user code the stored space names is imported (a notice)
+    if not complete_trials(study):
+        raise MTLSearchError(f"study `{args.study}` has no complete feasible trial yet: nothing to report")
+    if args.html:
+        from .search._html import write_html
+
+        write_html(study, args.html, progress=announcer)
+    _print_front(study, args, announcer)
+    if args.html:
+        print(f"HTML report: {args.html}", file=sys.stderr)
+
+
+def cmd_compare(args) -> None:
+    from .search._compare import check_names, compare, format_compare
     from .search.results import load
 
-    _print_front(load(args.study, args.storage), args)
+    check_names(args.studies)
+    if args.html:
+        from .search._html import check_html_path
+
+        check_html_path(args.html)
+    studies = [load(name, args.storage) for name in args.studies]
+    data = compare(studies)
+    if args.html:
+        from .search._html import write_compare_html
+
+        write_compare_html(studies, data, args.html)
+    if args.json:
+        print(json.dumps({"event": "result", **data}, default=str))
+    else:
+        print(format_compare(data))
+    if args.html:
+        print(f"HTML comparison: {args.html}", file=sys.stderr)
 
 
 def cmd_check(args) -> int:
@@ -506,6 +564,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "worker": cmd_worker,
     "report": cmd_report,
+    "compare": cmd_compare,
     "check": cmd_check,
     "export": cmd_export,
     "train": cmd_train,
@@ -559,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status or 0
 
 
-READ_ONLY = ("report", "export", "check")  # verbs that never create a storage
+READ_ONLY = ("report", "compare", "export", "check")  # verbs that never create a storage
 
 
 def _check_storage_exists(url: str, source: str) -> None:

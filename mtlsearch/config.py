@@ -41,7 +41,7 @@ import yaml
 from .errors import ConfigError, did_you_mean, show
 from .limits import LIMITS, check_bound, how_to_raise, limit
 from .storage_url import redact
-from .tasks import TaskSpec
+from .tasks import TASK_TYPES, TaskSpec, is_import_path
 
 # ---------------------------------------------------------------------------------------------
 # Small checkers: each returns the clean value or raises ConfigError(path, ...).
@@ -395,11 +395,12 @@ class TrainingSpace:
 
 
 def _unknown_section(key: Any, path: str, families: tuple[str, ...], weightings: tuple[str, ...]) -> ConfigError:
-    allowed = ["families", "weightings", "training", *families, *weightings]
+    allowed = ["families", "weightings", "strategies", "training", *families, *weightings]
     return ConfigError(
         f"{path}.{key}",
         "unknown key; a section must name a family listed in "
-        f"{path}.families or a weighting listed in {path}.weightings; allowed keys are: "
+        f"{path}.families, a weighting listed in {path}.weightings or a strategy listed in "
+        f"{path}.strategies; allowed keys are: "
         f"{', '.join(allowed)}{did_you_mean(str(key), allowed)}",
     )
 
@@ -417,30 +418,34 @@ class SearchSection:
     weightings: tuple[str, ...] = ("equal",)
     sections: Mapping[str, dict] = field(default_factory=dict)
     training: TrainingSpace = field(default_factory=TrainingSpace)
+    strategies: tuple[str, ...] = ("none",)
 
     @classmethod
     def parse(cls, raw: Any, path: str) -> SearchSection:
         raw = as_mapping(raw, path)
         families = tuple(as_name_list(raw.get("families", ["hard_sharing"]), f"{path}.families"))
         weightings = tuple(as_name_list(raw.get("weightings", ["equal"]), f"{path}.weightings"))
+        strategies = tuple(as_name_list(raw.get("strategies", ["none"]), f"{path}.strategies"))
         training = TrainingSpace.parse(raw.get("training"), f"{path}.training")
         sections = {}
-        listed = {*families, *weightings}
+        listed = {*families, *weightings, *strategies}
         for key, value in raw.items():
-            if key in ("families", "weightings", "training"):
+            if key in ("families", "weightings", "strategies", "training"):
                 continue
             # `tree:` next to `families: [tre]`: only the registries know which of the two names is
             # misspelt, so such a section is kept here; Problem checks the listed names first and
             # then calls check_sections.
-            if key not in listed and not did_you_mean(str(key), [*families, *weightings]):
+            if key not in listed and not did_you_mean(str(key), [*families, *weightings, *strategies]):
                 raise _unknown_section(key, path, families, weightings)
             sections[key] = as_mapping(value, f"{path}.{key}")
-        return cls(families=families, weightings=weightings, sections=sections, training=training)
+        return cls(
+            families=families, weightings=weightings, sections=sections, training=training, strategies=strategies
+        )
 
     def check_sections(self, path: str = "search_space") -> None:
         """Every section names a listed family or weighting (see :meth:`parse`)."""
         for key in self.sections:
-            if key not in (*self.families, *self.weightings):
+            if key not in (*self.families, *self.weightings, *self.strategies):
                 raise _unknown_section(key, path, self.families, self.weightings)
 
     def to_raw(self) -> dict:
@@ -448,6 +453,9 @@ class SearchSection:
         raw.update({k: v for k, v in self.sections.items() if k in self.families})
         raw["weightings"] = list(self.weightings)
         raw.update({k: v for k, v in self.sections.items() if k in self.weightings})
+        if self.strategies != ("none",):  # a space without strategies is stored as it always was
+            raw["strategies"] = list(self.strategies)
+            raw.update({k: v for k, v in self.sections.items() if k in self.strategies})
         raw["training"] = self.training.to_raw()
         return raw
 
@@ -490,7 +498,35 @@ class DataSection:
         return raw
 
 
-TASK_KEYS = ["name", "type", "num_classes", "output_dim", "metrics"]
+TASK_KEYS = ["name", "type", "num_classes", "output_dim", "metrics", "loss", "pos_weight", "class_weights"]
+TASK_OPTIONS = ("loss", "pos_weight", "class_weights")  # a data-provided task may take these too
+
+
+def parse_task_options(raw: Mapping, path: str) -> dict[str, Any]:
+    """The form of a task's ``loss`` (an import path), ``pos_weight`` (a number > 0) and
+    ``class_weights`` (numbers > 0); which types take them is checked by ``TaskSpec``."""
+    out: dict[str, Any] = {}
+    if "loss" in raw:
+        loss = check_name(raw["loss"], f"{path}.loss")
+        if not is_import_path(loss):
+            raise ConfigError(
+                f"{path}.loss",
+                f"expected an import path `module:function` of a loss(output, target), found {show(loss)}",
+            )
+        out["loss"] = loss
+    if "pos_weight" in raw:
+        out["pos_weight"] = as_float(raw["pos_weight"], f"{path}.pos_weight", 0.0, strict=True)
+    if "class_weights" in raw:
+        weights = raw["class_weights"]
+        if not isinstance(weights, list) or not weights:
+            raise ConfigError(
+                f"{path}.class_weights", f"expected a list of numbers > 0, one per class, found {show(weights)}"
+            )
+        check_length(weights, f"{path}.class_weights")
+        out["class_weights"] = tuple(
+            as_float(w, f"{path}.class_weights[{i}]", 0.0, strict=True) for i, w in enumerate(weights)
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -500,6 +536,7 @@ class TaskEntry:
     name: str
     spec: TaskSpec | None = None  # None: take the data's own spec
     metrics: tuple[str, ...] | None = None  # metrics override for a data-provided task
+    options: Mapping[str, Any] = field(default_factory=dict)  # loss / pos_weight / class_weights of one
 
     @classmethod
     def parse(cls, raw: Any, path: str) -> TaskEntry:
@@ -513,11 +550,14 @@ class TaskEntry:
         metrics = raw.get("metrics")
         if metrics is not None:
             metrics = tuple(as_name_list(metrics, f"{path}.metrics"))
+        options = parse_task_options(raw, path)
         if "type" not in raw:
-            if set(raw) - {"name", "metrics"}:
+            if set(raw) - {"name", "metrics", *TASK_OPTIONS}:
                 raise ConfigError(f"{path}.type", "required when a task gives num_classes or output_dim")
-            return cls(name=name, metrics=metrics)
-        if "output_dim" in raw and raw["type"] in ("classification", "binary"):
+            return cls(name=name, metrics=metrics, options=options)
+        kind = raw["type"]
+        dense = isinstance(kind, str) and kind in TASK_TYPES and TASK_TYPES.get(kind).dense
+        if "output_dim" in raw and (kind in ("classification", "binary", "count") or dense):
             raise ConfigError(
                 f"{path}.output_dim", f"only regression tasks take output_dim; task `{name}` is {raw['type']}"
             )
@@ -528,6 +568,7 @@ class TaskEntry:
                 num_classes=raw.get("num_classes"),
                 output_dim=raw.get("output_dim", 1),
                 metrics=metrics or (),
+                **options,
             )
         except ConfigError as err:
             raise err.prefixed(path) from None
@@ -536,8 +577,12 @@ class TaskEntry:
     def to_raw(self) -> Any:
         if self.spec is not None:
             return self.spec.to_dict()
-        if self.metrics:
-            return {"name": self.name, "metrics": list(self.metrics)}
+        if self.metrics or self.options:
+            raw: dict[str, Any] = {"name": self.name}
+            if self.metrics:
+                raw["metrics"] = list(self.metrics)
+            raw.update({k: list(v) if k == "class_weights" else v for k, v in self.options.items()})
+            return raw
         return self.name
 
 

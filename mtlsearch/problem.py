@@ -9,6 +9,7 @@ here, with the space path in front.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -31,7 +32,7 @@ from .errors import ConfigError, did_you_mean
 from .families import FAMILIES, Architecture, Family
 from .models import BACKBONES, Backbone
 from .tasks import TaskSpec
-from .weighting import METHODS, Aggregator, Weighting
+from .weighting import METHODS, STRATEGIES, Aggregator, TrainingStrategy, Weighting
 
 Direction = Literal["maximize", "minimize"]
 MAXIMIZE: Direction = "maximize"
@@ -53,6 +54,7 @@ class Candidate:
     weighting: Weighting | Aggregator
     training: dict[str, Any]
     problem: Problem = field(repr=False)
+    strategy: TrainingStrategy | None = None  # None: the plain step (strategy `none`)
 
     def build_model(self, seed: int) -> nn.Module:
         """The network, initialised from ``seed`` (same seed, same weights); the caller's random
@@ -64,6 +66,10 @@ class Candidate:
     def new_weighting(self) -> Weighting | Aggregator:
         """A fresh copy of the weighting (its learnable state starts anew for each training run)."""
         return copy.deepcopy(self.weighting)
+
+    def new_strategy(self) -> TrainingStrategy | None:
+        """A fresh copy of the training strategy (``None`` for the plain step)."""
+        return copy.deepcopy(self.strategy)
 
     @property
     def needs_learning(self) -> bool:
@@ -88,8 +94,11 @@ class Candidate:
                 sorted([sorted(group), arch.paths[group[0]][b] is None] for group in groups)
                 for b, groups in enumerate(sharing)
             ]
+        described: list[Any] = [structure, self.weighting.name, self.weighting.hyperparameters(), self.training]
+        if self.strategy is not None:
+            described.append([self.strategy.name, self.strategy.hyperparameters()])
         text = json.dumps(
-            [structure, self.weighting.name, self.weighting.hyperparameters(), self.training],
+            described,
             sort_keys=True,
             default=str,
         )
@@ -102,9 +111,21 @@ class Candidate:
         if sharing is not None and not self.needs_learning:
             out["sharing"] = sharing
         out["weighting"] = {"name": self.weighting.name, **self.weighting.hyperparameters()}
+        if self.strategy is not None:
+            out["strategy"] = {"name": self.strategy.name, **self.strategy.hyperparameters()}
         out["training"] = dict(self.training)
         out["description"] = self.describe().splitlines()
         return out
+
+
+def method_label(summary: Mapping[str, Any]) -> str:
+    """The weighting of a candidate's stored summary, with its training strategy if any:
+    ``static``, ``pcgrad+great``."""
+    weighting, strategy = summary.get("weighting"), summary.get("strategy")
+    name = str(weighting.get("name", "?")) if isinstance(weighting, Mapping) else "?"
+    if isinstance(strategy, Mapping) and strategy.get("name"):  # a stored record may be hand-edited
+        return f"{name}+{strategy['name']}"
+    return name
 
 
 class Problem:
@@ -117,8 +138,9 @@ class Problem:
             when something reads :attr:`data` (training, scoring), so rebuilding a model or
             exporting a trial does not load a dataset.
         announce: called with the import path of a data factory outside mtlsearch just before
-            it is imported: a space read from a study or an export passes one, so that the user
-            sees which code runs.
+            it is imported (and with the path and ``"metric"`` or ``"loss"`` for a task's user
+            code): a space read from a study or an export passes one, so that the user sees
+            which code runs.
         folders: where else a data factory's module may be (the folder of the space's file),
             after the Python path and the current folder (:func:`import_factory`).
     """
@@ -127,7 +149,7 @@ class Problem:
         self,
         space: SearchSpace,
         signature: Mapping[str, Any] | None = None,
-        announce: Callable[[str], None] | None = None,
+        announce: Callable[..., None] | None = None,
         folders: Sequence[str | Path] = (),
     ):
         self.space = space
@@ -141,6 +163,8 @@ class Problem:
             self.input_shape = tuple(self._data.train[0][0].shape)
         else:
             self.tasks, self.input_shape = read_signature(signature)
+        prefix = "tasks" if space.tasks or signature is not None else "data.tasks"
+        self.tasks = import_user_code(self.tasks, prefix, announce, self._folders)
         self.task_names = [t.name for t in self.tasks]
         self.backbone: Backbone = build_backbone(space.backbone, self.input_shape)
         sections = space.search_space.sections
@@ -157,6 +181,10 @@ class Problem:
         for i, name in enumerate(space.search_space.weightings):
             method = METHODS.get(name, f"search_space.weightings[{i}]")
             self.weighting_spaces[name] = method.space(sections.get(name, {}), f"search_space.{name}")
+        self.strategy_spaces: dict[str, dict[str, ParamSpec]] = {}
+        for i, name in enumerate(space.search_space.strategies):
+            strategy = STRATEGIES.get(name, f"search_space.strategies[{i}]")
+            self.strategy_spaces[name] = strategy.space(sections.get(name, {}), f"search_space.{name}")
         space.search_space.check_sections("search_space")
         self.training_space: TrainingSpace = space.search_space.training
         self.objectives: list[str] = list(space.objectives)
@@ -209,9 +237,14 @@ class Problem:
             weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
         else:  # no trial parameter: Optuna's samplers handle parameters that only some trials have
             weighting = METHODS.get("equal").sample(trial, {}, self.task_names)
+        strategy = None
+        if family.shares and list(self.strategy_spaces) != ["none"]:
+            s_name = trial.suggest_categorical("strategy", list(self.strategy_spaces))
+            if STRATEGIES.get(s_name).acts:
+                strategy = STRATEGIES.get(s_name).sample(trial, self.strategy_spaces[s_name], self.task_names)
         training = self.suggest_training(trial)
         params = dict(getattr(trial, "params", {}))
-        return Candidate(params, family, arch, weighting, training, self)
+        return Candidate(params, family, arch, weighting, training, self, strategy)
 
     def candidate(self, trial_or_params: Any) -> Candidate:
         """The candidate of a ``FrozenTrial`` (with its learned record), a live ``Trial``
@@ -391,26 +424,27 @@ def builtin_factory(path: str) -> bool:
 FACTORY_FOLDERS: list[str] = []  # folders this process added to sys.path for a factory (workers get them)
 
 
-def import_factory(path: str, folders: Sequence[str] = (), _searched: bool = False):
+def import_factory(path: str, folders: Sequence[str] = (), _searched: bool = False, where: str = "data.factory"):
     """The object that ``module:attr`` names; importing the module runs its code.
 
     The module is looked for as ``python -m`` would: on the Python path, then in the current
     folder, then in ``folders`` (the space file's folder); a folder where it is found joins
-    ``sys.path`` (and :data:`FACTORY_FOLDERS`, which worker processes inherit)."""
+    ``sys.path`` (and :data:`FACTORY_FOLDERS`, which worker processes inherit). Errors are
+    located at ``where``: a data factory, or a task's metric or loss (:func:`import_user_code`)."""
     module_name, _, attr = path.partition(":")
     top = module_name.split(".")[0]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name != top or _searched:  # the module exists but imports something missing
-            raise ConfigError("data.factory", f"cannot import module `{module_name}`: {err}") from None
+            raise ConfigError(where, f"cannot import module `{module_name}`: {err}") from None
         searched = list(dict.fromkeys([os.getcwd(), *(os.path.abspath(f) for f in folders)]))
         found = [
             f for f in searched if os.path.isfile(os.path.join(f, f"{top}.py")) or os.path.isdir(os.path.join(f, top))
         ]
         if not found:
             raise ConfigError(
-                "data.factory",
+                where,
                 f"cannot import module `{module_name}`: no `{top}.py` or `{top}/` on the Python path or in "
                 f"{', '.join(searched)}",
             ) from None
@@ -418,14 +452,40 @@ def import_factory(path: str, folders: Sequence[str] = (), _searched: bool = Fal
         if found[0] not in FACTORY_FOLDERS:
             FACTORY_FOLDERS.append(found[0])
         importlib.invalidate_caches()
-        return import_factory(path, _searched=True)
+        return import_factory(path, _searched=True, where=where)
     except ImportError as err:
-        raise ConfigError("data.factory", f"cannot import module `{module_name}`: {err}") from None
+        raise ConfigError(where, f"cannot import module `{module_name}`: {err}") from None
     except (Exception, SystemExit) as err:  # the module's own code failed; KeyboardInterrupt stays a Ctrl-C
-        raise raised("data.factory", f"importing module `{module_name}`", err) from err
+        raise raised(where, f"importing module `{module_name}`", err) from err
     if not hasattr(module, attr):
-        raise ConfigError("data.factory", f"module `{module_name}` has no attribute `{attr}`")
+        raise ConfigError(where, f"module `{module_name}` has no attribute `{attr}`")
     return getattr(module, attr)
+
+
+def import_user_code(
+    tasks: list[TaskSpec], prefix: str, announce: Callable[..., None] | None = None, folders: Sequence[str] = ()
+) -> list[TaskSpec]:
+    """``tasks`` with the metrics and losses they name by import path imported (by the data
+    factory's importer, :func:`import_factory`) and checked (:meth:`TaskSpec.with_user_code`);
+    errors are located at ``{prefix}[i].metrics[j]`` or ``{prefix}[i].loss``."""
+
+    def load(i: int) -> Callable[[str, str], Any]:
+        def load_one(path: str, where: str) -> Any:
+            if announce is not None and not builtin_factory(path):
+                announce(path, "loss" if where == "loss" else "metric")
+            return import_factory(path, folders, where=f"{prefix}[{i}].{where}")
+
+        return load_one
+
+    out = []
+    for i, task in enumerate(tasks):
+        try:
+            out.append(task.with_user_code(load(i)))
+        except ConfigError as err:
+            if err.path.startswith(f"{prefix}["):
+                raise
+            raise err.prefixed(f"{prefix}[{i}]") from None
+    return out
 
 
 def load_data(
@@ -520,9 +580,10 @@ def resolve_tasks(space: SearchSpace, data: MTLData) -> list[TaskSpec]:
                     f"unknown task `{entry.name}` of the data; choose one of: {', '.join(names)}"
                     f"{did_you_mean(entry.name, names)}",
                 )
-            if entry.metrics:
+            if entry.metrics or entry.options:
+                changes: dict[str, Any] = {"metrics": entry.metrics} if entry.metrics else {}
                 try:
-                    own = TaskSpec(own.name, own.type, own.num_classes, own.output_dim, entry.metrics)
+                    own = dataclasses.replace(own, **changes, **entry.options)
                 except ConfigError as err:
                     raise err.prefixed(where) from None
             tasks.append(own)
@@ -536,7 +597,16 @@ def read_signature(signature: Mapping[str, Any]) -> tuple[list[TaskSpec], tuple[
     try:
         shape = tuple(int(n) for n in signature["input_shape"])
         tasks = [
-            TaskSpec(t["name"], t["type"], t.get("num_classes"), t.get("output_dim", 1), tuple(t.get("metrics", ())))
+            TaskSpec(
+                t["name"],
+                t["type"],
+                t.get("num_classes"),
+                t.get("output_dim", 1),
+                tuple(t.get("metrics", ())),
+                loss=t.get("loss"),
+                pos_weight=t.get("pos_weight"),
+                class_weights=None if t.get("class_weights") is None else tuple(t["class_weights"]),
+            )
             for t in signature["tasks"]
         ]
     except (KeyError, TypeError, ValueError) as err:

@@ -161,20 +161,80 @@ def knee_point(values: Sequence[Sequence[float]], directions: Sequence[str]) -> 
     return min(range(len(pts)), key=lambda i: distance(pts[i]))
 
 
+def hypervolume(values: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]) -> float:
+    """Hypervolume of a point set: the measure of the objective space that the points dominate and
+    that dominates ``reference``: the "size of the space covered" of Zitzler and Thiele (IEEE TEC
+    3(4), 1999, doi:10.1109/4235.797969).
+
+    Args:
+        values: one row of objective values per point, in the objectives' own directions.
+        directions: ``"maximize"`` or ``"minimize"`` per objective.
+        reference: the reference point, in the same directions; a point not strictly better than
+            it in every objective adds nothing.
+
+    Computed by ``moocore`` (exact, any number of objectives). An empty set has hypervolume 0.
+    """
+    pts, ref = _hv_inputs(values, directions, reference)
+    if not len(pts):
+        return 0.0
+    if pts.shape[1] == 1:  # one objective: the length from the reference to the best point
+        return max(0.0, float(ref[0] - pts[:, 0].min()))
+    import moocore
+
+    return float(moocore.hypervolume(pts, ref=ref))
+
+
+def hypervolume_contributions(
+    values: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]
+) -> list[float]:
+    """Each point's exclusive hypervolume contribution: ``HV(all) - HV(all without it)``
+    (arguments as :func:`hypervolume`). A dominated or duplicated point contributes 0; dominated
+    points do not reduce the others' contributions. Computed by ``moocore``."""
+    pts, ref = _hv_inputs(values, directions, reference)
+    if not len(pts):
+        return []
+    if pts.shape[1] == 1:  # one objective: only a strictly best point adds, up to the runner-up
+        col = [min(float(v), float(ref[0])) for v in pts[:, 0]]
+        order = sorted(range(len(col)), key=col.__getitem__)
+        out = [0.0] * len(col)
+        runner_up = col[order[1]] if len(col) > 1 else float(ref[0])
+        out[order[0]] = runner_up - col[order[0]]
+        return out
+    import moocore
+
+    return [float(v) for v in moocore.hv_contributions(pts, ref=ref)]
+
+
 def hypervolume_2d(values: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]) -> float:
-    """Hypervolume of a two-objective point set w.r.t. ``reference`` (in the objectives' own
-    directions; points not strictly better than the reference in both objectives add nothing)."""
+    """:func:`hypervolume` of exactly two objectives (kept for callers that check the count)."""
     if len(directions) != 2:
         raise ValueError("hypervolume_2d needs exactly two objectives")
-    pts = _as_minimised(values, directions)
-    ref = _as_minimised([reference], directions)[0]
-    pts = sorted(p for p in pts if p[0] < ref[0] and p[1] < ref[1])
-    volume, best_y = 0.0, ref[1]
-    for x, y in pts:
-        if y < best_y:
-            volume += (ref[0] - x) * (best_y - y)
-            best_y = y
-    return volume
+    return hypervolume(values, directions, reference)
+
+
+def _hv_inputs(values: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]) -> tuple:
+    """Points and reference as minimised float arrays, every length and value checked."""
+    import numpy as np
+
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in _checked(directions)])
+    ref = np.asarray(reference, dtype=float)
+    if ref.shape != signs.shape:
+        raise ValueError(
+            f"reference has {ref.size} values for {len(directions)} objectives: expected one per objective"
+        )
+    if any(len(row) != len(signs) for row in values):
+        raise ValueError(f"a point has a number of values other than the {len(directions)} objectives")
+    pts = np.asarray(values, dtype=float).reshape(len(values), len(signs))
+    if not (np.isfinite(ref).all() and np.isfinite(pts).all()):
+        raise ValueError("hypervolume needs finite values, found NaN or infinity")
+    return pts * signs, ref * signs
+
+
+def _checked(directions: Sequence[str]) -> Sequence[str]:
+    for d in directions:
+        if d not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be `maximize` or `minimize`, found `{d}`")
+    return directions
 
 
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (standard tables); beyond 30 the

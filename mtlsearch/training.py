@@ -22,14 +22,23 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoints import CheckpointStore
 from .errors import ConfigError, NonFiniteLossError
 from .tasks import TaskSpec
-from .weighting import Aggregator, StepContext, Weighting
+from .weighting import Aggregator, StepContext, TrainingStrategy, Weighting
 
 EVAL_BATCH = 1024
+# Input entries per evaluation batch at most: 1024 MultiDigits images, but 170 scenes of 3x64x64,
+# whose per-pixel activations and outputs are much larger per sample.
+EVAL_ENTRIES = 2**21
 # Forward MACs per training batch below which one torch thread per process trains fastest. On 2
 # cores, whole searches of the built-in spaces (4e6-2.5e7 MACs per batch) ran 1.2-4x longer with 2
 # threads than with 1; single steps gained 1.5-1.7x from a second core only from ~1.4e8 on a quiet
 # machine, and lost under load (BENCHMARKS.md section 6, benchmarks/bench_threads.py).
 SMALL_MACS = 100_000_000
+# How an aggregated step gets the per-task gradients: `loop` (one autograd.grad per task over its
+# own parameters) or `batched` (one autograd.grad over every task, is_grads_batched). On CPU the
+# loop ties on hard sharing and wins on trees (BENCHMARKS.md section 2, Jacobian strategies); on a
+# GPU one batched call replaces T kernel-launch-bound backward passes (section 2, the step at T =
+# 3, 8, 16). `auto` picks by the model's device.
+JACOBIAN_MODES = ("auto", "loop", "batched")
 
 
 def auto_threads(macs_per_batch: int, workers: int = 1, cores: int | None = None) -> int:
@@ -90,7 +99,9 @@ def evaluate(
     was_training = model.training
     model.eval()
     meters = {t.name: t.new_metrics() for t in tasks}
-    for x, y in batches(dataset, EVAL_BATCH, device, shuffle=False):
+    inputs = getattr(dataset, "inputs", None)
+    per_sample = inputs[0].numel() if inputs is not None and len(inputs) else 1
+    for x, y in batches(dataset, max(1, min(EVAL_BATCH, EVAL_ENTRIES // per_sample)), device, shuffle=False):
         out = model(x)
         for t in tasks:
             for m in meters[t.name]:
@@ -125,19 +136,49 @@ def parameter_groups(per_task: dict[str, list[nn.Parameter]]) -> list[tuple[tupl
     return list(groups.items())
 
 
+def setup_strategy(model: nn.Module, strategy: TrainingStrategy) -> None:
+    """Give ``strategy`` the per-sample shape of the model's shared feature (one forward pass of a
+    zero batch in eval mode, so no running statistic moves; ``None`` when there is none)."""
+    shape = getattr(model, "input_shape", None)
+    feature = None
+    if shape is not None:
+        param = next(model.parameters(), None)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(2, *shape, device=param.device if param is not None else None))
+        model.train(was_training)
+        feature = getattr(model, "shared_feature", None)
+    device = next(model.parameters()).device
+    strategy.setup(tuple(feature.shape[1:]) if feature is not None else None, device)
+
+
 def make_step(
-    model: nn.Module, tasks: Sequence[TaskSpec], method: Weighting | Aggregator, optimizer: torch.optim.Optimizer
+    model: nn.Module,
+    tasks: Sequence[TaskSpec],
+    method: Weighting | Aggregator,
+    optimizer: torch.optim.Optimizer,
+    strategy: TrainingStrategy | None = None,
+    jacobian: str = "auto",
 ) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
     """One optimisation step on a batch: ``step(x, y)`` returns the detached per-task losses.
 
     A :class:`Weighting` gives ``total = sum_t w_t * L_t (+ regularizer())`` and one backward pass.
     An :class:`Aggregator` gets, per group of parameters shared by two or more tasks, the matrix of
     those tasks' gradients (one ``autograd.grad`` per task, over that task's parameters only) and
-    returns the group's update; parameters of one task keep that task's gradient.
+    returns the group's update; parameters of one task keep that task's gradient. A
+    ``strategy`` (:class:`TrainingStrategy`) adds its term to the weighted total, or has it
+    back-propagated onto the aggregated gradients, and updates its own modules after the backward.
+    ``jacobian`` (:data:`JACOBIAN_MODES`) says how the per-task gradients are computed; both give
+    the same matrix.
     """
     names = [t.name for t in tasks]
     kinds = [t.kind for t in tasks]
     per_task = task_parameters(model, names)
+    if strategy is not None and not strategy.acts:
+        strategy = None
+    if strategy is not None:
+        setup_strategy(model, strategy)
 
     def losses_of(x, y):
         out = model(x)
@@ -147,14 +188,46 @@ def make_step(
         groups = parameter_groups(per_task)
         aggregators = {users: copy.deepcopy(method) for users, _ in groups if len(users) > 1}
         sizes = {users: sum(p.numel() for p in params) for users, params in groups}
+        if jacobian not in JACOBIAN_MODES:
+            raise ValueError(f"jacobian: expected one of {', '.join(JACOBIAN_MODES)}, found {jacobian!r}")
+        device = next(model.parameters()).device
+        batched = [jacobian == "batched" or (jacobian == "auto" and device.type == "cuda")]
+        everything = list({id(p): p for t in names for p in per_task[t]}.values())
+        eye = torch.eye(len(names), device=device)
+
+        def per_task_gradients(losses: torch.Tensor, keep: bool) -> dict[str, dict[int, torch.Tensor]]:
+            """``{task: {id(parameter): gradient}}`` over each task's own parameters."""
+            if batched[0]:
+                try:
+                    found = torch.autograd.grad(
+                        losses,
+                        everything,
+                        grad_outputs=eye.to(losses.dtype),
+                        retain_graph=keep,
+                        is_grads_batched=True,
+                        allow_unused=True,
+                    )
+                except RuntimeError:  # an operation vmap cannot batch: the loop, from now on
+                    batched[0] = False
+                else:
+                    rows = {id(p): g for p, g in zip(everything, found)}
+                    return {
+                        t: {id(p): torch.zeros_like(p) if rows[id(p)] is None else rows[id(p)][i] for p in per_task[t]}
+                        for i, t in enumerate(names)
+                    }
+            grads: dict[str, dict[int, torch.Tensor]] = {}
+            for i, t in enumerate(names):
+                found = torch.autograd.grad(
+                    losses[i], per_task[t], retain_graph=keep or i < len(names) - 1, allow_unused=True
+                )
+                grads[t] = {id(p): torch.zeros_like(p) if g is None else g for p, g in zip(per_task[t], found)}
+            return grads
 
         def aggregated_step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
             losses = losses_of(x, y)
-            grads: dict[str, dict[int, torch.Tensor]] = {}
-            for i, t in enumerate(names):
-                found = torch.autograd.grad(losses[i], per_task[t], retain_graph=i < len(names) - 1, allow_unused=True)
-                grads[t] = {id(p): torch.zeros_like(p) if g is None else g for p, g in zip(per_task[t], found)}
+            extra = strategy.loss(losses, getattr(model, "shared_feature", None)) if strategy is not None else 0.0
+            grads = per_task_gradients(losses, isinstance(extra, torch.Tensor))
             for users, params in groups:
                 if len(users) == 1:
                     for p in params:
@@ -167,6 +240,10 @@ def make_step(
                 update = aggregators[users](matrix)
                 for p, piece in zip(params, update.split([p.numel() for p in params])):
                     p.grad = piece.view_as(p)
+            if isinstance(extra, torch.Tensor):
+                extra.backward()  # adds the strategy's gradient to the aggregated ones
+            if strategy is not None:
+                strategy.after_backward()
             optimizer.step()
             return losses.detach()
 
@@ -186,7 +263,13 @@ def make_step(
         regularizer = method.regularizer()
         if isinstance(regularizer, torch.Tensor):  # a plain 0.0 adds nothing to the graph
             total = total + regularizer
+        if strategy is not None:
+            extra = strategy.loss(losses, context.shared_feature)
+            if isinstance(extra, torch.Tensor):
+                total = total + extra
         total.backward()
+        if strategy is not None:
+            strategy.after_backward()
         optimizer.step()
         return losses.detach()
 
@@ -221,6 +304,7 @@ def training_state(
     step: Callable,
     generator: torch.Generator,
     history: list[EpochEnd],
+    strategy: TrainingStrategy | None = None,
 ) -> dict[str, Any]:
     """Everything needed to continue training after ``epoch`` exactly as if never stopped."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
@@ -231,6 +315,7 @@ def training_state(
         "model": model.state_dict(),
         "weighting": weighting.state_dict(),
         "aggregators": {k: a.state_dict() for k, a in getattr(step, "aggregators", {}).items()},
+        "strategy": strategy.checkpoint_state() if strategy is not None else {},
         "optimizer": optimizer.state_dict(),
         "rng": rng,
         "history": [vars(e) for e in history],
@@ -244,6 +329,7 @@ def restore_training_state(
     optimizer: torch.optim.Optimizer,
     step: Callable,
     generator: torch.Generator,
+    strategy: TrainingStrategy | None = None,
 ) -> str | None:
     """Load a :func:`training_state`; returns why it does not fit this run (nothing loaded), or ``None``."""
     own = model.state_dict()
@@ -253,10 +339,15 @@ def restore_training_state(
     aggregators = getattr(step, "aggregators", {})
     if set(state.get("aggregators", {})) != set(aggregators):
         return "its gradient groups do not match this candidate's"
+    own_strategy = strategy.checkpoint_state() if strategy is not None else {}
+    if set(state.get("strategy", {})) != set(own_strategy):
+        return "its training strategy does not match this candidate's"
     model.load_state_dict(saved)
     weighting.load_state_dict(state["weighting"])
     for key, agg in aggregators.items():
         agg.load_state_dict(state["aggregators"][key])
+    if strategy is not None:
+        strategy.load_checkpoint_state(state.get("strategy", {}))
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
     generator.set_state(state["rng"]["shuffle"])
@@ -275,6 +366,7 @@ def train(
     seed: int,
     on_epoch: Callable[[EpochEnd], None] | None = None,
     checkpoints: CheckpointStore | None = None,
+    strategy: TrainingStrategy | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``training["epochs"]`` epochs; raise :class:`NonFiniteLossError` on NaN/inf.
 
@@ -294,13 +386,15 @@ def train(
     names = [t.name for t in tasks]
     params = list(model.parameters()) + (list(weighting.parameters()) if isinstance(weighting, nn.Module) else [])
     optimizer = make_optimizer(training["optimizer"], params, training["lr"], training["weight_decay"])
-    step = make_step(model, tasks, weighting, optimizer)
+    with torch.random.fork_rng(devices=[]):  # a strategy's modules are initialised from the seed
+        torch.manual_seed(seed)
+        step = make_step(model, tasks, weighting, optimizer, strategy)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout and random weightings/aggregators draw from torch's global RNG
     result = TrainResult(epochs=training["epochs"], train_loss=math.nan)
     state = checkpoints.load() if checkpoints is not None else None
     if checkpoints is not None and state is not None:
-        unfit = restore_training_state(state, model, weighting, optimizer, step, generator)
+        unfit = restore_training_state(state, model, weighting, optimizer, step, generator, strategy)
         if unfit is None:
             result.history = [EpochEnd(**h) for h in state["history"]]
             result.train_loss = result.history[-1].train_loss if result.history else math.nan
@@ -332,7 +426,9 @@ def train(
         result.history.append(end)
         result.train_loss = end.train_loss
         if checkpoints is not None:
-            checkpoints.save(training_state(epoch, model, weighting, optimizer, step, generator, result.history))
+            checkpoints.save(
+                training_state(epoch, model, weighting, optimizer, step, generator, result.history, strategy)
+            )
         if on_epoch is not None:
             on_epoch(end)
     return result

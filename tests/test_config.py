@@ -43,8 +43,9 @@ BASE = {
 DELETE = object()
 GIVEN_BASELINES = {"left": {"accuracy": 0.9}, "right": {"accuracy": 0.9}, "sum": {"mae": 1.0}}
 SECTION_RULE = (
-    "unknown key; a section must name a family listed in search_space.families or a weighting "
-    "listed in search_space.weightings; allowed keys are: families, weightings, training, "
+    "unknown key; a section must name a family listed in search_space.families, a weighting listed "
+    "in search_space.weightings or a strategy listed in search_space.strategies; allowed keys are: "
+    "families, weightings, strategies, training, "
 )
 STORAGE_CHOICES = "choose one of: sqlite://..., postgresql://..., mysql://..., journal://... (e.g. sqlite:///mtlsearch.db)"
 OBJECTIVE_CHOICES = "choose from: delta_mtl, params, macs, latency_ms, or TASK.METRIC (e.g. left.accuracy)"
@@ -130,13 +131,13 @@ CASES = [
      "search_space.families[2]: unknown family `tre`; choose one of: adapters, adashare, adashare_learned, cross_stitch, hard_sharing, mmoe, mtan, ple, routing, single_task, tree "
      "(did you mean `tree`?)"),
     ("unknown-weighting", [("search_space.weightings", ["equal", "statc"])],
-     "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, config, db_mtl, dualproj, dwa, equal, excess_mtl, fairgrad, famo, gls, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, moco, nash_mtl, pcgrad, rlw, sdmgrad, static, stch, uncertainty, upgrad (did you mean `static`?)"),
+     "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, config, cr_mogm, db_mtl, dualproj, dwa, equal, excess_mtl, fairgrad, famo, gls, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, moco, modo, nash_mtl, pcd, pcgrad, rlw, sdmgrad, static, stch, uncertainty, upgrad (did you mean `static`?)"),
     ("misspelt-family-section", [("search_space.tree", DELETE), ("search_space.tre", {"max_groups": 2})],
      "search_space.tre: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static (did you mean `tree`?)"),
     ("section-of-unlisted-family", [("search_space.families", ["single_task", "hard_sharing"])],
      "search_space.tree: " + SECTION_RULE + "single_task, hard_sharing, equal, static"),
     ("section-of-unlisted-weighting", [("search_space.weightings", ["equal"])],
-     "search_space.static: " + SECTION_RULE + "single_task, hard_sharing, tree, equal"),
+     "search_space.static: " + SECTION_RULE + "single_task, hard_sharing, tree, equal (did you mean `strategies`?)"),
     ("misspelt-training", [("search_space.trainig", {"epochs": 1})],
      "search_space.trainig: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static (did you mean `training`?)"),
     ("max-groups-zero", [("search_space.tree.max_groups", 0)],
@@ -206,7 +207,8 @@ CASES = [
      "search_space.training.momentum: unknown key; allowed keys are: epochs, batch_size, optimizer, lr, weight_decay"),
     # -- backbone
     ("unknown-backbone", [("backbone.name", "resnet")],
-     "backbone.name: unknown backbone `resnet`; choose one of: cnn, mlp"),
+     "backbone.name: unknown backbone `resnet`; choose one of: cnn, efficientnet_b0, mlp, mobilenet_v3_large, "
+     "mobilenet_v3_small, resnet18, resnet34, resnet50 (did you mean `resnet50`?)"),
     ("backbone-without-name", [("backbone.name", DELETE)],
      "backbone.name: required key is missing (e.g. `mlp` or `cnn`)"),
     ("unknown-backbone-parameter", [("backbone.chanels", 8)],
@@ -219,7 +221,8 @@ CASES = [
      "backbone.name: backbone `cnn` needs image inputs of shape (C, H, W), found input shape (4,); use `mlp` for vectors"),
     # -- data
     ("unknown-benchmark", [("data.benchmark", "mnist")],
-     "data.benchmark: unknown benchmark `mnist`; choose one of: mmoe_synthetic, multidigits"),
+     "data.benchmark: unknown benchmark `mnist`; choose one of: adult, celeba, cityscapes, mmoe_synthetic, multidigits, "
+     "multimnist, nyuv2, penguins, scenes, solar_flare, yeast (did you mean `multimnist`?)"),
     ("unknown-data-parameter", [("data.n_trian", 100)],
      "data.n_trian: unknown parameter of benchmark `multidigits`; allowed: seed, n_train, n_val, n_test (did you mean `n_train`?)"),
     ("bad-data-parameter", [("data.n_train", 0)],
@@ -246,7 +249,8 @@ CASES = [
      "data: factory `builtins:dict` returned dict; expected mtlsearch.data.MTLData"),
     # -- tasks
     ("unknown-task-type", [("tasks", [{"name": "mask", "type": "segmentaton"}, "left"])],
-     "tasks[0].type: unknown task type `segmentaton`; choose one of: binary, classification, regression"),
+     "tasks[0].type: unknown task type `segmentaton`; choose one of: binary, classification, count, depth, edges, "
+     "normals, regression, segmentation (did you mean `segmentation`?)"),
     ("unknown-task-of-data", [("tasks", ["left", "rigth"])],
      "tasks[1].name: unknown task `rigth` of the data; choose one of: left, right, sum (did you mean `right`?)"),
     ("duplicate-task", [("tasks", ["left", "right", "left"])],
@@ -260,15 +264,17 @@ CASES = [
     ("task-without-name", [("tasks", [{"type": "regression"}, "left"])],
      "tasks[0].name: required key is missing"),
     ("unknown-task-key", [("tasks", [{"name": "left", "metric": ["accuracy"]}, "right"])],
-     "tasks[0].metric: unknown key; allowed keys are: name, type, num_classes, output_dim, metrics (did you mean `metrics`?)"),
+     "tasks[0].metric: unknown key; allowed keys are: name, type, num_classes, output_dim, metrics, loss, pos_weight, "
+     "class_weights (did you mean `metrics`?)"),
     ("metric-not-for-task-type", [("tasks", [{"name": "sum", "metrics": ["accuracy"]}, "left"])],
      "tasks[0].metrics[0]: metric `accuracy` does not apply to a regression task; choose from: mae, mse, rmse"),
     ("metric-not-for-declared-type", [("tasks", [{"name": "y", "type": "binary", "metrics": ["mae"]}, "left"])],
-     "tasks[0].metrics[0]: metric `mae` does not apply to a binary task; choose from: accuracy, cross_entropy"),
+     "tasks[0].metrics[0]: metric `mae` does not apply to a binary task; choose from: accuracy, auroc, balanced_accuracy, "
+     "cross_entropy, f1, f1_macro"),
     ("classification-without-classes", [("tasks", [{"name": "y", "type": "classification"}, "left"])],
      "tasks[0].num_classes: expected an integer >= 2 for a classification task, found None"),
     ("classes-on-regression", [("tasks", [{"name": "y", "type": "regression", "num_classes": 3}, "left"])],
-     "tasks[0].num_classes: only classification tasks take num_classes; task `y` is regression"),
+     "tasks[0].num_classes: only classification and segmentation tasks take num_classes; task `y` is regression"),
     ("output-dim-on-classification", [("tasks", [{"name": "left", "type": "classification", "num_classes": 10, "output_dim": 7}, "right"])],
      "tasks[0].output_dim: only regression tasks take output_dim; task `left` is classification"),
     ("size-without-type", [("tasks", [{"name": "y", "num_classes": 3}, "left"])],

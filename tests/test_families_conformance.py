@@ -1,4 +1,5 @@
-"""Conformance suite: every registered family, on an MLP and a CNN backbone.
+"""Conformance suite: every registered family, on an MLP and a CNN backbone, and on a CNN over
+dense (per-pixel) tasks: tiny `scenes` with segmentation, depth, normals and edges.
 
 A family registered in :data:`mtlsearch.families.FAMILIES` is tested here the moment it exists:
 the same structure from an Optuna trial, from a fixed dict and from an exported config; a forward
@@ -9,6 +10,7 @@ sharing); gradients reaching every parameter the tasks use, and no parameter tha
 from __future__ import annotations
 
 import copy
+import os
 
 import optuna
 import pytest
@@ -25,14 +27,20 @@ FAMILY_NAMES = FAMILIES.names()
 BACKBONES = {
     "mlp": {"name": "mlp", "width": 16, "depth": 3},
     "cnn": {"name": "cnn", "channels": 6, "depth": 4},  # 8x16 input: blocks 2 and 3 keep the shape
+    # 16x16 scenes: 16 -> 8 -> 4, then blocks 2 and 3 keep 4x4 features; dense heads upsample to 16x16
+    "dense": {"name": "cnn", "channels": 4, "depth": 4, "min_size": 4},
 }
+DENSE_DATA = {"benchmark": "scenes", "seed": 0, "n_train": 24, "n_val": 4, "n_test": 4, "size": 16}
 SAMPLES_PER_FAMILY = 3
+DENSE_SAMPLES_PER_FAMILY = 1  # dense heads make every build and backward dearer; mlp and cnn cover the variety
 
 
 def space_for(backbone: str) -> dict:
     space = copy.deepcopy(TINY_SPACE)
     space["backbone"] = dict(BACKBONES[backbone])
     space["data"].update(n_train=128, n_val=32, n_test=32)
+    if backbone == "dense":
+        space["data"] = dict(DENSE_DATA)
     space["search_space"] = {
         "families": FAMILY_NAMES,
         "weightings": ["equal"],
@@ -43,9 +51,25 @@ def space_for(backbone: str) -> dict:
     return space
 
 
+@pytest.fixture(scope="module", autouse=True)
+def scenes_cache(tmp_path_factory):
+    """Scenes rendered once for the module (an export without a signature loads its data again)."""
+    before = os.environ.get("MTLSEARCH_CACHE")
+    os.environ["MTLSEARCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        del os.environ["MTLSEARCH_CACHE"]
+    else:
+        os.environ["MTLSEARCH_CACHE"] = before
+
+
 @pytest.fixture(scope="module", params=list(BACKBONES))
 def problem(request):
     return mtlsearch.load(space_for(request.param))[0]
+
+
+def samples(problem) -> int:
+    return DENSE_SAMPLES_PER_FAMILY if any(t.kind.dense for t in problem.tasks) else SAMPLES_PER_FAMILY
 
 
 def sampled(problem, family: str, index: int):
@@ -74,7 +98,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_trial_fixed_dict_and_export_build_the_same_structure(problem, family):
-    for index in range(SAMPLES_PER_FAMILY):
+    for index in range(samples(problem)):
         params, learned, candidate = sampled(problem, family, index)
         from_trial = candidate.build_model(seed=7)
         replayed = problem.replay(params, learned)
@@ -97,7 +121,8 @@ def test_forward_gives_every_task_its_shape_and_is_deterministic(problem, family
     out_a, out_b = a(x), b(x)
     assert set(out_a) == set(problem.task_names)
     for t in problem.tasks:
-        assert out_a[t.name].shape == (5, t.kind.output_dim(t))
+        spatial = tuple(problem.input_shape[1:]) if t.kind.dense else ()
+        assert out_a[t.name].shape == (5, t.kind.output_dim(t), *spatial)
         assert torch.equal(out_a[t.name], out_b[t.name])
     assert same_weights(a, b)
     assert not same_weights(a, candidate.build_model(seed=4))
@@ -125,7 +150,7 @@ def counting_calls(problem, candidate):
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_no_block_runs_twice_on_the_same_input(problem, family):
-    for index in range(SAMPLES_PER_FAMILY):
+    for index in range(samples(problem)):
         _, _, candidate = sampled(problem, family, index)
         model, calls = counting_calls(problem, candidate)
         with torch.no_grad():  # generic weights: an identity-initialised adapter would make inputs equal by accident
@@ -153,7 +178,7 @@ def test_block_calls_of_the_sharing_extremes(problem):
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_gradients_reach_every_parameter_the_tasks_use(problem, family):
-    for index in range(SAMPLES_PER_FAMILY):
+    for index in range(samples(problem)):
         _, _, candidate = sampled(problem, family, index)
         model = candidate.build_model(seed=0)
         per_task = model.task_parameters()

@@ -110,7 +110,7 @@ def test_a_storage_flag_without_a_scheme_names_the_flag_and_the_url_meant(verb, 
 
 def test_the_readme_opens_a_journal_study_with_plain_optuna(tmp_path, monkeypatch):
     text = README.read_text()
-    assert "`pip install plotly`" in text
+    assert "`optuna.visualization` draws with plotly, which mtlsearch installs" in text
     snippet = next(b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "JournalFileBackend" in b)
     monkeypatch.chdir(tmp_path)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend("study.log"))

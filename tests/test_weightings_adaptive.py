@@ -317,7 +317,7 @@ def test_repr_shows_hyperparameters():
 
 
 def test_great_is_not_registered_as_a_weighting():
-    """See mtlsearch/weighting/great.py: GREAT is an adversarial method, not a loss weighting."""
+    """GREAT trains an adversary: it is a training strategy (tests/test_great.py), not a loss weighting."""
     assert "great" not in WEIGHTINGS
 
 

@@ -110,6 +110,7 @@ def read_tensors(ds: TensorMTLDataset, split: str, label: str) -> tuple[tuple[in
                 "each task needs a tensor with one target per input",
             )
         check_target(t, task, where, label)
+        check_spatial(t, tuple(x.shape[1:]), task, where, label)
     return tuple(x.shape[1:]), dict(ds.targets)
 
 
@@ -176,6 +177,7 @@ def read_items(ds: Any, split: str, label: str) -> tuple[tuple[int, ...], dict[s
     targets = {task: torch.stack(column) for task, column in columns.items()}
     for task, t in targets.items():
         check_target(t, task, where, label)
+        check_spatial(t, shape, task, where, label)
     return shape, targets
 
 
@@ -192,6 +194,19 @@ def check_target(t: torch.Tensor, task: str, where: str, label: str) -> None:
         where,
         f"{label} returned {{value}} as the target of task `{task}` at item {{index}}; targets must be finite "
         "(a NaN or infinite target makes the loss NaN)",
+    )
+
+
+def check_spatial(t: torch.Tensor, input_shape: tuple[int, ...], task: str, where: str, label: str) -> None:
+    """A dense target (``(N, H, W)`` or ``(N, C, H, W)``) of an image input ``(C, H, W)`` has the
+    input's height and width: a dense head predicts at the input's size."""
+    if t.dim() < 3 or len(input_shape) != 3 or tuple(t.shape[-2:]) == input_shape[-2:]:
+        return
+    raise ConfigError(
+        where,
+        f"{label} returned targets of shape {tuple(t.shape)} for task `{task}`, with height and width "
+        f"{tuple(t.shape[-2:])}; the inputs are {input_shape}, and a per-pixel target needs their height and width "
+        f"{input_shape[-2:]}",
     )
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..tasks import TaskSpec
 from .backbones import Backbone
-from .heads import build_head, pool
+from .heads import apply_heads, build_head
 
 SELECT, SKIP = 0, 1  # positions in the last axis of the policy logits
 
@@ -75,7 +75,8 @@ class GatedSupernet(nn.Module):
         self.blocks = nn.ModuleDict(
             {n: nn.ModuleDict({"shared": backbone.build_block(b)}) for b, n in enumerate(self.block_names)}
         )
-        self.heads = nn.ModuleDict({t.name: build_head(backbone.output_shape, t) for t in tasks})
+        self.heads = nn.ModuleDict({t.name: build_head(backbone.output_shape, t, backbone.input_shape) for t in tasks})
+        self._dense = {t.name: t.kind.dense for t in tasks}
         self.logits = nn.Parameter(torch.zeros(len(tasks), len(gated), 2))
 
     def weight_parameters(self) -> list[nn.Parameter]:
@@ -116,8 +117,5 @@ class GatedSupernet(nn.Module):
                     y = block(f)
                     new += [(policy[t, g] * y + (1 - policy[t, g]) * f, [t]) for t in tasks]
                 groups = new
-        out = {}
-        for f, tasks in groups:
-            pooled = pool(f)
-            out.update({self.task_names[t]: self.heads[self.task_names[t]](pooled) for t in tasks})
-        return {t: out[t] for t in self.task_names}
+        final = {self.task_names[t]: f for f, tasks in groups for t in tasks}
+        return apply_heads(self.heads, self._dense, {t: final[t] for t in self.task_names})

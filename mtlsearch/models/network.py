@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..tasks import TaskSpec
 from .backbones import Backbone
-from .heads import build_head, pool
+from .heads import apply_heads, build_head
 
 Path = tuple[str | None, ...]
 
@@ -74,10 +74,11 @@ def traced_task_parameters(model: nn.Module, input_shape: Sequence[int]) -> dict
 
 
 class PathNetwork(MultiTaskNetwork):
-    """Blocks per distinct module key, one linear head per task; ``forward(x) -> {task: output}``.
+    """Blocks per distinct module key, one head per task; ``forward(x) -> {task: output}``.
 
     The last block's distinct features are pooled once each (:func:`~mtlsearch.models.heads.pool`)
-    and shared by the heads of the tasks whose paths end there.
+    and shared by the linear heads of the vector tasks whose paths end there; a dense task's head
+    reads the raw feature (:func:`~mtlsearch.models.heads.apply_heads`).
 
     Parameter names are ``blocks.<block_name>.<key>.*`` and ``heads.<task>.*``, so a rebuilt
     candidate has the same names as the one that was trained. After a forward pass,
@@ -103,7 +104,8 @@ class PathNetwork(MultiTaskNetwork):
                     f"output shape {out_shape}",
                 )
             self.blocks[block_name] = nn.ModuleDict({k: backbone.build_block(b) for k in keys})
-        self.heads = nn.ModuleDict({t.name: build_head(backbone.output_shape, t) for t in tasks})
+        self.heads = nn.ModuleDict({t.name: build_head(backbone.output_shape, t, backbone.input_shape) for t in tasks})
+        self._dense = {t.name: t.kind.dense for t in tasks}
         # The plan: per block, each distinct prefix -> (its parent prefix, module key or None).
         self._plan: list[dict[Path, tuple[Path, str | None]]] = []
         for b in range(len(names)):
@@ -124,8 +126,7 @@ class PathNetwork(MultiTaskNetwork):
             }
             if len(features) == 1:  # every task passes through this feature
                 self.shared_feature = next(iter(features.values()))
-        pooled = {prefix: pool(f) for prefix, f in features.items()}
-        return {t: self.heads[t](pooled[self.paths[t]]) for t in self.task_names}
+        return apply_heads(self.heads, self._dense, {t: features[self.paths[t]] for t in self.task_names})
 
     def task_parameters(self) -> dict[str, list[nn.Parameter]]:
         """The parameters each task's output depends on: its path's blocks and its head."""

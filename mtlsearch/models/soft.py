@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ..tasks import TaskSpec
 from .backbones import Backbone
-from .heads import build_head, pool, pooled_size
+from .heads import apply_heads, build_head, pool, pooled_size
 from .network import MultiTaskNetwork
 
 Shape = tuple[int, ...]
@@ -58,14 +58,16 @@ def mix(weights: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
 
 
 class SoftNetwork(MultiTaskNetwork):
-    """Common part: one head per task on the pooled final feature of that task."""
+    """Common part: one head per task on the final feature of that task (pooled for a vector
+    task, raw for a dense one)."""
 
     def __init__(self, backbone: Backbone, tasks: Sequence[TaskSpec]):
         super().__init__([t.name for t in tasks], backbone.input_shape)
-        self.heads = nn.ModuleDict({t.name: build_head(backbone.output_shape, t) for t in tasks})
+        self.heads = nn.ModuleDict({t.name: build_head(backbone.output_shape, t, backbone.input_shape) for t in tasks})
+        self._dense = {t.name: t.kind.dense for t in tasks}
 
     def read_out(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {t: self.heads[t](pool(features[t])) for t in self.task_names}
+        return apply_heads(self.heads, self._dense, {t: features[t] for t in self.task_names})
 
 
 # -- cross-stitch --------------------------------------------------------------------------------

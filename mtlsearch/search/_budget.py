@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..problem import method_label
 from ._progress import Progress
 from ._records import TrialRecord, trial_record
 from ._storage import RETRY_OF, retried_numbers
@@ -115,7 +116,7 @@ class TrialEnd:
             # other workers' trials too: every worker shows the study's best
             self.best = max(self.best, record.delta_mtl, best_delta(self.study))
             arch: Mapping[str, Any] = record.architecture or {}
-            method = f"{arch.get('family', '?')}/{arch.get('weighting', {}).get('name', '?')}"
+            method = f"{arch.get('family', '?')}/{method_label(arch)}"
             spread = (
                 f" ± {record.delta_mtl_std:.2f} over {len(record.seeds)} seeds"
                 if record.seeds and record.delta_mtl_std is not None

@@ -205,6 +205,13 @@ class StudyRecord(_Record):
         default=None,
         metadata=_doc("the confirmation stage: `top`, `seeds` and the first trial of each `chosen` candidate"),
     )
+    hypervolume: dict | None = field(
+        default=None,
+        metadata=_doc(
+            "the hypervolume's reference `point` and `scale` per objective, derived once from the baselines and the "
+            "single-task networks' cost (the `rule`) so that studies of one space compare"
+        ),
+    )
 
     PREFIX: ClassVar[str] = STUDY_PREFIX
     KEYS: ClassVar[tuple[str, ...]]

@@ -96,8 +96,19 @@ def write_record(
         sampler=sampler,
         artifacts=artifacts,
     )
+    set_metric_names(study, space.objectives)
     write_study(study, fingerprint=space.fingerprint())  # last: it marks the record complete (wait_for_record)
     return study
+
+
+def set_metric_names(study: optuna.Study, objectives: Sequence[str]) -> None:
+    """Name the study's values after its objectives (``study.metric_names``), so that Optuna's
+    plots and optuna-dashboard label them (experimental in Optuna 5: its warning is silenced)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
 
 
 RECORD_WAIT = 10.0  # seconds a process that found a new, empty study waits for its creator's record
@@ -167,15 +178,15 @@ def stored_problem(study: optuna.Study, progress: Progress | None = None) -> Pro
     return Problem(stored_space(study), study_record(study).signature, announce)
 
 
-def announce_factory(progress: Progress, source: str) -> Callable[[str], None]:
+def announce_factory(progress: Progress, source: str) -> Callable[..., None]:
     """A notice, as a ``user_code`` progress event, that the data factory named by ``source`` (a
     stored space, an exported config: files someone else may have written) is about to be
     imported: its code runs with the user's permissions."""
 
-    def announce(path: str) -> None:
+    def announce(path: str, what: str = "data factory") -> None:  # what: also a task's metric or loss
         progress.event(
             "user_code",
-            f"importing data factory `{path}` named by {source} (user code runs with your permissions)",
+            f"importing {what} `{path}` named by {source} (user code runs with your permissions)",
             factory=path,
         )
 
@@ -234,6 +245,8 @@ def start_run(
     write_study(study, n_trials=run.n_trials, run=settings, signature=problem.signature())
     info = problem.data.info
     extra = f", measured label correlation {info['label_correlation']}" if "label_correlation" in info else ""
+    if isinstance(info.get("positive_rate"), dict):  # the real tabular benchmarks: how rare each label is
+        extra += ", train positive rate " + ", ".join(f"{k} {v}" for k, v in info["positive_rate"].items())
     done = len(finished_trials(study))
     progress.event(
         "study",

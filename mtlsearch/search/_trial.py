@@ -197,7 +197,16 @@ def run_trial(
             callback = on_epoch if j == 0 else (lambda e, label=label: hooks.phase_epoch(e, label))
             weighting = candidate.new_weighting()
             result = train(
-                net, problem.tasks, weighting, problem.data.train, candidate.training, device, run_seed, callback, store
+                net,
+                problem.tasks,
+                weighting,
+                problem.data.train,
+                candidate.training,
+                device,
+                run_seed,
+                callback,
+                store,
+                strategy=candidate.new_strategy(),
             )
             if j == 0 and result.resumed_from >= result.epochs and not final_epoch_waits:
                 write(resumed_from_epoch=result.resumed_from)  # restored after its last epoch: report it again

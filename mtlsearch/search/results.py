@@ -23,13 +23,14 @@ from optuna.trial import TrialState
 from ..checkpoints import describe_value
 from ..config import MAX_SEED, TRAINING, SearchSpace, check_keys, check_threads, read_yaml
 from ..errors import ConfigError, MTLSearchError, cut, show
-from ..problem import Problem
-from ..scoring import count_params, delta_mtl, knee_point, mean_interval, pareto_front
+from ..problem import Problem, method_label
+from ..scoring import count_params, delta_mtl, hypervolume, knee_point, mean_interval, pareto_front
 from ..storage_url import redact
 from ..tasks import METRICS
 from ..training import evaluate, resolve_device, train
 from ..version import __version__
 from ._baselines import train_single_task
+from ._hypervolume import front_hypervolume, scaled, study_reference
 from ._progress import QUIET, Progress
 from ._records import StudyRecord, TrialRecord, study_record, typed
 from ._storage import load_study, retried_numbers
@@ -180,17 +181,19 @@ def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial, pooled: P
     }
 
 
-def report(study: optuna.Study) -> dict[str, Any]:
-    """Everything ``mtlsearch report`` shows, as plain data."""
+def report(study: optuna.Study, progress: Progress | None = None) -> dict[str, Any]:
+    """Everything ``mtlsearch report`` shows, as plain data. ``progress`` is told before code that
+    the stored space names is imported (rebuilding the space for the hypervolume's reference)."""
     counts = {s.name.lower(): 0 for s in TrialState}
     retried = retried_numbers(study)
     counts["retried"] = 0  # failed trials that a later trial retries (interrupted, or their worker stopped)
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] += 1
         counts["retried"] += t.state == TrialState.FAIL and t.number in retried
-    records = sorted(
-        (trial_record(study, p.trial, p) for p in candidates(study)), key=lambda r: -(r["delta_mtl"] or -math.inf)
-    )
+    front_ = candidates(study)
+    records = [trial_record(study, p.trial, p) for p in front_]
+    volume = front_volume(study, front_, records, progress)
+    records.sort(key=lambda r: -(r["delta_mtl"] or -math.inf))
     stored = study_record(study)
     return {
         "study": study.study_name,
@@ -200,13 +203,59 @@ def report(study: optuna.Study) -> dict[str, Any]:
         "baselines": stored.baselines,
         "data": stored.data,
         "front": records,
-        "warnings": baseline_warnings(study),
+        "hypervolume": volume if volume and "error" not in volume else None,
+        "warnings": baseline_warnings(study) + ([volume["error"]] if volume and "error" in volume else []),
         "confirm": stored.confirm,
         "confirmed": sorted(
             (trial_record(study, p.trial, p) for p in pool_of(study) if p.confirmed),
             key=lambda r: -(r["delta_mtl"] or -math.inf),
         ),
     }
+
+
+def front_volume(
+    study: optuna.Study, front_: Sequence[Pooled], records: list[dict[str, Any]], progress: Progress | None = None
+) -> dict[str, Any] | None:
+    """The front's hypervolume against the study's stored reference (derived and stored the first
+    time, :mod:`._hypervolume`), each record's exclusive contribution (``hv_contribution``, added
+    to ``records``) and the anytime curve; ``None`` while no reference can be derived."""
+    try:
+        reference = study_reference(study, progress)
+    except MTLSearchError as err:  # e.g. a stored space this version cannot rebuild: the rest of the report stands
+        return {"error": f"no hypervolume: {err}"}
+    if reference is None:
+        return None
+    directions = [d.name.lower() for d in study.directions]
+    total, shares = front_hypervolume([p.values for p in front_], directions, reference)
+    for record, share in zip(records, shares):
+        record["hv_contribution"] = share
+    return {"value": total, "reference": reference, "curve": anytime_curve(study, reference)}
+
+
+def anytime_curve(study: optuna.Study, reference: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The hypervolume after each finished trial (complete, pruned or failed), in the order they
+    finished: each entry has the trial's number, how many had finished, and the hypervolume of
+    the candidates (complete, feasible trials pooled per candidate, :func:`pool`) at that moment.
+    A new trial re-pools only its own candidate, so the curve costs one hypervolume per trial."""
+    directions = [d.name.lower() for d in study.directions]
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    finished = sorted(
+        study.get_trials(deepcopy=False, states=done),
+        key=lambda t: (t.datetime_complete is None, t.datetime_complete or datetime.datetime.min, t.number),
+    )
+    groups: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    values: dict[str, list[tuple[float, ...]]] = {}
+    curve, volume = [], 0.0
+    for i, t in enumerate(finished, 1):
+        if t.state == TrialState.COMPLETE and t.values is not None and feasible(t):
+            key = t.user_attrs.get("candidate")
+            key = key if isinstance(key, str) else f"#{t.number}"
+            groups.setdefault(key, []).append(t)
+            values[key] = [p.values for p in pool(groups[key])]
+            pts, ref = scaled([v for vs in values.values() for v in vs], reference)
+            volume = hypervolume(pts, directions, ref)
+        curve.append({"trial": t.number, "finished": i, "hypervolume": volume})
+    return curve
 
 
 def separate_networks(trial: optuna.trial.FrozenTrial) -> bool:
@@ -233,6 +282,10 @@ def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
     values, spread = record.get("values"), record.get("spread")
     if not isinstance(values, Mapping) or not isinstance(spread, Mapping):
         return []
+    try:  # only the metrics that count in Delta-MTL can flatter it
+        counted: Mapping[str, Mapping[str, str]] | None = stored_problem(study).delta_directions
+    except MTLSearchError:  # no stored space (a study of mtlsearch.Objective): every built-in metric
+        counted = None
     worst: dict[tuple[str, str], tuple[float, Pooled, float, float, float]] = {}
     count: dict[tuple[str, str], int] = {}
     for p in pool([t for t in complete_trials(study) if separate_networks(t)]):
@@ -240,9 +293,13 @@ def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
             for metric, value in metrics.items() if isinstance(metrics, Mapping) else ():
                 base: Any = (values.get(task) or {}).get(metric)
                 width: Any = (spread.get(task) or {}).get(metric)
-                if not (is_number(value) and is_number(base) and is_number(width)) or metric not in METRICS:
+                if counted is None:
+                    direction = METRICS.get(metric).direction if metric in METRICS else None
+                else:
+                    direction = (counted.get(task) or {}).get(metric)
+                if not (is_number(value) and is_number(base) and is_number(width)) or direction is None:
                     continue
-                gain = value - base if METRICS.get(metric).direction == "max" else base - value
+                gain = value - base if direction == "max" else base - value
                 if width > 0 and gain > spreads * width:
                     count[task, metric] = count.get((task, metric), 0) + 1
                     if gain > worst.get((task, metric), (-math.inf,))[0]:
@@ -260,9 +317,24 @@ def baseline_warnings(study: optuna.Study, spreads: float = 2.0) -> list[str]:
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+    """A plain-text table drawn by rich: the first column left-aligned, the others right-aligned,
+    no colour and no wrapping (a wide table stays one line per row; cells are text, not markup)."""
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for i, name in enumerate(header):
+        table.add_column(Text(str(name)), justify="right" if i else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text(str(x)) for x in row))
+    console = Console(file=io.StringIO(), width=100_000, color_system=None, force_terminal=False, highlight=False)
+    console.print(table)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
 
 
 def format_report(data: Mapping[str, Any]) -> str:
@@ -291,6 +363,7 @@ def format_report(data: Mapping[str, Any]) -> str:
         "params",
         "MACs",
         "latency ms",
+        *(["HV contrib."] if data.get("hypervolume") else []),
     ]
     confirming = bool(data.get("confirm"))
     rows = []
@@ -303,13 +376,14 @@ def format_report(data: Mapping[str, Any]) -> str:
                 + (f" +{len(r['trials']) - 1}" if len(r.get("trials", [])) > 1 else "")
                 + ("" if r.get("confirmed") or not confirming else " *"),
                 r["family"] or "?",
-                arch.get("weighting", {}).get("name", "?"),
+                method_label(arch),
                 f"{r['delta_mtl']:+.2f}"
                 + (f" ± {r['delta_mtl_std']:.2f} ({r['seeds']})" if r.get("seeds", 1) > 1 else ""),
                 *(f"{r['val_metrics'][t][m]:.4f}" for t, m in metric_cols),
                 f"{r['params']:,}",
                 f"{r['macs']:,}",
                 "?" if latency is None else f"{latency:.3f}",
+                *([f"{r.get('hv_contribution', 0.0):.4g}"] if data.get("hypervolume") else []),
             ]
         )
     baselines = data.get("baselines") or {}
@@ -324,7 +398,7 @@ def format_report(data: Mapping[str, Any]) -> str:
         f"{head}\nPareto front ({len(front_)} candidates; validation split; a candidate sampled again is "
         "pooled over its trials, shown as #first +more, Delta-MTL mean ± std (seeds); "
         f"families on it: {', '.join(families)}):\n"
-        f"{format_table(rows, header)}\n{bl}"
+        f"{format_table(rows, header)}\n{describe_hypervolume(data.get('hypervolume'))}{bl}"
         + (
             "\n* not confirmed: one trial's seed(s) only; export --pick chooses among confirmed candidates"
             if confirming and not all(r.get("confirmed") for r in front_)
@@ -332,13 +406,25 @@ def format_report(data: Mapping[str, Any]) -> str:
         )
         + "".join(
             ("\nconfirmed candidates (validation, mean ± std over seeds):" if i == 0 else "")
-            + f"\n  #{r['trial']} {r['family']}/{(r['architecture'] or {}).get('weighting', {}).get('name', '?')}: "
+            + f"\n  #{r['trial']} {r['family']}/{method_label(r['architecture'] or {})}: "
             f"Delta-MTL {r['delta_mtl']:+.2f} ± {r['delta_mtl_std']:.2f} over {r['seeds']} seeds, "
             f"{r['params']:,} params"
             for i, r in enumerate(data.get("confirmed") or [])
         )
         + "".join(f"\nwarning: {w}" for w in data.get("warnings") or [])
         + ("\narchitectures on the front:\n" + "\n".join(architectures) if architectures else "")
+    )
+
+
+def describe_hypervolume(volume: Mapping[str, Any] | None) -> str:
+    """The hypervolume line of a report (empty without a reference point), ending in a newline."""
+    if not volume:
+        return ""
+    ref = volume["reference"]
+    point = ", ".join(f"{o} {p:.4g}" for o, p in zip(ref["objectives"], ref["point"]))
+    return (
+        f"hypervolume {volume['value']:.4g} (objectives divided by their scales; reference point {point}, "
+        "stored with the study; HV contrib.: what the front loses without that candidate)\n"
     )
 
 
@@ -657,7 +743,15 @@ def retrain(
             )
 
         train(
-            model, problem.tasks, candidate.new_weighting(), problem.data.train, candidate.training, dev, seed, on_epoch
+            model,
+            problem.tasks,
+            candidate.new_weighting(),
+            problem.data.train,
+            candidate.training,
+            dev,
+            seed,
+            on_epoch,
+            strategy=candidate.new_strategy(),
         )
         run: dict[str, Any] = {"seed": seed, "test_metrics": evaluate(model, problem.tasks, problem.data.test, dev)}
         if baselines:

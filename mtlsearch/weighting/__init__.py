@@ -36,5 +36,16 @@ from . import (  # noqa: F401  (registers every method)
     upgrad,
 )
 from .base import AGGREGATORS, METHODS, WEIGHTINGS, Aggregator, StepContext, Weighting, register
+from .strategy import STRATEGIES, TrainingStrategy
 
-__all__ = ["AGGREGATORS", "METHODS", "WEIGHTINGS", "Aggregator", "StepContext", "Weighting", "register"]
+__all__ = [
+    "AGGREGATORS",
+    "METHODS",
+    "STRATEGIES",
+    "WEIGHTINGS",
+    "Aggregator",
+    "StepContext",
+    "TrainingStrategy",
+    "Weighting",
+    "register",
+]

@@ -1,0 +1,325 @@
+#!/usr/bin/env python
+"""The full training step of every Gramian-based aggregator at T = 3, 8 and 16 tasks: mtlsearch's
+trainer against torchjd 0.18's two paths (issue 15, "the step").
+
+Sides, each on an identical copy of the model, with the same batch and Adam (lr = 0, so every
+step sees the same weights and iterative solvers do the same work):
+
+* ``mtlsearch``: ``training.make_step`` (one ``autograd.grad`` per task over that task's
+  parameters, the ``(T, P)`` matrix of the shared parameters, the aggregator, one optimizer step);
+* ``autojac``: ``torchjd.autojac.mtl_backward(losses, features)`` then
+  ``jac_to_grad(shared, aggregator)`` (the Jacobian of the trunk by ``vmap`` over the stacked
+  feature gradients);
+* ``autogram``: ``Engine(trunk modules)``, ``compute_gramian(losses)``, the method's Gramian
+  ``Weighting``, then ``losses.backward(weights)`` (no ``(T, P)`` matrix; heads get the weighted
+  gradient too, as in torchjd's documented usage).
+
+Models: hard sharing with the 4 x 512 MLP (input 64, batch 256) at T = 3, 8, 16; a CNN (4 x 32
+channels, 1 x 32 x 32, batch 64) and a tree (tasks split in two groups after block 1) at T = 8.
+Method: warm-up, then ``--rounds`` rounds; in each the sides run in a fresh random order, each
+timing ``inner`` consecutive steps. Reported per cell: the median step time of each side and the
+median paired ratio mtlsearch / side with a 95 % bootstrap interval. Memory: on CUDA, the peak of
+the caching allocator over one step per side (``torch.cuda.max_memory_allocated`` minus the
+memory held before the step); on CPU, torch's allocations are outside ``tracemalloc``, so the
+peak is read from ``torch.profiler`` (``profile_memory``: the largest cumulative allocation).
+
+Run: ``.venv/bin/python benchmarks/bench_task_count.py`` (needs the peers of ``make
+bench-weighting`` in benchmarks/.peers); ``--quick``; ``--device cuda``; ``--methods upgrad,mgda``;
+``--tasks 3,8,16``; ``--json FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from optuna.trial import FixedTrial
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / ".peers"))
+
+import mtlsearch  # noqa: E402
+from mtlsearch.training import make_optimizer, make_step, resolve_device  # noqa: E402
+from mtlsearch.weighting import AGGREGATORS  # noqa: E402
+
+METHODS = ["upgrad", "mgda", "pcgrad", "imtl_g", "cagrad", "dualproj", "fairgrad", "aligned_mtl", "nash_mtl"]
+
+
+def torchjd_pair(name: str, t: int):
+    """(aggregator for autojac, Gramian weighting for autogram or None) in torchjd 0.18."""
+    import torchjd.aggregation as A
+    from torchjd._linalg._dual_cone import QuadprogProjector
+
+    exact = QuadprogProjector(norm_eps=0.0, reg_eps=0.0)
+    table: dict[str, Callable[[], tuple]] = {
+        "upgrad": lambda: (A.UPGrad(projector=exact), A.UPGradWeighting(projector=exact)),
+        "mgda": lambda: (A.MGDA(), A.MGDAWeighting()),
+        "pcgrad": lambda: (A.PCGrad(), A.PCGradWeighting()),
+        "imtl_g": lambda: (A.IMTLG(), A.IMTLGWeighting()),
+        "cagrad": lambda: (A.CAGrad(c=0.4), A.CAGradWeighting(c=0.4)),
+        "dualproj": lambda: (A.DualProj(projector=exact), A.DualProjWeighting(projector=exact)),
+        "fairgrad": lambda: (A.FairGrad(alpha=1.0), A.FairGradWeighting(alpha=1.0)),
+        "aligned_mtl": lambda: (A.AlignedMTL(), A.AlignedMTLWeighting()),
+        "nash_mtl": lambda: (A.NashMTL(n_tasks=t, optim_niter=20), None),
+    }
+    return table[name]()
+
+
+def space(t: int, backbone: dict, input_shape: tuple[int, ...]) -> dict:
+    """A mtlsearch space of T regression tasks on a factory-free tensor problem."""
+    tasks = [{"name": f"t{i}", "type": "regression"} for i in range(t)]
+    return {
+        "name": f"bench{t}",
+        "data": {"factory": "bench_task_count:make_data", "seed": 0, "t": t, "shape": list(input_shape)},
+        "backbone": backbone,
+        "tasks": tasks,
+        "search_space": {"families": ["hard_sharing", "tree"], "weightings": ["equal"],
+                         "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 1e-3}},
+        "objectives": ["delta_mtl"],
+    }
+
+
+def make_data(seed: int = 0, t: int = 3, shape=(64,)):
+    from mtlsearch.data import MTLData, TensorMTLDataset
+    from mtlsearch.tasks import TaskSpec
+
+    g = torch.Generator().manual_seed(seed)
+    split = TensorMTLDataset(torch.randn(8, *shape, generator=g), {f"t{i}": torch.randn(8, generator=g) for i in range(t)})
+    return MTLData(split, split, split, [TaskSpec(f"t{i}", "regression") for i in range(t)])
+
+
+class Side:
+    def __init__(self, label: str, step: Callable[[], None], model: nn.Module):
+        self.label, self.step, self.model = label, step, model
+        self.shared: list[int] = []  # positions in model.parameters() of the parameters every task uses
+
+
+def build_sides(problem, params, name: str, x, y, device) -> list[Side]:
+    candidate = problem.replay(params)
+    base = candidate.build_model(0).to(device)
+    tasks = problem.tasks
+    names = [t.name for t in tasks]
+    sides = []
+
+    m = copy.deepcopy(base)
+    opt = make_optimizer("adam", list(m.parameters()), 0.0, 0.0)
+    step = make_step(m, tasks, AGGREGATORS.get(name)(), opt)
+    sides.append(Side("mtlsearch", lambda: step(x, y), m))
+    if device.type == "cuda":  # the default there is the batched Jacobian: the per-task loop for comparison
+        m1 = copy.deepcopy(base)
+        opt1 = make_optimizer("adam", list(m1.parameters()), 0.0, 0.0)
+        step1 = make_step(m1, tasks, AGGREGATORS.get(name)(), opt1, jacobian="loop")
+        sides.append(Side("mtlsearch-loop", lambda: step1(x, y), m1))
+
+    agg, weighting = torchjd_pair(name, len(tasks))
+    from torchjd.autojac import jac_to_grad, mtl_backward
+
+    def losses_of(model):
+        out = model(x)
+        return [k.loss(out[n], y[n]) for k, n in zip([t.kind for t in tasks], names)]
+
+    def shared_params(model):
+        per_task = model.task_parameters()
+        ids = [{id(p) for p in per_task[n]} for n in names]
+        common = set.intersection(*ids)
+        return [p for p in model.parameters() if id(p) in common]
+
+    m2 = copy.deepcopy(base)
+    opt2 = make_optimizer("adam", list(m2.parameters()), 0.0, 0.0)
+    shared2 = shared_params(m2)
+
+    def autojac_step():
+        opt2.zero_grad(set_to_none=True)
+        losses = losses_of(m2)
+        mtl_backward(losses, features=m2.shared_feature)
+        jac_to_grad(shared2, agg)
+        opt2.step()
+
+    if m2.shared_feature is None and False:
+        pass
+    sides.append(Side("autojac", autojac_step, m2))
+
+    if weighting is not None:
+        from torchjd.autogram import Engine
+
+        m3 = copy.deepcopy(base)
+        opt3 = make_optimizer("adam", list(m3.parameters()), 0.0, 0.0)
+        shared_ids = {id(p) for p in shared_params(m3)}
+        trunk = [mod for mod in m3.modules() if list(mod.parameters(recurse=False)) and
+                 all(id(p) in shared_ids for p in mod.parameters(recurse=False))]
+        engine = Engine(*trunk, batch_dim=None)
+
+        def autogram_step():
+            opt3.zero_grad(set_to_none=True)
+            losses = torch.stack(losses_of(m3))
+            gramian = engine.compute_gramian(losses)
+            losses.backward(weighting(gramian))
+            opt3.step()
+
+        sides.append(Side("autogram", autogram_step, m3))
+    per_task = base.task_parameters()
+    common = set.intersection(*({id(p) for p in per_task[n]} for n in names))
+    shared = [i for i, p in enumerate(base.parameters()) if id(p) in common]
+    for side in sides:
+        side.shared = shared
+    return sides
+
+
+def clock(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def peak_memory(side: Side, device) -> float:
+    """MiB allocated at the peak of one step, above what was held before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        side.step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # kineto prints start/stop lines on fd 2
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            side.step()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
+    level = top = 0
+    for e in events:  # allocations (+) and frees (-) of the step, in time order
+        level += e.cpu_memory_usage
+        top = max(top, level)
+    return top / 2**20
+
+
+def measure(sides: list[Side], rounds: int, device, min_sample: float = 0.02) -> dict[str, list[float]]:
+    for s in sides:  # warm-up, and the number of steps per sample
+        for _ in range(3):
+            s.step()
+    start = clock(device)
+    sides[0].step()
+    inner = max(1, int(min_sample / max(clock(device) - start, 1e-6)))
+    times: dict[str, list[float]] = {s.label: [] for s in sides}
+    order = list(sides)
+    rng = random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for s in order:
+            t0 = clock(device)
+            for _ in range(inner):
+                s.step()
+            times[s.label].append((clock(device) - t0) / inner)
+    return times
+
+
+def cosine(a: Side, b: Side) -> float:
+    """Cosine between the two sides' last updates of the parameters every task shares: 1.000 means
+    the same direction (every side's weights stay fixed, lr = 0; torchjd's mean scale does not
+    matter)."""
+    pa, pb = list(a.model.parameters()), list(b.model.parameters())
+    va = torch.cat([pa[i].grad.flatten() for i in a.shared]).double()
+    vb = torch.cat([pb[i].grad.flatten() for i in b.shared]).double()
+    return float(va @ vb / (va.norm() * vb.norm()).clamp_min(1e-300))
+
+
+def ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    rs = [x / y for x, y in zip(a, b)]
+    rng = random.Random(1)
+    boots = sorted(statistics.median(rng.choices(rs, k=len(rs))) for _ in range(1000))
+    return statistics.median(rs), boots[25], boots[974]
+
+
+CONFIGS = {
+    "mlp": ({"name": "mlp", "width": 512, "depth": 4}, (64,), 256),
+    "cnn": ({"name": "cnn", "channels": 32, "depth": 4}, (1, 32, 32), 64),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--tasks", default="3,8,16")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", help="also write the rows as JSON to this file")
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    torch.set_num_threads(torch.get_num_threads())
+    sys.path.insert(0, str(HERE))  # the factory of the spaces above
+    methods = args.methods.split(",")
+    rounds = 3 if args.quick else args.rounds
+    cells = [("mlp", "hard_sharing", int(t)) for t in args.tasks.split(",")]
+    if not args.quick:
+        cells += [("cnn", "hard_sharing", 8), ("mlp", "tree", 8)]
+    print(f"# bench_task_count: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"device {device}, threads {torch.get_num_threads()}, rounds {rounds}")
+    rows = []
+    for backbone, family, t in cells:
+        spec, shape, batch = CONFIGS[backbone]
+        problem, _ = mtlsearch.load(space(t, spec, shape))
+        params = {"family": family, "weighting": "equal"}
+        if family == "tree":
+            blocks = len(problem.backbone.block_names)
+            params.update({f"tree.t{i}.block{b}": 0 if b < 2 or i < t // 2 else 1 for i in range(1, t) for b in range(blocks)})
+        g = torch.Generator().manual_seed(2)
+        x = torch.randn(batch, *shape, generator=g).to(device)
+        y = {f"t{i}": torch.randn(batch, generator=g).to(device) for i in range(t)}
+        for name in methods:
+            try:
+                sides = build_sides(problem, params, name, x, y, device)
+            except ImportError as err:  # a peer's optional solver is missing (e.g. cvxpy on a bare GPU machine)
+                print(f"{backbone}/{family} T={t:<2} {name:<11} skipped: {err}", flush=True)
+                continue
+            for side in list(sides[1:]):
+                try:
+                    side.step()
+                except RuntimeError as err:  # e.g. a path that cannot take this model
+                    print(f"{backbone}/{family} T={t:<2} {name:<11} {side.label} fails: {str(err)[:120]}", flush=True)
+                    sides.remove(side)
+            times = measure(sides, rounds, device)
+            mem = {s.label: peak_memory(s, device) for s in sides}
+            cos = {s.label: cosine(sides[0], s) for s in sides[1:]}
+            ours = times["mtlsearch"]
+            row = {"model": f"{backbone}/{family}", "T": t, "method": name,
+                   "median_ms": {k: 1e3 * statistics.median(v) for k, v in times.items()},
+                   "ratio": {k: ratio(ours, v) for k, v in times.items() if k != "mtlsearch"},
+                   "peak_mib": mem, "cosine": cos}
+            fastest = min(row["ratio"].values(), key=lambda r: -r[0]) if row["ratio"] else (1.0, 1.0, 1.0)
+            peers_only = [r[0] for k, r in row["ratio"].items() if not k.startswith("mtlsearch")]
+            row["vs_fastest_peer"] = max(peers_only) if peers_only else None
+            rows.append(row)
+            peers = "  ".join(f"{k} {v[0]:.2f}x [{v[1]:.2f}, {v[2]:.2f}]" for k, v in row["ratio"].items())
+            ms = " ".join(f"{k} {v:.2f}" for k, v in row["median_ms"].items())
+            mib = " ".join(f"{k} {v:.1f}" for k, v in mem.items())
+            peers += "  cos " + " ".join(f"{v:.3f}" for v in cos.values())
+            print(f"{backbone}/{family} T={t:<2} {name:<11} ms: {ms} | mtlsearch/peer: {peers} | peak MiB: {mib}",
+                  flush=True)
+            del fastest
+    worst = max((r["vs_fastest_peer"] for r in rows if r["vs_fastest_peer"] is not None), default=None)
+    print(f"# worst ratio mtlsearch / fastest peer over every cell: {worst:.2f}x (goal <= 1.0)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(device), "rounds": rounds, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
