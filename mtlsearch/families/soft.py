@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError, show
 from ..models.backbones import Backbone
-from ..models.soft import CrossStitchNetwork, MMoENetwork, MTANNetwork, PLENetwork
+from ..models.soft import CGCNetwork, CrossStitchNetwork, MMoENetwork, MTANNetwork, PLENetwork
 from .adashare import check_block_list
 from .base import FAMILIES, Architecture, Family, block_index
 
@@ -203,6 +203,59 @@ class MMoE(Experts):
         return [
             self.bottom(split, block_names),
             f"experts: {k} towers over {span(block_names, split, len(block_names) - 1)}, gated per task from {source}",
+        ]
+
+
+@FAMILIES.register("cgc")
+class CGC(Experts):
+    """CGC: a shared bottom, then shared and per-task expert towers, mixed by a gate per task.
+
+    Customized Gate Control (Tang et al., 2020, RecSys, Section 4.2), the single-level form of
+    PLE: each expert is a tower over the blocks from ``split`` on, and task t's gate mixes its own
+    experts and the shared ones. Trial parameters ``cgc.shared_experts`` and ``cgc.task_experts``
+    (counts or lists, default [1, 2]) and ``cgc.split`` (default every block); settings
+    ``{"shared_experts": S, "task_experts": E, "split": block}``. See docs/families.md#cgc.
+    """
+
+    citation = "Tang et al., RecSys 2020"
+
+    def __init__(
+        self,
+        shared_experts: int | Sequence[int] = (1, 2),
+        task_experts: int | Sequence[int] = (1, 2),
+        split: list[str] | None = None,
+    ):
+        self.shared_experts = count_choices(shared_experts, "shared_experts")
+        self.task_experts = count_choices(task_experts, "task_experts")
+        self.split = check_block_list(split, "split")
+
+    def hyperparameters(self):
+        return {"shared_experts": self.shared_experts, "task_experts": self.task_experts, "split": self.split}
+
+    def sample(self, trial, tasks, backbone):
+        return Architecture(
+            self.name,
+            settings={
+                "shared_experts": trial.suggest_categorical("cgc.shared_experts", self.shared_experts),
+                "task_experts": trial.suggest_categorical("cgc.task_experts", self.task_experts),
+                "split": trial.suggest_categorical("cgc.split", self.candidate_splits(backbone)),
+            },
+        )
+
+    def build(self, architecture, backbone, tasks):
+        s = architecture.settings
+        return CGCNetwork(
+            backbone, tasks, int(s["shared_experts"]), int(s["task_experts"]), self.split_index(architecture, backbone)
+        )
+
+    def describe(self, architecture, block_names):
+        s = architecture.settings
+        split = block_names.index(s["split"])
+        source = f"{block_names[split - 1]}'s output" if split else "the input"
+        return [
+            self.bottom(split, block_names),
+            f"experts: {s['shared_experts']} shared + {s['task_experts']} per-task towers over "
+            f"{span(block_names, split, len(block_names) - 1)}, gated per task from {source}",
         ]
 
 

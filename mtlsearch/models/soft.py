@@ -218,6 +218,40 @@ class MMoENetwork(SoftNetwork):
         return self.read_out({t: mix(self.gates[t](h), stacked) for t in self.task_names})
 
 
+class CGCNetwork(SoftNetwork):
+    """CGC, Customized Gate Control (Tang et al., RecSys 2020, Section 4.2): shared bottom
+    ``bottom.<block>``, then ``shared_experts.<k>.<block>`` and, per task,
+    ``task_experts.<task>.<k>.<block>``, towers over blocks ``split..B-1``; task t's gate
+    ``gates.<task>`` on the bottom's output mixes its own experts and the shared ones.
+
+    ``shared_feature``: the stacked shared-expert outputs (every task's gate mixes them).
+    """
+
+    def __init__(
+        self, backbone: Backbone, tasks: Sequence[TaskSpec], shared_experts: int, task_experts: int, split: int
+    ):
+        super().__init__(backbone, tasks)
+        blocks = range(split, len(backbone.block_names))
+        self.bottom = Segment(backbone, range(split))
+        self.shared_experts = nn.ModuleList(Segment(backbone, blocks) for _ in range(shared_experts))
+        self.task_experts = nn.ModuleDict(
+            {t: nn.ModuleList(Segment(backbone, blocks) for _ in range(task_experts)) for t in self.task_names}
+        )
+        self.gates = nn.ModuleDict(
+            {t: Gate(backbone.shapes[split][0], task_experts + shared_experts) for t in self.task_names}
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.bottom(x)
+        shared = torch.stack([e(h) for e in self.shared_experts], 1)
+        self.shared_feature = shared
+        features = {}
+        for t in self.task_names:
+            own = torch.stack([e(h) for e in cast(nn.ModuleList, self.task_experts[t])], 1)
+            features[t] = mix(self.gates[t](h), torch.cat([own, shared], 1))
+        return self.read_out(features)
+
+
 class ExtractionLayer(nn.Module):
     """One CGC extraction layer of PLE (Tang et al., RecSys 2020) at backbone block ``b``.
 
