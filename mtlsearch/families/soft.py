@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError, show
 from ..models.backbones import Backbone
-from ..models.soft import CGCNetwork, CrossStitchNetwork, MMoENetwork, MTANNetwork, PLENetwork
+from ..models.soft import CGCNetwork, CrossStitchNetwork, DSelectKNetwork, MMoENetwork, MTANNetwork, PLENetwork
 from .adashare import check_block_list
 from .base import FAMILIES, Architecture, Family, block_index
 
@@ -203,6 +203,70 @@ class MMoE(Experts):
         return [
             self.bottom(split, block_names),
             f"experts: {k} towers over {span(block_names, split, len(block_names) - 1)}, gated per task from {source}",
+        ]
+
+
+@FAMILIES.register("dselect_k")
+class DSelectK(Experts):
+    """DSelect-k: MMoE with a differentiable, sparse top-k gate per task.
+
+    DSelect-k (Hazimeh et al., NeurIPS 2021): each task's gate is ``k`` selectors, each choosing
+    one expert through a smoothed binary code, mixed by softmax weights (per example). Trial
+    parameters ``dselect_k.experts`` (default [4, 8]), ``dselect_k.k`` (default [1, 2]) and
+    ``dselect_k.split`` (default every block); ``gamma`` (the smooth-step's width, default 1.0) is a
+    fixed setting. Settings ``{"experts": n, "k": k, "split": block, "gamma": gamma}``. See
+    docs/families.md#dselect_k.
+    """
+
+    citation = "Hazimeh et al., NeurIPS 2021"
+
+    def __init__(
+        self,
+        experts: int | Sequence[int] = (4, 8),
+        k: int | Sequence[int] = (1, 2),
+        split: list[str] | None = None,
+        gamma: float = 1.0,
+    ):
+        self.experts = count_choices(experts, "experts")
+        self.k = count_choices(k, "k")
+        self.split = check_block_list(split, "split")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma < float("inf"):
+            raise ConfigError("gamma", f"expected a number > 0, found {show(gamma)}")
+        self.gamma = float(gamma)
+
+    def hyperparameters(self):
+        return {"experts": self.experts, "k": self.k, "split": self.split, "gamma": self.gamma}
+
+    def sample(self, trial, tasks, backbone):
+        return Architecture(
+            self.name,
+            settings={
+                "experts": trial.suggest_categorical("dselect_k.experts", self.experts),
+                "k": trial.suggest_categorical("dselect_k.k", self.k),
+                "split": trial.suggest_categorical("dselect_k.split", self.candidate_splits(backbone)),
+                "gamma": self.gamma,
+            },
+        )
+
+    def build(self, architecture, backbone, tasks):
+        s = architecture.settings
+        return DSelectKNetwork(
+            backbone,
+            tasks,
+            int(s["experts"]),
+            int(s["k"]),
+            self.split_index(architecture, backbone),
+            float(s.get("gamma", 1.0)),
+        )
+
+    def describe(self, architecture, block_names):
+        s = architecture.settings
+        split = block_names.index(s["split"])
+        source = f"{block_names[split - 1]}'s output" if split else "the input"
+        return [
+            self.bottom(split, block_names),
+            f"experts: {s['experts']} towers over {span(block_names, split, len(block_names) - 1)}, "
+            f"each task's gate selects {s['k']} of them (DSelect-k) from {source}",
         ]
 
 

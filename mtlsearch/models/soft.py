@@ -218,6 +218,68 @@ class MMoENetwork(SoftNetwork):
         return self.read_out({t: mix(self.gates[t](h), stacked) for t in self.task_names})
 
 
+def smooth_step(t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """DSelect-k's smooth-step (Hazimeh et al., NeurIPS 2021, eq. 4): 0 below ``-gamma/2``, 1 above
+    ``gamma/2``, and the cubic ``-2 t^3 / gamma^3 + 3 t / (2 gamma) + 1/2`` between (C1-continuous)."""
+    cubic = -2 * t**3 / gamma**3 + 3 * t / (2 * gamma) + 0.5
+    return torch.where(t <= -gamma / 2, torch.zeros_like(t), torch.where(t >= gamma / 2, torch.ones_like(t), cubic))
+
+
+def selector_weights(z: torch.Tensor, experts: int, gamma: float) -> torch.Tensor:
+    """The distribution over ``experts`` of each selector of DSelect-k (eq. 5): for codes ``z`` of
+    shape ``(..., m)`` with ``m = ceil(log2(experts))``, expert i gets ``prod_j S(z_j)`` over the bits
+    of i that are 1 times ``prod_j (1 - S(z_j))`` over those that are 0. When ``experts`` is not a
+    power of two, the codes past the last expert are dropped and the rest renormalised."""
+    m = z.shape[-1]
+    codes = torch.arange(2**m, device=z.device)
+    bits = ((codes[:, None] >> torch.arange(m, device=z.device)) & 1).to(z.dtype)  # (2^m, m)
+    s = smooth_step(z, gamma).unsqueeze(-2)  # (..., 1, m)
+    r = (bits * s + (1 - bits) * (1 - s)).prod(-1)[..., :experts]  # (..., experts)
+    return r / r.sum(-1, keepdim=True).clamp_min(1e-12) if experts < 2**m else r
+
+
+class DSelectGate(nn.Module):
+    """DSelect-k's gate (Hazimeh et al., NeurIPS 2021, per-example form): ``k`` selectors, each a
+    binary code ``z_i = Linear(pool(x))`` smoothed into a distribution over the experts, mixed by
+    ``softmax(Linear(pool(x)))``; rows sum to 1 and become exactly sparse once the codes saturate."""
+
+    def __init__(self, in_shape: Shape, experts: int, k: int, gamma: float = 1.0):
+        super().__init__()
+        self.experts, self.k, self.gamma = experts, k, gamma
+        self.bits = max(1, math.ceil(math.log2(experts)))
+        self.codes = nn.Linear(pooled_size(in_shape), k * self.bits)
+        self.mixture = nn.Linear(pooled_size(in_shape), k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = pool(x)
+        z = self.codes(p).view(p.shape[0], self.k, self.bits)
+        r = selector_weights(z, self.experts, self.gamma)  # (N, k, experts)
+        return (torch.softmax(self.mixture(p), dim=-1).unsqueeze(-1) * r).sum(1)
+
+
+class DSelectKNetwork(SoftNetwork):
+    """DSelect-k (Hazimeh et al., NeurIPS 2021): MMoE's structure (shared bottom, ``experts.<k>``
+    towers over blocks ``split..B-1``) with a :class:`DSelectGate` per task (``gates.<task>``).
+
+    ``shared_feature``: the stacked expert outputs.
+    """
+
+    def __init__(self, backbone: Backbone, tasks: Sequence[TaskSpec], experts: int, k: int, split: int, gamma: float):
+        super().__init__(backbone, tasks)
+        blocks = range(split, len(backbone.block_names))
+        self.bottom = Segment(backbone, range(split))
+        self.experts = nn.ModuleList(Segment(backbone, blocks) for _ in range(experts))
+        self.gates = nn.ModuleDict(
+            {t: DSelectGate(backbone.shapes[split][0], experts, k, gamma) for t in self.task_names}
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.bottom(x)
+        stacked = torch.stack([e(h) for e in self.experts], 1)
+        self.shared_feature = stacked
+        return self.read_out({t: mix(self.gates[t](h), stacked) for t in self.task_names})
+
+
 class CGCNetwork(SoftNetwork):
     """CGC, Customized Gate Control (Tang et al., RecSys 2020, Section 4.2): shared bottom
     ``bottom.<block>``, then ``shared_experts.<k>.<block>`` and, per task,
