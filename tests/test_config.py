@@ -128,7 +128,7 @@ CASES = [
      "objectives[1]: `left.accuracy` is listed twice"),
     # -- families, weightings and their sections
     ("unknown-family", [("search_space.families", ["single_task", "hard_sharing", "tre"])],
-     "search_space.families[2]: unknown family `tre`; choose one of: adapters, adashare, adashare_learned, cgc, cross_stitch, dselect_k, hard_sharing, mmoe, mtan, ple, routing, single_task, tree "
+     "search_space.families[2]: unknown family `tre`; choose one of: adapters, adashare, adashare_learned, cgc, cross_stitch, dselect_k, hard_sharing, learn_to_branch, mmoe, mtan, ple, routing, single_task, tree "
      "(did you mean `tree`?)"),
     ("unknown-weighting", [("search_space.weightings", ["equal", "statc"])],
      "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, config, cr_mogm, db_mtl, dualproj, dwa, equal, excess_mtl, fairgrad, famo, gls, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, moco, modo, nash_mtl, pcd, pcgrad, rlw, sdmgrad, static, stch, uncertainty, upgrad (did you mean `static`?)"),

@@ -48,6 +48,8 @@ def space_for(backbone: str) -> dict:
     }
     if "adashare_learned" in FAMILY_NAMES:  # the smallest learning budget: one epoch of each phase
         space["search_space"]["adashare_learned"] = {"warmup_epochs": 1, "policy_epochs": 1}
+    if "learn_to_branch" in FAMILY_NAMES:
+        space["search_space"]["learn_to_branch"] = {"width": [2], "learn_epochs": 1}
     return space
 
 
@@ -80,9 +82,7 @@ def sampled(problem, family: str, index: int):
     candidate = problem.sample(trial)
     learned = None
     if candidate.needs_learning:
-        from mtlsearch.families.adashare_learning import learn_architecture
-
-        candidate.architecture = learn_architecture(candidate, torch.device("cpu"), seed=index)
+        candidate.architecture = candidate.family.learn(candidate, torch.device("cpu"), seed=index)
         learned = dict(candidate.architecture.learned)
     return dict(trial.params), learned, candidate
 
