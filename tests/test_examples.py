@@ -14,8 +14,10 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.parametrize("space", sorted((ROOT / "search_spaces").glob("**/*.yaml")), ids=lambda p: p.name)
-def test_shipped_spaces_load(space):
+def test_shipped_spaces_load(space, tmp_path, monkeypatch):
     import yaml
+
+    monkeypatch.setenv("MTLSEARCH_CACHE", str(tmp_path))  # scenes render into a fresh cache, not ~/.cache
 
     root = str((yaml.safe_load(space.read_text()).get("data") or {}).get("root", ""))
     if root.startswith("/path/to/"):  # data the user brings: tests/test_loaders.py runs these on tiny folders

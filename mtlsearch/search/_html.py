@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 
 from ..errors import ConfigError
+from ..problem import method_label
 from ..tasks import METRICS
 from ._progress import Progress
 from ._records import StudyRecord, study_record
@@ -284,9 +285,8 @@ def metric_figures(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def method_of(arch: Any) -> str:
-    """The weighting or aggregator's name of a stored architecture (untrusted), or ``?``."""
-    weighting = arch.get("weighting") if isinstance(arch, Mapping) else None
-    return str(weighting.get("name", "?")) if isinstance(weighting, Mapping) else "?"
+    """The method of a stored architecture (untrusted): ``pcgrad``, ``pcgrad+great``, or ``?``."""
+    return method_label(arch) if isinstance(arch, Mapping) else "?"
 
 
 def metric_of(record: Mapping[str, Any], task: str, metric: str) -> Any:

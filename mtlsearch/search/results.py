@@ -395,8 +395,8 @@ def format_report(data: Mapping[str, Any]) -> str:
         if lines:
             architectures.append(f"#{r['trial']} {r['family']}:\n" + "\n".join("  " + line for line in lines))
     return (
-        f"{head}\nPareto front ({len(front_)} candidates; validation split; a candidate sampled again is "
-        "pooled over its trials, shown as #first +more, Delta-MTL mean ± std (seeds); "
+        f"{head}\nPareto front ({len(front_)} candidate{'' if len(front_) == 1 else 's'}; validation split; "
+        "a candidate sampled again is pooled over its trials, shown as #first +more, Delta-MTL mean ± std (seeds); "
         f"families on it: {', '.join(families)}):\n"
         f"{format_table(rows, header)}\n{describe_hypervolume(data.get('hypervolume'))}{bl}"
         + (
