@@ -270,18 +270,11 @@ class DSelectK(Experts):
         ]
 
 
-@FAMILIES.register("cgc")
-class CGC(Experts):
-    """CGC: a shared bottom, then shared and per-task expert towers, mixed by a gate per task.
-
-    Customized Gate Control (Tang et al., 2020, RecSys, Section 4.2), the single-level form of
-    PLE: each expert is a tower over the blocks from ``split`` on, and task t's gate mixes its own
-    experts and the shared ones. Trial parameters ``cgc.shared_experts`` and ``cgc.task_experts``
-    (counts or lists, default [1, 2]) and ``cgc.split`` (default every block); settings
-    ``{"shared_experts": S, "task_experts": E, "split": block}``. See docs/families.md#cgc.
-    """
-
-    citation = "Tang et al., RecSys 2020"
+class SharedAndTaskExperts(Experts):
+    """Expert families with ``S`` shared and ``E`` per-task experts from a ``split`` block on (CGC,
+    PLE): trial parameters ``<name>.shared_experts`` and ``<name>.task_experts`` (counts or lists,
+    default [1, 2]) and ``<name>.split``; settings ``{"shared_experts": S, "task_experts": E,
+    "split": block}``."""
 
     def __init__(
         self,
@@ -300,11 +293,25 @@ class CGC(Experts):
         return Architecture(
             self.name,
             settings={
-                "shared_experts": trial.suggest_categorical("cgc.shared_experts", self.shared_experts),
-                "task_experts": trial.suggest_categorical("cgc.task_experts", self.task_experts),
-                "split": trial.suggest_categorical("cgc.split", self.candidate_splits(backbone)),
+                "shared_experts": trial.suggest_categorical(f"{self.name}.shared_experts", self.shared_experts),
+                "task_experts": trial.suggest_categorical(f"{self.name}.task_experts", self.task_experts),
+                "split": trial.suggest_categorical(f"{self.name}.split", self.candidate_splits(backbone)),
             },
         )
+
+
+@FAMILIES.register("cgc")
+class CGC(SharedAndTaskExperts):
+    """CGC: a shared bottom, then shared and per-task expert towers, mixed by a gate per task.
+
+    Customized Gate Control (Tang et al., 2020, RecSys, Section 4.2), the single-level form of
+    PLE: each expert is a tower over the blocks from ``split`` on, and task t's gate mixes its own
+    experts and the shared ones. Trial parameters ``cgc.shared_experts`` and ``cgc.task_experts``
+    (counts or lists, default [1, 2]) and ``cgc.split`` (default every block); settings
+    ``{"shared_experts": S, "task_experts": E, "split": block}``. See docs/families.md#cgc.
+    """
+
+    citation = "Tang et al., RecSys 2020"
 
     def build(self, architecture, backbone, tasks):
         s = architecture.settings
@@ -324,7 +331,7 @@ class CGC(Experts):
 
 
 @FAMILIES.register("ple")
-class PLE(Experts):
+class PLE(SharedAndTaskExperts):
     """PLE: a shared bottom, then one extraction layer of shared and per-task experts per block.
 
     Progressive Layered Extraction (Tang et al., 2020, RecSys). Trial parameters
@@ -334,29 +341,6 @@ class PLE(Experts):
     """
 
     citation = "Tang et al., RecSys 2020"
-
-    def __init__(
-        self,
-        shared_experts: int | Sequence[int] = (1, 2),
-        task_experts: int | Sequence[int] = (1, 2),
-        split: list[str] | None = None,
-    ):
-        self.shared_experts = count_choices(shared_experts, "shared_experts")
-        self.task_experts = count_choices(task_experts, "task_experts")
-        self.split = check_block_list(split, "split")
-
-    def hyperparameters(self):
-        return {"shared_experts": self.shared_experts, "task_experts": self.task_experts, "split": self.split}
-
-    def sample(self, trial, tasks, backbone):
-        return Architecture(
-            self.name,
-            settings={
-                "shared_experts": trial.suggest_categorical("ple.shared_experts", self.shared_experts),
-                "task_experts": trial.suggest_categorical("ple.task_experts", self.task_experts),
-                "split": trial.suggest_categorical("ple.split", self.candidate_splits(backbone)),
-            },
-        )
 
     def build(self, architecture, backbone, tasks):
         s = architecture.settings
