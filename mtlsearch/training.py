@@ -276,6 +276,19 @@ def make_step(
     return weighted_step
 
 
+def check_finite(
+    names: Sequence[str], mean: Sequence[float], when: str, training: dict[str, Any], who: str = ""
+) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first task whose epoch-mean loss is NaN or inf:
+    ``[who: ]loss of task `t` became nan in <when> (lr = ..., optimizer = ...)``."""
+    bad = [(n, v) for n, v in zip(names, mean) if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteLossError(
+            f"{who + ': ' if who else ''}loss of task `{bad[0][0]}` became {bad[0][1]} in {when} "
+            f"(lr = {training['lr']:g}, optimizer = {training['optimizer']})"
+        )
+
+
 @dataclass
 class EpochEnd:
     """What the trainer reports after each epoch."""
@@ -409,12 +422,7 @@ def train(
             running += step(x, y)
             steps += 1
         mean = (running / max(steps, 1)).tolist()
-        bad = [(n, v) for n, v in zip(names, mean) if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(
-                f"loss of task `{bad[0][0]}` became {bad[0][1]} in epoch {epoch} "
-                f"(lr = {training['lr']:g}, optimizer = {training['optimizer']})"
-            )
+        check_finite(names, mean, f"epoch {epoch}", training)
         end = EpochEnd(
             epoch,
             training["epochs"],

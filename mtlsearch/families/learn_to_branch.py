@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..config import as_int, positive_float
-from ..errors import ConfigError, NonFiniteLossError, show
+from ..errors import ConfigError, show
 from .base import FAMILIES, Architecture, Family
 from .soft import count_choices
 
@@ -133,7 +132,7 @@ def learn_tree(candidate, device, seed: int, on_epoch=None) -> Architecture:
     import torch
 
     from ..models.branching import BranchingSupernet
-    from ..training import EpochEnd, batches, make_optimizer
+    from ..training import EpochEnd, batches, check_finite, make_optimizer
 
     problem, arch, training = candidate.problem, candidate.architecture, candidate.training
     s = arch.settings
@@ -158,12 +157,7 @@ def learn_tree(candidate, device, seed: int, on_epoch=None) -> Architecture:
             running += losses.detach()
             steps += 1
         mean = (running / max(steps, 1)).tolist()
-        bad = [(n, v) for n, v in zip(names, mean) if not math.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(
-                f"learn_to_branch: loss of task `{bad[0][0]}` became {bad[0][1]} in learning epoch {e + 1}/{epochs} "
-                f"(lr = {training['lr']:g}, optimizer = {training['optimizer']})"
-            )
+        check_finite(names, mean, f"learning epoch {e + 1}/{epochs}", training, who="learn_to_branch")
         if on_epoch is not None:
             on_epoch(EpochEnd(e + 1, epochs, float(sum(mean)), dict(zip(names, mean)), time.perf_counter() - start))
     parent_p, task_p = net.parent_probabilities()

@@ -7,11 +7,12 @@ docs/families.md#soft-sharing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from ..errors import ConfigError, show
 from ..models.backbones import Backbone
+from ..models.network import MultiTaskNetwork
 from ..models.soft import CGCNetwork, CrossStitchNetwork, DSelectKNetwork, MMoENetwork, MTANNetwork, PLENetwork
 from .adashare import check_block_list
 from .base import FAMILIES, Architecture, Family, block_index
@@ -161,6 +162,11 @@ class Experts(Family):
         return block_index(architecture.settings["split"], backbone, "settings.split")
 
     @staticmethod
+    def gate_source(split: int, block_names: Sequence[str]) -> str:
+        """What the gates read: the shared bottom's output, or the input when there is none."""
+        return f"{block_names[split - 1]}'s output" if split else "the input"
+
+    @staticmethod
     def bottom(split: int, block_names: Sequence[str]) -> str:
         return f"shared bottom: {span(block_names, 0, split - 1)}, run once" if split else "shared bottom: none"
 
@@ -199,7 +205,7 @@ class MMoE(Experts):
 
     def describe(self, architecture, block_names):
         split, k = block_names.index(architecture.settings["split"]), architecture.settings["experts"]
-        source = f"{block_names[split - 1]}'s output" if split else "the input"
+        source = self.gate_source(split, block_names)
         return [
             self.bottom(split, block_names),
             f"experts: {k} towers over {span(block_names, split, len(block_names) - 1)}, gated per task from {source}",
@@ -262,7 +268,7 @@ class DSelectK(Experts):
     def describe(self, architecture, block_names):
         s = architecture.settings
         split = block_names.index(s["split"])
-        source = f"{block_names[split - 1]}'s output" if split else "the input"
+        source = self.gate_source(split, block_names)
         return [
             self.bottom(split, block_names),
             f"experts: {s['experts']} towers over {span(block_names, split, len(block_names) - 1)}, "
@@ -275,6 +281,8 @@ class SharedAndTaskExperts(Experts):
     PLE): trial parameters ``<name>.shared_experts`` and ``<name>.task_experts`` (counts or lists,
     default [1, 2]) and ``<name>.split``; settings ``{"shared_experts": S, "task_experts": E,
     "split": block}``."""
+
+    network: ClassVar[Callable[..., MultiTaskNetwork]]  # (backbone, tasks, shared, per task, split index)
 
     def __init__(
         self,
@@ -299,6 +307,12 @@ class SharedAndTaskExperts(Experts):
             },
         )
 
+    def build(self, architecture, backbone, tasks):
+        s = architecture.settings
+        return self.network(
+            backbone, tasks, int(s["shared_experts"]), int(s["task_experts"]), self.split_index(architecture, backbone)
+        )
+
 
 @FAMILIES.register("cgc")
 class CGC(SharedAndTaskExperts):
@@ -312,17 +326,12 @@ class CGC(SharedAndTaskExperts):
     """
 
     citation = "Tang et al., RecSys 2020"
-
-    def build(self, architecture, backbone, tasks):
-        s = architecture.settings
-        return CGCNetwork(
-            backbone, tasks, int(s["shared_experts"]), int(s["task_experts"]), self.split_index(architecture, backbone)
-        )
+    network = CGCNetwork
 
     def describe(self, architecture, block_names):
         s = architecture.settings
         split = block_names.index(s["split"])
-        source = f"{block_names[split - 1]}'s output" if split else "the input"
+        source = self.gate_source(split, block_names)
         return [
             self.bottom(split, block_names),
             f"experts: {s['shared_experts']} shared + {s['task_experts']} per-task towers over "
@@ -341,12 +350,7 @@ class PLE(SharedAndTaskExperts):
     """
 
     citation = "Tang et al., RecSys 2020"
-
-    def build(self, architecture, backbone, tasks):
-        s = architecture.settings
-        return PLENetwork(
-            backbone, tasks, int(s["shared_experts"]), int(s["task_experts"]), self.split_index(architecture, backbone)
-        )
+    network = PLENetwork
 
     def describe(self, architecture, block_names):
         s = architecture.settings
