@@ -15,6 +15,7 @@ The Python API in a few lines::
 
     model = mtlsearch.build_model(problem, study.best_trials[0])      # a trial's model (untrained)
     model = mtlsearch.load_exported("best.yaml")                      # an exported config's model
+    affinity = mtlsearch.estimate_affinity(problem)                   # which tasks help which (`mtlsearch affinity`)
 """
 
 from pathlib import Path
@@ -63,9 +64,11 @@ def load_exported(config: "str | Path | dict", seed: "int | None" = None):
     return build_exported(config, seed)
 
 
+from .affinity import AffinityResult, estimate_affinity  # noqa: E402
 from .search import Objective, Progress, ensure_baselines, resume, retrain, run_search  # noqa: E402
 
 __all__ = [
+    "AffinityResult",
     "Candidate",
     "ConfigError",
     "MTLSearchError",
@@ -79,6 +82,7 @@ __all__ = [
     "__version__",
     "build_model",
     "ensure_baselines",
+    "estimate_affinity",
     "load",
     "load_exported",
     "resume",

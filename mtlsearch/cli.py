@@ -1,4 +1,4 @@
-"""The ``mtlsearch`` command: run, resume, worker, report, check, export and train."""
+"""The ``mtlsearch`` command: run, resume, worker, report, check, export, train and affinity."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ EPILOG = """examples:
   mtlsearch check demo --storage journal:///study.log [--repair]          # exit 1: problems left
   mtlsearch export demo --storage sqlite:///mtlsearch.db --pick delta -o best.yaml
   mtlsearch train best.yaml --seeds 3
+  mtlsearch affinity search_spaces/multidigits.yaml --storage sqlite:///mtlsearch.db   # which tasks help which
   mtlsearch run space.yaml --storage journal:///study.log --workers 2      # 2 local worker processes
   MTLSEARCH_STORAGE=postgresql://user:pw@host/db mtlsearch worker demo     # join from another machine
 
@@ -165,6 +166,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--artifacts", metavar="DIR", help="where trial weights are stored (default: beside a file storage)")
     p.add_argument("--no-save-weights", action="store_true", help="do not keep each trial's trained weights")
+    p.add_argument(
+        "--warm-start",
+        choices=["none", "affinity"],
+        help="affinity: measure task affinity (or read the study's) and enqueue the trees it proposes as the "
+        "study's first trials, once per study; needs `tree` in search_space.families (default: run.warm_start, "
+        "else none)",
+    )
     _output_flags(p)
 
     p = verbs.add_parser(
@@ -289,6 +297,29 @@ def parser() -> argparse.ArgumentParser:
         "--no-baselines", action="store_true", help="skip retraining single-task baselines (no test Delta-MTL)"
     )
     _output_flags(p)
+
+    p = verbs.add_parser(
+        "affinity",
+        help="measure which tasks help each other (task affinity) and store it in the space's study",
+        description="Train a hard-sharing network of SPACE for a few epochs and measure task affinity: the "
+        "cosine of the per-task gradients, TAG's lookahead loss change, or the CKA of the single-task "
+        "networks; print one matrix per method (row i, column j: the effect of task i on task j) and store "
+        "them in the study (study attribute mtlsearch.affinity).",
+    )
+    p.add_argument("space", metavar="SPACE", help="YAML file describing tasks, data, backbone and search space")
+    p.add_argument(
+        "--methods",
+        default="cosine,lookahead",
+        metavar="LIST",
+        help="comma-separated, of: cosine, lookahead, cka (cka needs the study's single-task baselines kept "
+        "with their weights) (default: cosine,lookahead)",
+    )
+    p.add_argument("--epochs", type=int, default=1, metavar="N", help="epochs of the affinity run (default: 1)")
+    p.add_argument("--seed", type=int, help="seed of the network and its batches (default: run.seed, else 0)")
+    p.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:N (default: the space's run.device)")
+    p.add_argument("--study", metavar="NAME", help="study name (default: run.study, else the space's name)")
+    _storage_flag(p, from_space=True)
+    _output_flags(p)
     for sub in verbs.choices.values():  # --debug also after the verb; SUPPRESS keeps a top-level one
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return top
@@ -312,7 +343,7 @@ def _check_names(args) -> None:
     characters, which could forge a progress line; a bounded length)."""
     from .config import check_name
 
-    for dest, flag in (("study", "--study" if args.verb == "run" else "STUDY"), ("family", "--family")):
+    for dest, flag in (("study", "--study" if args.verb in ("run", "affinity") else "STUDY"), ("family", "--family")):
         if getattr(args, dest, None) is not None:
             check_name(getattr(args, dest), flag)
 
@@ -343,6 +374,7 @@ def cmd_run(args) -> None:
         device=args.device,
         artifacts=args.artifacts,
         save_weights=False if args.no_save_weights else None,
+        warm_start=args.warm_start,
         **_engine_overrides(args),
     )
     if args.backend == "ray":
@@ -559,6 +591,90 @@ def cmd_train(args) -> None:
         print(format_retrain(result))
 
 
+def cmd_affinity(args) -> None:
+    import optuna
+
+    from . import load
+    from .affinity import estimate_affinity, format_affinity, rank_auxiliary, task_roles
+    from .errors import ConfigError
+    from .search import _baselines
+    from .search._records import write_study
+    from .search._storage import open_storage
+    from .search._study import open_study
+    from .search.results import check_seed
+    from .training import resolve_device
+
+    methods = _affinity_methods(args.methods)
+    _positive(args.epochs, "--epochs")
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
+    problem, run = load(args.space)
+    run = run.replace(study=args.study, storage=args.storage or os.environ.get(ENV), seed=args.seed, device=args.device)
+    name = run.study or problem.space.name
+    storage = open_storage(run.storage)
+    study, teachers = None, None
+    if "cka" in methods:  # the study's single-task networks (a study that does not exist yet is not created)
+        networks = getattr(_baselines, "single_task_networks", None)
+        if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+            study = open_study(problem.space, run, problem.directions, storage)
+            teachers = networks(study, problem, resolve_device(run.device)) if networks is not None else None
+        if teachers is None:
+            raise ConfigError(
+                "--methods",
+                f"`cka` needs the single-task baselines of study `{name}` kept with their weights (in the space: "
+                "`baselines: {keep_weights: true}`, then `mtlsearch run`); use cosine or lookahead otherwise",
+            )
+    if study is None:
+        study = open_study(problem.space, run, problem.directions, storage)
+    progress = _progress(args)
+    progress.event(
+        "affinity_start",
+        f"affinity of study `{name}` ({redact(run.storage)}): {', '.join(methods)}"
+        + (f"; {args.epochs} epoch(s) of a hard-sharing network, seed {run.seed}" if methods != ("cka",) else ""),
+        study=name,
+        methods=list(methods),
+        epochs=args.epochs,
+        seed=run.seed,
+    )
+    result = estimate_affinity(
+        problem,
+        methods=methods,
+        epochs=args.epochs,
+        seed=run.seed,
+        device=resolve_device(run.device),
+        teachers=teachers,
+        progress=progress,
+    )
+    record = result.to_record()
+    write_study(study, affinity=record)
+    primary, auxiliary = task_roles(problem.tasks)
+    ranking = {m: rank_auxiliary(result, m, primary, auxiliary) for m in result.matrices} if auxiliary else {}
+    if args.json:
+        out = {"event": "affinity", "study": name, "storage": redact(run.storage), **record}
+        if ranking:
+            out["auxiliary_ranking"] = {
+                m: {p: [list(pair) for pair in r] for p, r in rs.items()} for m, rs in ranking.items()
+            }
+        print(json.dumps(out))
+    else:
+        print(format_affinity(result, ranking))
+        print(f"stored in study `{name}` ({redact(run.storage)}) as mtlsearch.affinity")
+
+
+def _affinity_methods(value: str) -> tuple[str, ...]:
+    """``--methods``: known, distinct names separated by commas."""
+    from .affinity import METHODS
+    from .errors import ConfigError
+
+    names = [m.strip() for m in value.split(",")]
+    for m in names:
+        if m not in METHODS:
+            raise ConfigError("--methods", f"unknown method `{m}`; choose one of: {', '.join(METHODS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError("--methods", f"a method is named twice in `{value}`")
+    return tuple(names)
+
+
 COMMANDS = {
     "run": cmd_run,
     "resume": cmd_resume,
@@ -568,6 +684,7 @@ COMMANDS = {
     "check": cmd_check,
     "export": cmd_export,
     "train": cmd_train,
+    "affinity": cmd_affinity,
 }
 
 
@@ -583,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from_env = getattr(args, "storage", None) is None and bool(os.environ.get(ENV))
     source = "--storage" if getattr(args, "storage", None) else f"${ENV}" if from_env else None
-    if hasattr(args, "storage") and args.verb != "run":  # run: the space's run.storage comes before the default
+    if hasattr(args, "storage") and args.verb not in ("run", "affinity"):  # the space's run.storage comes first
         args.storage = resolve(args.storage, None, DEFAULT_STORAGE)
     if args.verb in ("run", "resume", "worker"):
         from .search._signals import terminate_as_interrupt

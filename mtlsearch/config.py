@@ -41,7 +41,7 @@ import yaml
 from .errors import ConfigError, did_you_mean, show
 from .limits import LIMITS, check_bound, how_to_raise, limit
 from .storage_url import redact
-from .tasks import TASK_TYPES, TaskSpec, is_import_path
+from .tasks import ROLES, TASK_TYPES, TaskSpec, is_import_path
 
 # ---------------------------------------------------------------------------------------------
 # Small checkers: each returns the clean value or raises ConfigError(path, ...).
@@ -395,14 +395,17 @@ class TrainingSpace:
 
 
 def _unknown_section(key: Any, path: str, families: tuple[str, ...], weightings: tuple[str, ...]) -> ConfigError:
-    allowed = ["families", "weightings", "strategies", "training", *families, *weightings]
+    allowed = ["families", "weightings", "strategies", "schedules", "training", *families, *weightings, "auxiliary"]
     return ConfigError(
         f"{path}.{key}",
         "unknown key; a section must name a family listed in "
-        f"{path}.families, a weighting listed in {path}.weightings or a strategy listed in "
-        f"{path}.strategies; allowed keys are: "
+        f"{path}.families, a weighting listed in {path}.weightings, a strategy listed in "
+        f"{path}.strategies or a schedule listed in {path}.schedules; allowed keys are: "
         f"{', '.join(allowed)}{did_you_mean(str(key), allowed)}",
     )
+
+
+AUXILIARY_MODES = ("search", "always")  # search_space.auxiliary (docs/tasks.md#auxiliary-tasks)
 
 
 @dataclass(frozen=True)
@@ -411,7 +414,8 @@ class SearchSection:
 
     ``families`` / ``weightings`` are the categorical choices; ``sections`` holds, for a family or
     weighting named there, its hyperparameters (``tree: {max_groups: 3}``), checked by
-    :mod:`mtlsearch.problem` against the registered class.
+    :mod:`mtlsearch.problem` against the registered class. ``auxiliary``: ``search`` (each
+    auxiliary task's inclusion is a trial parameter ``aux.<task>``) or ``always``.
     """
 
     families: tuple[str, ...] = ("hard_sharing",)
@@ -419,6 +423,8 @@ class SearchSection:
     sections: Mapping[str, dict] = field(default_factory=dict)
     training: TrainingSpace = field(default_factory=TrainingSpace)
     strategies: tuple[str, ...] = ("none",)
+    schedules: tuple[str, ...] = ("all",)  # task schedules (docs/tasks.md#task-scheduling)
+    auxiliary: str = "search"  # AUXILIARY_MODES: whether each auxiliary task's inclusion is searched
 
     @classmethod
     def parse(cls, raw: Any, path: str) -> SearchSection:
@@ -426,26 +432,40 @@ class SearchSection:
         families = tuple(as_name_list(raw.get("families", ["hard_sharing"]), f"{path}.families"))
         weightings = tuple(as_name_list(raw.get("weightings", ["equal"]), f"{path}.weightings"))
         strategies = tuple(as_name_list(raw.get("strategies", ["none"]), f"{path}.strategies"))
+        schedules = tuple(as_name_list(raw.get("schedules", ["all"]), f"{path}.schedules"))
         training = TrainingSpace.parse(raw.get("training"), f"{path}.training")
+        auxiliary = raw.get("auxiliary", AUXILIARY_MODES[0])
+        if auxiliary not in AUXILIARY_MODES:
+            raise ConfigError(
+                f"{path}.auxiliary",
+                f"unknown value {show(auxiliary)}; choose one of: search (each auxiliary task is included or "
+                "not, a trial parameter), always (every candidate trains every auxiliary task)",
+            )
         sections = {}
-        listed = {*families, *weightings, *strategies}
+        listed = {*families, *weightings, *strategies, *schedules}
         for key, value in raw.items():
-            if key in ("families", "weightings", "strategies", "training"):
+            if key in ("families", "weightings", "strategies", "training", "auxiliary", "schedules"):
                 continue
             # `tree:` next to `families: [tre]`: only the registries know which of the two names is
             # misspelt, so such a section is kept here; Problem checks the listed names first and
             # then calls check_sections.
-            if key not in listed and not did_you_mean(str(key), [*families, *weightings, *strategies]):
+            if key not in listed and not did_you_mean(str(key), [*families, *weightings, *strategies, *schedules]):
                 raise _unknown_section(key, path, families, weightings)
             sections[key] = as_mapping(value, f"{path}.{key}")
         return cls(
-            families=families, weightings=weightings, sections=sections, training=training, strategies=strategies
+            families=families,
+            weightings=weightings,
+            sections=sections,
+            training=training,
+            strategies=strategies,
+            schedules=schedules,
+            auxiliary=auxiliary,
         )
 
     def check_sections(self, path: str = "search_space") -> None:
         """Every section names a listed family or weighting (see :meth:`parse`)."""
         for key in self.sections:
-            if key not in (*self.families, *self.weightings, *self.strategies):
+            if key not in (*self.families, *self.weightings, *self.strategies, *self.schedules):
                 raise _unknown_section(key, path, self.families, self.weightings)
 
     def to_raw(self) -> dict:
@@ -456,7 +476,12 @@ class SearchSection:
         if self.strategies != ("none",):  # a space without strategies is stored as it always was
             raw["strategies"] = list(self.strategies)
             raw.update({k: v for k, v in self.sections.items() if k in self.strategies})
+        if self.schedules != ("all",):  # a space without schedules is stored as it always was
+            raw["schedules"] = list(self.schedules)
+            raw.update({k: v for k, v in self.sections.items() if k in self.schedules})
         raw["training"] = self.training.to_raw()
+        if self.auxiliary != AUXILIARY_MODES[0]:  # absent when default, so older spaces keep their fingerprint
+            raw["auxiliary"] = self.auxiliary
         return raw
 
 
@@ -498,14 +523,25 @@ class DataSection:
         return raw
 
 
-TASK_KEYS = ["name", "type", "num_classes", "output_dim", "metrics", "loss", "pos_weight", "class_weights"]
-TASK_OPTIONS = ("loss", "pos_weight", "class_weights")  # a data-provided task may take these too
+TASK_KEYS = ["name", "type", "num_classes", "output_dim", "metrics", "loss", "pos_weight", "class_weights", "role"]
+TASK_OPTIONS = ("loss", "pos_weight", "class_weights", "role")  # a data-provided task may take these too
 
 
 def parse_task_options(raw: Mapping, path: str) -> dict[str, Any]:
-    """The form of a task's ``loss`` (an import path), ``pos_weight`` (a number > 0) and
-    ``class_weights`` (numbers > 0); which types take them is checked by ``TaskSpec``."""
+    """The form of a task's ``loss`` (an import path), ``pos_weight`` (a number > 0),
+    ``class_weights`` (numbers > 0) and ``role``; which types take them is checked by ``TaskSpec``.
+    ``role: primary`` is the default and is left out, so that the space's canonical form (and its
+    fingerprint) is the same with it or without it."""
     out: dict[str, Any] = {}
+    if "role" in raw:
+        if raw["role"] not in ROLES:
+            raise ConfigError(
+                f"{path}.role",
+                f"unknown role {show(raw['role'])}; choose one of: {', '.join(ROLES)}"
+                f"{did_you_mean(str(raw['role']), ROLES)}",
+            )
+        if raw["role"] != ROLES[0]:
+            out["role"] = raw["role"]
     if "loss" in raw:
         loss = check_name(raw["loss"], f"{path}.loss")
         if not is_import_path(loss):
@@ -619,14 +655,17 @@ class BaselineSection:
     the spread is stored. A training section with nothing searched skips the tuning.
     ``default``: every training parameter at its default (a range's midpoint), on ``seeds``
     seeds. ``given``: ``values: {task: {metric: value}}`` (or that mapping alone).
+    ``keep_weights``: keep each task's trained network (the first seed of its chosen settings) as a
+    study artifact, for distillation (on whenever a strategy needs it, such as ``distill``).
     """
 
     kind: str = "tuned"
     tune_trials: int = 8
     seeds: int = 2
     values: Mapping[str, Mapping[str, float]] | None = None
+    keep_weights: bool = False
 
-    KEYS = ["kind", "tune_trials", "seeds", "values"]
+    KEYS = ["kind", "tune_trials", "seeds", "values", "keep_weights"]
 
     @classmethod
     def parse(cls, raw: Any, path: str) -> BaselineSection:
@@ -645,7 +684,7 @@ class BaselineSection:
             raise ConfigError(
                 path, "expected `auto`, `tuned`, `default` or a mapping {kind, tune_trials, seeds, values}, found `{}`"
             )
-        short = not set(raw) & {"kind", "tune_trials", "seeds", "values"}
+        short = not set(raw) & set(cls.KEYS)
         if short:
             raw = {"kind": "given", "values": raw}  # the short form: {task: {metric: value}}
         check_keys(raw, cls.KEYS, path)
@@ -680,7 +719,8 @@ class BaselineSection:
                 t: {m: as_float(v, f"{vpath}.{t}.{m}") for m, v in as_mapping(ms, f"{vpath}.{t}").items()}
                 for t, ms in given.items()
             }
-        return cls(kind=kind, tune_trials=tune_trials, seeds=seeds, values=values)
+        keep_weights = as_bool(raw.get("keep_weights", False), f"{path}.keep_weights")
+        return cls(kind=kind, tune_trials=tune_trials, seeds=seeds, values=values, keep_weights=keep_weights)
 
     def to_raw(self) -> Any:
         if self == BaselineSection():
@@ -690,6 +730,8 @@ class BaselineSection:
         raw: dict[str, Any] = {"kind": self.kind, "seeds": self.seeds}
         if self.kind == "tuned":
             raw["tune_trials"] = self.tune_trials
+        if self.keep_weights:  # absent when off, so older spaces keep their fingerprint
+            raw["keep_weights"] = True
         return raw
 
 
@@ -847,6 +889,7 @@ SAMPLERS = ("tpe", "nsga2", "random")
 MAX_SEEDS_PER_TRIAL = 100
 MAX_SEED = 2**32 - 1  # trial seeds are run.seed + trial number; torch and Optuna's samplers take them
 EARLY_STOPPING = ("none", "median", "asha")
+WARM_STARTS = ("none", "affinity")  # run.warm_start (docs/tasks.md#grouping-and-the-warm-start)
 
 
 def check_storage_url(url: Any, path: str) -> str:
@@ -920,7 +963,8 @@ class RunConfig:
     the budget the K best candidates of the front train S more seeds each (validation only).
     ``threads``: torch threads per process, ``auto`` (one for small models, see
     :func:`mtlsearch.training.auto_threads`) or a number; ``run_search`` sets them in the calling
-    process too.
+    process too. ``warm_start``: ``none`` or ``affinity`` (the trees that task affinity proposes
+    are the study's first trials; :mod:`mtlsearch.search._warm_start`).
     """
 
     study: str | None = None
@@ -941,6 +985,7 @@ class RunConfig:
     seeds_per_trial: int = 1
     confirm: dict | None = None
     threads: int | str = "auto"
+    warm_start: str = "none"
 
     KEYS = [
         "study",
@@ -961,6 +1006,7 @@ class RunConfig:
         "seeds_per_trial",
         "confirm",
         "threads",
+        "warm_start",
     ]
 
     def __post_init__(self) -> None:
@@ -1010,6 +1056,12 @@ class RunConfig:
         if self.confirm is not None:
             self.confirm = check_confirm(self.confirm, f"{path}.confirm")
         self.threads = check_threads(self.threads, f"{path}.threads")
+        if self.warm_start not in WARM_STARTS:
+            raise ConfigError(
+                f"{path}.warm_start",
+                f"unknown warm start {show(self.warm_start)}; choose one of: none, affinity (enqueue the trees "
+                "that task affinity proposes as the study's first trials)",
+            )
 
     @classmethod
     def parse(cls, raw: Any, path: str = "run") -> RunConfig:

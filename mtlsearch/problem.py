@@ -31,8 +31,8 @@ from .data.checks import SplitTargets, check_data, raised
 from .errors import ConfigError, did_you_mean
 from .families import FAMILIES, Architecture, Family
 from .models import BACKBONES, Backbone
-from .tasks import TaskSpec
-from .weighting import METHODS, STRATEGIES, Aggregator, TrainingStrategy, Weighting
+from .tasks import PRIMARY, TaskSpec
+from .weighting import METHODS, SCHEDULES, STRATEGIES, Aggregator, TaskSchedule, TrainingStrategy, Weighting
 
 Direction = Literal["maximize", "minimize"]
 MAXIMIZE: Direction = "maximize"
@@ -45,7 +45,9 @@ class Candidate:
     """One sampled multi-task network with everything needed to train it.
 
     ``params`` are the trial parameters it was drawn from: replaying them through
-    ``optuna.trial.FixedTrial`` on the same space gives the same candidate.
+    ``optuna.trial.FixedTrial`` on the same space gives the same candidate. ``tasks``: the tasks
+    it trains, the primary ones and the auxiliary ones it includes, in the space's order (empty:
+    every task of the problem).
     """
 
     params: dict[str, Any]
@@ -55,13 +57,23 @@ class Candidate:
     training: dict[str, Any]
     problem: Problem = field(repr=False)
     strategy: TrainingStrategy | None = None  # None: the plain step (strategy `none`)
+    tasks: list[TaskSpec] = field(default_factory=list)
+    schedule: TaskSchedule | None = None  # None: every task every step (schedule `all`)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            self.tasks = list(self.problem.tasks)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
 
     def build_model(self, seed: int) -> nn.Module:
         """The network, initialised from ``seed`` (same seed, same weights); the caller's random
         state is left as it was."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.family.build(self.architecture, self.problem.backbone, self.problem.tasks)
+            return self.family.build(self.architecture, self.problem.backbone, self.tasks)
 
     def new_weighting(self) -> Weighting | Aggregator:
         """A fresh copy of the weighting (its learnable state starts anew for each training run)."""
@@ -70,6 +82,10 @@ class Candidate:
     def new_strategy(self) -> TrainingStrategy | None:
         """A fresh copy of the training strategy (``None`` for the plain step)."""
         return copy.deepcopy(self.strategy)
+
+    def new_schedule(self) -> TaskSchedule | None:
+        """A fresh copy of the task schedule (``None`` for every task every step)."""
+        return copy.deepcopy(self.schedule)
 
     @property
     def needs_learning(self) -> bool:
@@ -97,6 +113,10 @@ class Candidate:
         described: list[Any] = [structure, self.weighting.name, self.weighting.hyperparameters(), self.training]
         if self.strategy is not None:
             described.append([self.strategy.name, self.strategy.hyperparameters()])
+        if self.schedule is not None:  # absent for `all`, so older keys stay the same
+            described.append(["schedule", self.schedule.name, self.schedule.hyperparameters()])
+        if self.problem.auxiliary_names:  # only then can two candidates differ in their tasks
+            described.append(["tasks", self.task_names])
         text = json.dumps(
             described,
             sort_keys=True,
@@ -113,18 +133,29 @@ class Candidate:
         out["weighting"] = {"name": self.weighting.name, **self.weighting.hyperparameters()}
         if self.strategy is not None:
             out["strategy"] = {"name": self.strategy.name, **self.strategy.hyperparameters()}
+        if self.schedule is not None:
+            out["schedule"] = {"name": self.schedule.name, **self.schedule.hyperparameters()}
         out["training"] = dict(self.training)
         out["description"] = self.describe().splitlines()
+        if self.problem.auxiliary_names:
+            out["tasks"] = self.task_names
+            left_out = ", ".join(t for t in self.problem.auxiliary_names if t not in self.task_names)
+            out["description"].insert(
+                0, f"tasks: {', '.join(self.task_names)}" + (f" (auxiliary left out: {left_out})" if left_out else "")
+            )
         return out
 
 
 def method_label(summary: Mapping[str, Any]) -> str:
-    """The weighting of a candidate's stored summary, with its training strategy if any:
-    ``static``, ``pcgrad+great``."""
+    """The weighting of a candidate's stored summary, with its training strategy and task schedule
+    if any: ``static``, ``pcgrad+great``, ``pcgrad@round_robin``."""
     weighting, strategy = summary.get("weighting"), summary.get("strategy")
     name = str(weighting.get("name", "?")) if isinstance(weighting, Mapping) else "?"
     if isinstance(strategy, Mapping) and strategy.get("name"):  # a stored record may be hand-edited
-        return f"{name}+{strategy['name']}"
+        name = f"{name}+{strategy['name']}"
+    schedule = summary.get("schedule")
+    if isinstance(schedule, Mapping) and schedule.get("name"):
+        name = f"{name}@{schedule['name']}"
     return name
 
 
@@ -166,6 +197,17 @@ class Problem:
         prefix = "tasks" if space.tasks or signature is not None else "data.tasks"
         self.tasks = import_user_code(self.tasks, prefix, announce, self._folders)
         self.task_names = [t.name for t in self.tasks]
+        # Primary tasks are scored (Delta-MTL, objectives, baselines); auxiliary ones only trained
+        # alongside them by the candidates that include them (docs/tasks.md#auxiliary-tasks).
+        self.primary_tasks: list[TaskSpec] = [t for t in self.tasks if t.role == PRIMARY]
+        self.primary_names = [t.name for t in self.primary_tasks]
+        self.auxiliary_names = [t.name for t in self.tasks if t.role != PRIMARY]
+        if not self.primary_tasks:
+            raise ConfigError(
+                prefix,
+                f"expected at least one primary task (Delta-MTL and the front score primary tasks), found only "
+                f"auxiliary ones: {', '.join(self.task_names)}",
+            )
         self.backbone: Backbone = build_backbone(space.backbone, self.input_shape)
         sections = space.search_space.sections
         self.families: dict[str, Family] = {}
@@ -185,6 +227,12 @@ class Problem:
         for i, name in enumerate(space.search_space.strategies):
             strategy = STRATEGIES.get(name, f"search_space.strategies[{i}]")
             self.strategy_spaces[name] = strategy.space(sections.get(name, {}), f"search_space.{name}")
+        # `k` of a schedule is checked against the fewest tasks a candidate can train
+        fewest = self.task_names if space.search_space.auxiliary == "always" else self.primary_names
+        self.schedule_spaces: dict[str, dict[str, ParamSpec]] = {}
+        for i, name in enumerate(space.search_space.schedules):
+            schedule = SCHEDULES.get(name, f"search_space.schedules[{i}]")
+            self.schedule_spaces[name] = schedule.space_for(sections.get(name, {}), f"search_space.{name}", fewest)
         space.search_space.check_sections("search_space")
         self.training_space: TrainingSpace = space.search_space.training
         self.objectives: list[str] = list(space.objectives)
@@ -192,6 +240,15 @@ class Problem:
         self.delta_average: str = space.delta_mtl.average
         self.delta_directions = self._delta_directions(space.delta_mtl.metrics)
         self.given_baselines = self._check_baselines(space.baselines.values)
+        # distillation learns from the trained baselines: their weights are kept (docs/tasks.md#distillation)
+        distils = [n for n in space.search_space.strategies if STRATEGIES.get(n).needs_teachers]
+        if distils and space.baselines.kind == "given":
+            raise ConfigError(
+                "baselines",
+                f"given baselines have no single-task networks, and strategy `{distils[0]}` "
+                "(search_space.strategies) distils from them; use kind: tuned or default, or remove the strategy",
+            )
+        self.keeps_baseline_weights: bool = space.baselines.keep_weights or bool(distils)
         self.constraints: dict[str, float] = dict(space.constraints)
 
     @property
@@ -229,22 +286,46 @@ class Problem:
 
     def sample(self, trial: Any) -> Candidate:
         """Draw a candidate through an Optuna-like trial (``Trial`` or ``FixedTrial``)."""
+        tasks = self.sample_tasks(trial)
+        names = [t.name for t in tasks]
         family_name = trial.suggest_categorical("family", list(self.families))
         family = self.families[family_name]
-        arch = family.sample(trial, self.task_names, self.backbone)
+        arch = family.sample(trial, names, self.backbone)
         if family.shares:
             w_name = trial.suggest_categorical("weighting", list(self.weighting_spaces))
-            weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], self.task_names)
+            weighting = METHODS.get(w_name).sample(trial, self.weighting_spaces[w_name], names)
         else:  # no trial parameter: Optuna's samplers handle parameters that only some trials have
-            weighting = METHODS.get("equal").sample(trial, {}, self.task_names)
+            weighting = METHODS.get("equal").sample(trial, {}, names)
         strategy = None
         if family.shares and list(self.strategy_spaces) != ["none"]:
             s_name = trial.suggest_categorical("strategy", list(self.strategy_spaces))
             if STRATEGIES.get(s_name).acts:
-                strategy = STRATEGIES.get(s_name).sample(trial, self.strategy_spaces[s_name], self.task_names)
+                strategy = STRATEGIES.get(s_name).sample(trial, self.strategy_spaces[s_name], names)
+        schedule = None
+        if family.shares and list(self.schedule_spaces) != ["all"]:
+            k_name = trial.suggest_categorical("schedule", list(self.schedule_spaces))
+            if SCHEDULES.get(k_name).acts:
+                schedule = SCHEDULES.get(k_name).sample(trial, self.schedule_spaces[k_name], names)
         training = self.suggest_training(trial)
         params = dict(getattr(trial, "params", {}))
-        return Candidate(params, family, arch, weighting, training, self, strategy)
+        return Candidate(params, family, arch, weighting, training, self, strategy, tasks=tasks, schedule=schedule)
+
+    def sample_tasks(self, trial: Any) -> list[TaskSpec]:
+        """A candidate's tasks: the primary ones and the auxiliary ones it includes, in the space's
+        order. With ``search_space.auxiliary: search`` each auxiliary task's inclusion is the
+        trial parameter ``aux.<task>`` (``true`` or ``false``); with ``always`` every one is in.
+
+        A candidate trains at least two tasks (a network of one task is that task's baseline):
+        with one primary task, the last auxiliary task is included without a parameter when no
+        earlier one was, so every non-empty set of auxiliary tasks can be drawn, each one way.
+        """
+        searched = self.space.search_space.auxiliary == "search"
+        included: set[str] = set()
+        for i, name in enumerate(self.auxiliary_names):
+            forced = len(self.primary_names) == 1 and not included and i == len(self.auxiliary_names) - 1
+            if not searched or forced or trial.suggest_categorical(f"aux.{name}", [True, False]):
+                included.add(name)
+        return [t for t in self.tasks if t.role == PRIMARY or t.name in included]
 
     def candidate(self, trial_or_params: Any) -> Candidate:
         """The candidate of a ``FrozenTrial`` (with its learned record), a live ``Trial``
@@ -327,6 +408,8 @@ class Problem:
                 f"unknown task `{task}`; choose one of: {', '.join(self.task_names)}"
                 f"{did_you_mean(task, self.task_names)}",
             )
+        if task in self.auxiliary_names:
+            raise ConfigError(where, f"objectives count primary tasks only; `{task}` is auxiliary")
         directions = self.metric_directions[task]
         if metric not in directions:
             raise ConfigError(
@@ -343,6 +426,10 @@ class Problem:
                     f"unknown task; choose from: {', '.join(self.task_names)}"
                     f"{did_you_mean(str(task), self.task_names)}",
                 )
+            if task in self.auxiliary_names:
+                raise ConfigError(
+                    f"delta_mtl.metrics.{task}", f"Delta-MTL counts primary tasks only; `{task}` is auxiliary"
+                )
             recorded = self.metric_directions[task]
             for i, m in enumerate(metrics):
                 if m not in recorded:
@@ -353,16 +440,22 @@ class Problem:
                     )
         return {
             t.name: {m: self.metric_directions[t.name][m] for m in t.delta_metrics(chosen.get(t.name, ()))}
-            for t in self.tasks
+            for t in self.primary_tasks
         }
 
     def _check_baselines(self, baselines: Any) -> dict[str, dict[str, float]] | None:
+        """Given baselines, checked: one for every primary task; one given for an auxiliary task is
+        checked as well but left out (Delta-MTL does not score it)."""
         if baselines is None:
             return None
         for t in self.tasks:
             if t.name not in baselines:
+                if t.role != PRIMARY:
+                    continue
+                which = "primary task" if self.auxiliary_names else "task"
                 raise ConfigError(
-                    f"baselines.{t.name}", f"missing: given baselines need every task ({', '.join(self.task_names)})"
+                    f"baselines.{t.name}",
+                    f"missing: given baselines need every {which} ({', '.join(self.primary_names)})",
                 )
             for m in baselines[t.name]:
                 if m not in t.metrics:
@@ -371,7 +464,7 @@ class Problem:
                         f"task `{t.name}` is not scored by `{m}`; its metrics are: {', '.join(t.metrics)}"
                         f"{did_you_mean(str(m), t.metrics)}",
                     )
-            counted = self.delta_directions[t.name]
+            counted = self.delta_directions.get(t.name, {})  # none for an auxiliary task
             for m in counted:
                 if m not in baselines[t.name]:
                     raise ConfigError(
@@ -385,7 +478,7 @@ class Problem:
         for name in baselines:
             if name not in self.task_names:
                 raise ConfigError(f"baselines.{name}", f"unknown task; choose from: {', '.join(self.task_names)}")
-        return {t: dict(ms) for t, ms in baselines.items()}
+        return {t: dict(ms) for t, ms in baselines.items() if t in self.primary_names}
 
 
 # -- resolution helpers -------------------------------------------------------------------------
@@ -606,6 +699,7 @@ def read_signature(signature: Mapping[str, Any]) -> tuple[list[TaskSpec], tuple[
                 loss=t.get("loss"),
                 pos_weight=t.get("pos_weight"),
                 class_weights=None if t.get("class_weights") is None else tuple(t["class_weights"]),
+                role=t.get("role", PRIMARY),
             )
             for t in signature["tasks"]
         ]

@@ -480,6 +480,9 @@ class UserLoss:
 
 MetricClass = type[Metric]  # named here: inside TaskSpec, `type` is the task's type field
 
+PRIMARY, AUXILIARY = "primary", "auxiliary"
+ROLES = (PRIMARY, AUXILIARY)  # a task's role: scored (primary) or only trained alongside (auxiliary)
+
 
 def _positive(value: object) -> bool:
     # bool is a numbers.Real, but `pos_weight: true` is a mistake, not 1.0.
@@ -501,7 +504,9 @@ class TaskSpec:
     ``loss(output, target)`` function; both are imported by :meth:`with_user_code` (the problem
     does it, with the data factory's importer) and recorded under the class's ``name``.
     ``pos_weight`` (binary) weights the positive targets in the loss; ``class_weights``
-    (classification) weights each class's targets.
+    (classification) weights each class's targets. ``role``: ``primary`` (counted in Delta-MTL and
+    the objectives) or ``auxiliary`` (trained alongside when a candidate includes it, never
+    scored for the front; docs/tasks.md#auxiliary-tasks).
     """
 
     name: str
@@ -512,6 +517,7 @@ class TaskSpec:
     loss: str | None = None
     pos_weight: float | None = None
     class_weights: tuple[float, ...] | None = None
+    role: str = PRIMARY
     # import path -> the checked metric class or loss function (filled by with_user_code)
     user_code: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -550,6 +556,8 @@ class TaskSpec:
                 )
         object.__setattr__(self, "metrics", metrics)
         self._check_loss_options(kind)
+        if self.role not in ROLES:
+            raise ConfigError("role", f"unknown role {show(self.role)}; choose one of: {', '.join(ROLES)}")
 
     def _check_loss_options(self, kind: TaskType) -> None:
         """``loss``, ``pos_weight`` and ``class_weights``: their form, and the types that take them."""
@@ -690,6 +698,8 @@ class TaskSpec:
             d["pos_weight"] = self.pos_weight
         if self.class_weights is not None:
             d["class_weights"] = list(self.class_weights)
+        if self.role != PRIMARY:  # absent when primary, so older spaces and signatures read the same
+            d["role"] = self.role
         return d
 
 

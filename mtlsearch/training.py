@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoints import CheckpointStore
 from .errors import ConfigError, NonFiniteLossError
 from .tasks import TaskSpec
-from .weighting import Aggregator, StepContext, TrainingStrategy, Weighting
+from .weighting import Aggregator, StepContext, TaskSchedule, TrainingStrategy, Weighting
 
 EVAL_BATCH = 1024
 # Input entries per evaluation batch at most: 1024 MultiDigits images, but 170 scenes of 3x64x64,
@@ -76,6 +76,23 @@ def batches(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
     for x, y in loader:
         yield x.to(device), {k: v.to(device) for k, v in y.items()}
+
+
+def labelled_counts(dataset: Dataset, names: Sequence[str]) -> list[int]:
+    """Per task, the training samples that label it (a task schedule's dataset sizes): for an
+    in-memory dataset, the samples whose target has an entry other than the ignore index -1 (an
+    integer target) or other than NaN (a float target); for any other dataset, its length."""
+    targets = getattr(dataset, "targets", None)
+    counts = []
+    for name in names:
+        target = targets.get(name) if isinstance(targets, dict) else None
+        if not isinstance(target, torch.Tensor) or target.dim() == 0:
+            counts.append(len(dataset))  # type: ignore[arg-type]
+            continue
+        flat = target.reshape(target.shape[0], -1)
+        labelled = flat == flat if flat.is_floating_point() else flat != -1
+        counts.append(int(labelled.any(1).sum()) if flat.shape[1] else target.shape[0])
+    return counts
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {  # the names are config.OPTIMIZER_NAMES
@@ -160,6 +177,7 @@ def make_step(
     optimizer: torch.optim.Optimizer,
     strategy: TrainingStrategy | None = None,
     jacobian: str = "auto",
+    schedule: TaskSchedule | None = None,
 ) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
     """One optimisation step on a batch: ``step(x, y)`` returns the detached per-task losses.
 
@@ -171,6 +189,12 @@ def make_step(
     back-propagated onto the aggregated gradients, and updates its own modules after the backward.
     ``jacobian`` (:data:`JACOBIAN_MODES`) says how the per-task gradients are computed; both give
     the same matrix.
+
+    A ``schedule`` (:class:`TaskSchedule`) picks the tasks of each step: the weighted total sums
+    only their terms ``w_t * L_t`` (the weighting still sees every loss), and only their gradients
+    are computed and aggregated, each subset of a group by an aggregator of its own (created when
+    first needed, in ``step.aggregators`` as ``group:subset``). A parameter no selected task uses
+    gets no gradient. docs/tasks.md#task-scheduling.
     """
     names = [t.name for t in tasks]
     kinds = [t.kind for t in tasks]
@@ -179,10 +203,18 @@ def make_step(
         strategy = None
     if strategy is not None:
         setup_strategy(model, strategy)
+    if schedule is not None and not schedule.acts:
+        schedule = None
+    # each task's loss before stacking: a backward pass through one of the stacked losses would
+    # reach every head (with zeros), so a scheduled weighted step sums the selected ones from here
+    parts: list[torch.Tensor] = []
 
     def losses_of(x, y):
         out = model(x)
-        return torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
+        if strategy is not None:
+            strategy.batch(x, out)
+        parts[:] = [k.loss(out[n], y[n]) for k, n in zip(kinds, names)]
+        return torch.stack(parts)
 
     if isinstance(method, Aggregator):
         groups = parameter_groups(per_task)
@@ -195,14 +227,43 @@ def make_step(
         everything = list({id(p): p for t in names for p in per_task[t]}.values())
         eye = torch.eye(len(names), device=device)
 
-        def per_task_gradients(losses: torch.Tensor, keep: bool) -> dict[str, dict[int, torch.Tensor]]:
-            """``{task: {id(parameter): gradient}}`` over each task's own parameters."""
+        exposed: dict[str, Aggregator] = {"+".join(users): agg for users, agg in aggregators.items()}
+        wanted: dict[tuple[int, ...], list[nn.Parameter]] = {}  # the parameters of a subset of tasks
+
+        def aggregator_for(key: str, create: bool = True) -> Aggregator | None:
+            """The aggregator of ``group:subset`` (a scheduled step's tasks within a group), made
+            from a fresh copy of the method the first time; ``None`` for a key of no subset."""
+            if key in exposed:
+                return exposed[key]
+            group, _, subset = key.partition(":")
+            users = tuple(group.split("+"))
+            live = tuple(subset.split("+"))
+            ordered = tuple(t for t in users if t in live)
+            if users not in aggregators or len(live) < 2 or live == users or live != ordered:
+                return None
+            if create:
+                exposed[key] = copy.deepcopy(method)
+            return exposed.get(key, method)
+
+        def per_task_gradients(
+            losses: torch.Tensor, keep: bool, chosen: list[int] | None = None
+        ) -> dict[str, dict[int, torch.Tensor]]:
+            """``{task: {id(parameter): gradient}}`` over each task's own parameters, for the
+            tasks at ``chosen`` (all when ``None``)."""
+            picked = list(range(len(names))) if chosen is None else chosen
+            if chosen is None:
+                wrt, outputs = everything, eye
+            else:
+                wrt = wanted.setdefault(
+                    tuple(chosen), list({id(p): p for i in chosen for p in per_task[names[i]]}.values())
+                )
+                outputs = eye[chosen]
             if batched[0]:
                 try:
                     found = torch.autograd.grad(
                         losses,
-                        everything,
-                        grad_outputs=eye.to(losses.dtype),
+                        wrt,
+                        grad_outputs=outputs.to(losses.dtype),
                         retain_graph=keep,
                         is_grads_batched=True,
                         allow_unused=True,
@@ -210,34 +271,46 @@ def make_step(
                 except RuntimeError:  # an operation vmap cannot batch: the loop, from now on
                     batched[0] = False
                 else:
-                    rows = {id(p): g for p, g in zip(everything, found)}
+                    rows = {id(p): g for p, g in zip(wrt, found)}
                     return {
-                        t: {id(p): torch.zeros_like(p) if rows[id(p)] is None else rows[id(p)][i] for p in per_task[t]}
-                        for i, t in enumerate(names)
+                        names[i]: {
+                            id(p): torch.zeros_like(p) if rows[id(p)] is None else rows[id(p)][r]
+                            for p in per_task[names[i]]
+                        }
+                        for r, i in enumerate(picked)
                     }
             grads: dict[str, dict[int, torch.Tensor]] = {}
-            for i, t in enumerate(names):
+            for r, i in enumerate(picked):
+                t = names[i]
                 found = torch.autograd.grad(
-                    losses[i], per_task[t], retain_graph=keep or i < len(names) - 1, allow_unused=True
+                    losses[i], per_task[t], retain_graph=keep or r < len(picked) - 1, allow_unused=True
                 )
                 grads[t] = {id(p): torch.zeros_like(p) if g is None else g for p, g in zip(per_task[t], found)}
             return grads
 
         def aggregated_step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
+            mask = schedule.next_mask() if schedule is not None else None
             losses = losses_of(x, y)
             extra = strategy.loss(losses, getattr(model, "shared_feature", None)) if strategy is not None else 0.0
-            grads = per_task_gradients(losses, isinstance(extra, torch.Tensor))
+            chosen = None if mask is None else [i for i, m in enumerate(mask) if m]
+            grads = per_task_gradients(losses, isinstance(extra, torch.Tensor), chosen)
+            parts.clear()  # an unselected loss's graph is not kept until the next step
             for users, params in groups:
-                if len(users) == 1:
+                live = users if mask is None else tuple(t for t in users if t in grads)
+                if not live:  # no selected task uses them: no gradient (the optimizer skips them)
+                    continue
+                if len(live) == 1:
                     for p in params:
-                        p.grad = grads[users[0]][id(p)]
+                        p.grad = grads[live[0]][id(p)]
                     continue
                 # parameter_groups lists each group's tasks in task order: rows follow it
-                matrix = torch.empty(len(users), sizes[users], device=params[0].device, dtype=params[0].dtype)
-                for r, t in enumerate(users):
+                matrix = torch.empty(len(live), sizes[users], device=params[0].device, dtype=params[0].dtype)
+                for r, t in enumerate(live):
                     torch.cat([grads[t][id(p)].reshape(-1) for p in params], out=matrix[r])
-                update = aggregators[users](matrix)
+                agg = aggregators[users] if live == users else aggregator_for(f"{'+'.join(users)}:{'+'.join(live)}")
+                assert agg is not None
+                update = agg(matrix)
                 for p, piece in zip(params, update.split([p.numel() for p in params])):
                     p.grad = piece.view_as(p)
             if isinstance(extra, torch.Tensor):
@@ -245,9 +318,13 @@ def make_step(
             if strategy is not None:
                 strategy.after_backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.observe(losses.detach())
             return losses.detach()
 
-        aggregated_step.aggregators = {"+".join(users): agg for users, agg in aggregators.items()}  # type: ignore[attr-defined]
+        aggregated_step.aggregators = exposed  # type: ignore[attr-defined]
+        if schedule is not None:
+            aggregated_step.aggregator_for = aggregator_for  # type: ignore[attr-defined]
         return aggregated_step
 
     context = StepContext(
@@ -257,9 +334,15 @@ def make_step(
 
     def weighted_step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
+        mask = schedule.next_mask() if schedule is not None else None
         losses = losses_of(x, y)
         context.shared_feature = getattr(model, "shared_feature", None)
-        total = (method(losses, context) * losses).sum()
+        weights = method(losses, context)
+        if mask is None:
+            total = (weights * losses).sum()
+        else:  # only the selected terms: the other tasks' own parameters get no gradient at all
+            total = torch.stack([weights[i] * parts[i] for i, m in enumerate(mask) if m]).sum()
+        parts.clear()  # an unselected loss's graph is not kept until the next step
         regularizer = method.regularizer()
         if isinstance(regularizer, torch.Tensor):  # a plain 0.0 adds nothing to the graph
             total = total + regularizer
@@ -271,6 +354,8 @@ def make_step(
         if strategy is not None:
             strategy.after_backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.observe(losses.detach())
         return losses.detach()
 
     return weighted_step
@@ -318,6 +403,7 @@ def training_state(
     generator: torch.Generator,
     history: list[EpochEnd],
     strategy: TrainingStrategy | None = None,
+    schedule: TaskSchedule | None = None,
 ) -> dict[str, Any]:
     """Everything needed to continue training after ``epoch`` exactly as if never stopped."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
@@ -329,6 +415,7 @@ def training_state(
         "weighting": weighting.state_dict(),
         "aggregators": {k: a.state_dict() for k, a in getattr(step, "aggregators", {}).items()},
         "strategy": strategy.checkpoint_state() if strategy is not None else {},
+        "schedule": schedule.state_dict() if schedule is not None and schedule.acts else {},
         "optimizer": optimizer.state_dict(),
         "rng": rng,
         "history": [vars(e) for e in history],
@@ -343,22 +430,36 @@ def restore_training_state(
     step: Callable,
     generator: torch.Generator,
     strategy: TrainingStrategy | None = None,
+    schedule: TaskSchedule | None = None,
 ) -> str | None:
-    """Load a :func:`training_state`; returns why it does not fit this run (nothing loaded), or ``None``."""
+    """Load a :func:`training_state`; returns why it does not fit this run (nothing loaded), or ``None``.
+    A scheduled step's subset aggregators (``group:subset``) are created as the checkpoint lists
+    them; a checkpoint without ``schedule`` fits the schedule ``all``."""
     own = model.state_dict()
     saved = state.get("model", {})
     if saved.keys() != own.keys() or any(saved[k].shape != own[k].shape for k in own):
         return "its model does not match this candidate's"
     aggregators = getattr(step, "aggregators", {})
-    if set(state.get("aggregators", {})) != set(aggregators):
+    subsets = getattr(step, "aggregator_for", None)
+    saved_groups = set(state.get("aggregators", {}))
+    if not set(aggregators) <= saved_groups or any(
+        k not in aggregators and (subsets is None or subsets(k, create=False) is None) for k in saved_groups
+    ):
         return "its gradient groups do not match this candidate's"
+    own_schedule = schedule.state_dict() if schedule is not None and schedule.acts else {}
+    if set(state.get("schedule", {})) != set(own_schedule):
+        return "its task schedule does not match this candidate's"
     own_strategy = strategy.checkpoint_state() if strategy is not None else {}
     if set(state.get("strategy", {})) != set(own_strategy):
         return "its training strategy does not match this candidate's"
     model.load_state_dict(saved)
     weighting.load_state_dict(state["weighting"])
-    for key, agg in aggregators.items():
-        agg.load_state_dict(state["aggregators"][key])
+    for key in saved_groups:
+        agg = aggregators[key] if key in aggregators else subsets(key) if subsets is not None else None
+        if agg is not None:
+            agg.load_state_dict(state["aggregators"][key])
+    if schedule is not None and own_schedule:
+        schedule.load_state_dict(state["schedule"])
     if strategy is not None:
         strategy.load_checkpoint_state(state.get("strategy", {}))
     optimizer.load_state_dict(state["optimizer"])
@@ -380,6 +481,7 @@ def train(
     on_epoch: Callable[[EpochEnd], None] | None = None,
     checkpoints: CheckpointStore | None = None,
     strategy: TrainingStrategy | None = None,
+    schedule: TaskSchedule | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``training["epochs"]`` epochs; raise :class:`NonFiniteLossError` on NaN/inf.
 
@@ -392,7 +494,14 @@ def train(
     training starts from the newest readable checkpoint already there: a run killed after epoch
     k and started again with the same store continues at epoch k + 1 with the same weights,
     optimizer and weighting state and random streams, so it ends as the uninterrupted run would.
+
+    A ``schedule`` (:class:`TaskSchedule`) is set up with each task's :func:`labelled_counts` and
+    ``seed``; its state is checkpointed too. The epoch's task losses are every task's, selected in
+    a step or not (the forward pass computes them all), so they and the finiteness check read as
+    without a schedule.
     """
+    if schedule is not None and schedule.acts:
+        schedule.setup(labelled_counts(train_set, [t.name for t in tasks]), seed)
     model.to(device).train()
     if isinstance(weighting, nn.Module):
         weighting.to(device)
@@ -401,13 +510,13 @@ def train(
     optimizer = make_optimizer(training["optimizer"], params, training["lr"], training["weight_decay"])
     with torch.random.fork_rng(devices=[]):  # a strategy's modules are initialised from the seed
         torch.manual_seed(seed)
-        step = make_step(model, tasks, weighting, optimizer, strategy)
+        step = make_step(model, tasks, weighting, optimizer, strategy, schedule=schedule)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout and random weightings/aggregators draw from torch's global RNG
     result = TrainResult(epochs=training["epochs"], train_loss=math.nan)
     state = checkpoints.load() if checkpoints is not None else None
     if checkpoints is not None and state is not None:
-        unfit = restore_training_state(state, model, weighting, optimizer, step, generator, strategy)
+        unfit = restore_training_state(state, model, weighting, optimizer, step, generator, strategy, schedule)
         if unfit is None:
             result.history = [EpochEnd(**h) for h in state["history"]]
             result.train_loss = result.history[-1].train_loss if result.history else math.nan
@@ -435,7 +544,7 @@ def train(
         result.train_loss = end.train_loss
         if checkpoints is not None:
             checkpoints.save(
-                training_state(epoch, model, weighting, optimizer, step, generator, result.history, strategy)
+                training_state(epoch, model, weighting, optimizer, step, generator, result.history, strategy, schedule)
             )
         if on_epoch is not None:
             on_epoch(end)

@@ -44,8 +44,9 @@ DELETE = object()
 GIVEN_BASELINES = {"left": {"accuracy": 0.9}, "right": {"accuracy": 0.9}, "sum": {"mae": 1.0}}
 SECTION_RULE = (
     "unknown key; a section must name a family listed in search_space.families, a weighting listed "
-    "in search_space.weightings or a strategy listed in search_space.strategies; allowed keys are: "
-    "families, weightings, strategies, training, "
+    "in search_space.weightings, a strategy listed in search_space.strategies or a schedule listed in "
+    "search_space.schedules; allowed keys are: "
+    "families, weightings, strategies, schedules, training, "
 )
 STORAGE_CHOICES = "choose one of: sqlite://..., postgresql://..., mysql://..., journal://... (e.g. sqlite:///mtlsearch.db)"
 OBJECTIVE_CHOICES = "choose from: delta_mtl, params, macs, latency_ms, or TASK.METRIC (e.g. left.accuracy)"
@@ -133,13 +134,13 @@ CASES = [
     ("unknown-weighting", [("search_space.weightings", ["equal", "statc"])],
      "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, config, cr_mogm, db_mtl, dualproj, dwa, equal, excess_mtl, fairgrad, famo, gls, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, moco, modo, nash_mtl, pcd, pcgrad, rlw, sdmgrad, static, stch, uncertainty, upgrad (did you mean `static`?)"),
     ("misspelt-family-section", [("search_space.tree", DELETE), ("search_space.tre", {"max_groups": 2})],
-     "search_space.tre: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static (did you mean `tree`?)"),
+     "search_space.tre: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static, auxiliary (did you mean `tree`?)"),
     ("section-of-unlisted-family", [("search_space.families", ["single_task", "hard_sharing"])],
-     "search_space.tree: " + SECTION_RULE + "single_task, hard_sharing, equal, static"),
+     "search_space.tree: " + SECTION_RULE + "single_task, hard_sharing, equal, static, auxiliary"),
     ("section-of-unlisted-weighting", [("search_space.weightings", ["equal"])],
-     "search_space.static: " + SECTION_RULE + "single_task, hard_sharing, tree, equal (did you mean `strategies`?)"),
+     "search_space.static: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, auxiliary (did you mean `strategies`?)"),
     ("misspelt-training", [("search_space.trainig", {"epochs": 1})],
-     "search_space.trainig: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static (did you mean `training`?)"),
+     "search_space.trainig: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static, auxiliary (did you mean `training`?)"),
     ("max-groups-zero", [("search_space.tree.max_groups", 0)],
      "search_space.tree.max_groups: expected an integer >= 1, found 0"),
     ("max-groups-bool", [("search_space.tree.max_groups", True)],
@@ -265,7 +266,7 @@ CASES = [
      "tasks[0].name: required key is missing"),
     ("unknown-task-key", [("tasks", [{"name": "left", "metric": ["accuracy"]}, "right"])],
      "tasks[0].metric: unknown key; allowed keys are: name, type, num_classes, output_dim, metrics, loss, pos_weight, "
-     "class_weights (did you mean `metrics`?)"),
+     "class_weights, role (did you mean `metrics`?)"),
     ("metric-not-for-task-type", [("tasks", [{"name": "sum", "metrics": ["accuracy"]}, "left"])],
      "tasks[0].metrics[0]: metric `accuracy` does not apply to a regression task; choose from: mae, mse, rmse"),
     ("metric-not-for-declared-type", [("tasks", [{"name": "y", "type": "binary", "metrics": ["mae"]}, "left"])],
@@ -362,7 +363,7 @@ CASES = [
     ("unknown-run-key", [("run.trials", 5)],
      "run.trials: unknown key; allowed keys are: study, storage, sampler, seed, n_trials, timeout, device, "
      "artifacts, save_weights, workers, heartbeat_interval, grace_period, early_stopping, min_trials, min_epochs, "
-     "seeds_per_trial, confirm, threads "
+     "seeds_per_trial, confirm, threads, warm_start "
      "(did you mean `n_trials`?)"),
     ("run-grace-too-short", [("run.heartbeat_interval", 10), ("run.grace_period", 5)],
      "run.grace_period: expected more than heartbeat_interval (10 s), found 5"),

@@ -51,7 +51,7 @@ def batch(seed=1):
 
 def test_registered_with_the_plain_step_as_none():
     assert STRATEGIES.get("great") is GREAT and GREAT.name == "great"
-    assert STRATEGIES.names() == ["great", "none"] and not STRATEGIES.get("none").acts
+    assert {"great", "none"} <= set(STRATEGIES.names()) and not STRATEGIES.get("none").acts
     assert "great" not in METHODS  # a strategy, not a weighting or aggregator
     assert repr(GREAT(["a", "b"], lam=0.5)) == "GREAT(lam=0.5, lr=0.001, hidden=32)"
 

@@ -279,3 +279,56 @@ def test_page_of_hostile_stored_values_still_renders(tiny_problem):
         study.add_trial(optuna.trial.create_trial(values=[float(i), 100 - i], user_attrs=attrs))
     page = render(study)
     assert page.startswith("<!DOCTYPE html>") and "<script>alert(1)" not in page
+
+
+def test_page_and_report_show_a_stored_affinity_record(tiny_problem):
+    """A study with `mtlsearch affinity`'s record: one heatmap per method on the page, a line in the
+    text report and the record in its JSON; a damaged record gives a note, not a traceback."""
+    from mtlsearch.search._html import render
+    from mtlsearch.search._records import write_study
+    from mtlsearch.search._study import write_record
+    from mtlsearch.search.results import format_report, report
+
+    study = tiny_problem.create_study()
+    write_record(study, tiny_problem.space, 0, "tpe", None)
+    write_study(study, signature=tiny_problem.signature())
+    metrics = {"left": {"accuracy": 0.5}, "right": {"accuracy": 0.5}, "sum": {"mae": 1.0}}
+    attrs = {
+        "delta_mtl": 1.0,
+        "params": 100,
+        "macs": 100,
+        "architecture": {"family": "hard_sharing"},
+        "val_metrics": metrics,
+    }
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 100], user_attrs=attrs))
+    matrix = [[1.0, 0.2, -0.1], [0.2, 1.0, 0.3], [-0.1, 0.3, 1.0]]
+    record = {
+        "tasks": ["left", "right", "sum"],
+        "methods": {"cosine": matrix, "lookahead": matrix},
+        "convention": "row i, column j: the effect of task i on task j",
+        "seed": 0,
+        "epochs": 1,
+        "steps": 4,
+        "seconds": 1.5,
+        "candidate_seconds": 3.0,
+        "cost_ratio": 0.5,
+    }
+    write_study(study, affinity=record)
+    page = render(study)
+    assert (
+        "<h2>Task affinity</h2>" in page
+        and 'id="plot-affinity-cosine"' in page
+        and 'id="plot-affinity-lookahead"' in page
+    )
+    payload = json.loads(re.search(r"const DATA = (.*?);</script>", page).group(1))
+    heatmap = payload["figures"]["affinity-cosine"]
+    assert heatmap["data"][0]["type"] == "heatmap" and heatmap["data"][0]["z"] == matrix
+    assert heatmap["data"][0]["x"] == heatmap["data"][0]["y"] == ["left", "right", "sum"]
+    assert heatmap["layout"]["title"]["text"] == "cosine: effect of row task on column task"
+    data = report(study)
+    assert data["affinity"] == record
+    assert format_report(data).endswith("\naffinity: cosine, lookahead (stored; mtlsearch affinity)")
+
+    write_study(study, affinity={**record, "methods": {"cosine": [[1.0]]}})
+    page = render(study)
+    assert "affinity-cosine" not in page and "the stored record is unreadable" in page

@@ -63,7 +63,7 @@ def learn_architecture(
     """
     problem, arch, training = candidate.problem, candidate.architecture, candidate.training
     s = arch.settings
-    tasks, names = problem.tasks, [t.name for t in problem.tasks]
+    tasks, names = candidate.tasks, candidate.task_names
     warmup, policy_epochs = s["warmup_epochs"], s["policy_epochs"]
     generator = torch.Generator().manual_seed(seed)
     weight_set, policy_set = split_halves(problem.data.train, generator)

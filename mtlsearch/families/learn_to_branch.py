@@ -136,7 +136,7 @@ def learn_tree(candidate, device, seed: int, on_epoch=None) -> Architecture:
 
     problem, arch, training = candidate.problem, candidate.architecture, candidate.training
     s = arch.settings
-    tasks, names = problem.tasks, [t.name for t in problem.tasks]
+    tasks, names = candidate.tasks, candidate.task_names
     epochs = int(s["learn_epochs"])
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

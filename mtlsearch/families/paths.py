@@ -45,13 +45,19 @@ class Tree(Family):
 
     def __init__(self, max_groups: int = 2):
         self.max_groups = as_int(max_groups, "max_groups", 1)
+        self.space_tasks = 0  # the space's number of tasks (set by check)
 
     def hyperparameters(self):
         return {"max_groups": self.max_groups}
 
+    def check(self, backbone, tasks):
+        # A candidate may train fewer tasks than the space has (auxiliary tasks it leaves out); its
+        # labels are drawn from the same choices, which Optuna needs fixed per parameter name.
+        self.space_tasks = len(tasks)
+
     def sample(self, trial, tasks, backbone):
         block_names = backbone.block_names
-        groups = min(self.max_groups, len(tasks))
+        groups = min(self.max_groups, max(len(tasks), self.space_tasks))
         labels = {}
         for i, t in enumerate(tasks):
             labels[t] = tuple(

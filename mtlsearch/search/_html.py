@@ -23,11 +23,13 @@ from typing import Any
 
 import optuna
 
+from ..affinity import AffinityResult, describe_stored, ratio
 from ..errors import ConfigError
 from ..problem import method_label
 from ..tasks import METRICS
 from ._progress import Progress
 from ._records import StudyRecord, study_record
+from ._warm_start import describe as describe_warm_start
 from .results import (
     Pooled,
     candidates,
@@ -81,15 +83,19 @@ def render(study: optuna.Study, progress: Progress | None = None) -> str:
         "importance": importance_figure(study, data),
         "parallel": parallel_figure(study, data),
         **metric_figures(data),
+        **affinity_figures(data.get("affinity")),
     }
     scatter = scatter_data(study, data)
+    warm = any(p["warm_start"] for p in scatter["points"])
     body = "\n".join(
         [
             header(data),
             section(
                 "Pareto front",
                 '<p class="note">Every complete, feasible candidate (grey) and the front (coloured by family); '
-                "hover a point for its trial, family, method and per-task metrics. Choose the axes:</p>"
+                "hover a point for its trial, family, method and per-task metrics"
+                + ("; diamonds are warm-start trials (<code>run --warm-start affinity</code>)" if warm else "")
+                + ". Choose the axes:</p>"
                 '<p>x <select id="front-x"></select> y <select id="front-y"></select></p>'
                 '<div id="plot-front" class="plot"></div>',
             ),
@@ -111,6 +117,7 @@ def render(study: optuna.Study, progress: Progress | None = None) -> str:
                 else f'<p class="note">{html.escape(importance_note(study))}</p>',
             ),
             section("Parallel coordinates", '<div id="plot-parallel" class="plot"></div>'),
+            affinity_section(data.get("affinity")),
             section("Baselines, data and seeds", facts(data, study_record(study))),
         ]
     )
@@ -284,6 +291,64 @@ def metric_figures(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def affinity_figures(record: Any) -> dict[str, dict[str, Any]]:
+    """One heatmap per task-affinity method of a stored ``mtlsearch affinity`` record (none when
+    there is no record or it is damaged): tasks on both axes, row i, column j the effect of task i
+    on task j."""
+    if record is None:
+        return {}
+    try:
+        result = AffinityResult.from_record(record)
+    except ConfigError:
+        return {}
+    out = {}
+    for method, matrix in result.matrices.items():
+        out[f"affinity-{method}"] = {
+            "data": [
+                {
+                    "type": "heatmap",
+                    "z": matrix,
+                    "x": result.tasks,
+                    "y": result.tasks,
+                    "colorscale": "RdBu",
+                    "zmid": 0,
+                    "texttemplate": "%{z:.2g}",
+                    "hovertemplate": "effect of %{y} on %{x}: %{z:.4g}<extra></extra>",
+                    "colorbar": {"thickness": 12},
+                }
+            ],
+            "layout": layout(
+                title={"text": f"{method}: effect of row task on column task", "x": 0.02, "font": {"size": 13}},
+                xaxis={"type": "category", "title": {"text": "column: affected task"}},
+                yaxis={"type": "category", "autorange": "reversed", "title": {"text": "row: acting task"}},
+                margin={"l": 90, "r": 10, "t": 36, "b": 50},
+                height=340,
+            ),
+        }
+    return out
+
+
+def affinity_section(record: Any) -> str:
+    """The page's task-affinity section: empty without a stored record, a note for a damaged one."""
+    if record is None:
+        return ""
+    figures = affinity_figures(record)
+    if not figures:
+        return section("Task affinity", f'<p class="note">{html.escape(describe_stored(record))}</p>')
+    facts_ = AffinityResult.from_record(record)
+    note = (
+        f"Measured by <code>mtlsearch affinity</code> on {facts_.epochs} epoch(s) ({facts_.steps} steps) of a "
+        f"hard-sharing network, seed {facts_.seed}; row i, column j: the effect of task i on task j. Cost "
+        f"{facts_.seconds:.1f} s, {ratio(facts_.cost_ratio)}x one candidate's training."
+    )
+    return section(
+        "Task affinity",
+        f'<p class="note">{note}</p><div class="grid">'  # numbers of a checked record: nothing to escape
+        + "".join(f'<div id="plot-{html.escape(k)}" class="plot small"></div>' for k in figures)
+        + "</div>",
+    )
+
+
 def method_of(arch: Any) -> str:
     """The method of a stored architecture (untrusted): ``pcgrad``, ``pcgrad+great``, or ``?``."""
     return method_label(arch) if isinstance(arch, Mapping) else "?"
@@ -430,6 +495,7 @@ def scatter_data(study: optuna.Study, data: Mapping[str, Any]) -> dict[str, Any]
                 "trial": r["trial"],
                 "family": str(r["family"] or "?"),
                 "front": r["trial"] in front_trials,
+                "warm_start": isinstance(r.get("warm_start"), str),
                 "colour": family_colour(r["family"], data),
                 "values": values,
                 "hover": hover_text(r, p),
@@ -449,6 +515,8 @@ def hover_text(r: Mapping[str, Any], p: Pooled) -> str:
         f"method: {html.escape(method_of(arch))}",
         f"Delta-MTL: {r['delta_mtl']:+.2f} %" if is_number(r["delta_mtl"]) else "Delta-MTL: ?",
     ]
+    if isinstance(r.get("warm_start"), str):
+        lines.append(f"warm start: {html.escape(r['warm_start'])}")
     for task, ms in (r["val_metrics"] or {}).items():
         for metric, v in ms.items() if isinstance(ms, Mapping) else ():
             lines.append(f"{html.escape(str(task))}.{html.escape(str(metric))}: {v:.4g}" if is_number(v) else "")
@@ -725,6 +793,8 @@ def facts(data: Mapping[str, Any], stored_study: StudyRecord) -> str:
                 + f" ({ref.get('rule', '')})",
             )
         )
+    if data.get("warm_start"):
+        rows.append(("warm start", describe_warm_start(data["warm_start"])))
     seeds = sorted({r["seed"] for r in data["front"] if isinstance(r.get("seed"), int)})
     if seeds:
         rows.append(("seeds of the front's trials", ", ".join(map(str, seeds))))
@@ -765,7 +835,8 @@ SCRIPT = """
     const others = S.points.filter(p => !p.front);
     traces.push({type: "scatter", mode: "markers", name: "other candidates",
       x: others.map(p => p.values[x]), y: others.map(p => p.values[y]), text: others.map(p => p.hover),
-      hovertemplate: "%{text}<extra></extra>", marker: {color: "#bbb", size: 8}});
+      hovertemplate: "%{text}<extra></extra>",
+      marker: {color: "#bbb", size: 8, symbol: others.map(p => p.warm_start ? "diamond" : "circle")}});
     const families = [...new Set(S.points.filter(p => p.front).map(p => p.family))];
     for (const f of families) {
       const ps = S.points.filter(p => p.front && p.family === f);
@@ -773,7 +844,8 @@ SCRIPT = """
         x: ps.map(p => p.values[x]), y: ps.map(p => p.values[y]), text: ps.map(p => p.hover),
         texttemplate: ps.map(p => "#" + p.trial), textposition: "top center",
         hovertemplate: "%{text}<extra></extra>",
-        marker: {color: ps[0].colour, size: 12, line: {color: "#222", width: 1}}});
+        marker: {color: ps[0].colour, size: 12, line: {color: "#222", width: 1},
+          symbol: ps.map(p => p.warm_start ? "diamond" : "circle")}});
     }
     return {data: traces, layout: {margin: {l: 70, r: 20, t: 20, b: 50}, plot_bgcolor: "#fafafa",
       xaxis: {title: {text: S.labels[x] || x}}, yaxis: {title: {text: S.labels[y] || y}}, hovermode: "closest"}};

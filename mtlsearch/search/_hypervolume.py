@@ -10,7 +10,7 @@ networks' cost). The rule (the README, "Seeing a study"):
 - ``delta_mtl``: reference -100 %, scale 100. The single-task networks score 0 by construction,
   so every candidate no worse than "each task lost all it had" counts.
 - ``params``, ``macs``, ``latency_ms``: reference ``COST_FACTOR`` times the cost of the
-  single-task networks (one per task, what the baselines train), scale that cost. ``latency_ms``
+  single-task networks (one per primary task, what the baselines train), scale that cost. ``latency_ms``
   is measured once on this machine's CPU when the reference is derived.
 - a task metric (``left.accuracy``): the baseline moved by 100 % the wrong way (0 for a metric
   to maximise, twice the baseline for one to minimise), scale the baseline.
@@ -127,7 +127,7 @@ def _derive(
         raise MTLSearchError(
             f"the stored objectives {list(objectives)} differ from those of the stored space {problem.objectives}"
         )
-    nets = [problem.single_task_model(task, 0) for task in problem.tasks]
+    nets = [problem.single_task_model(task, 0) for task in problem.primary_tasks]  # what the baselines train
 
     def cost(objective: str) -> float:
         if objective == "params":

@@ -21,7 +21,7 @@ from ..problem import Problem
 from ..storage_url import redact
 from ..training import EpochEnd, resolve_device
 from . import _confirm
-from ._baselines import ensure_baselines
+from ._baselines import ensure_baselines, single_task_networks
 from ._budget import CONFIRM_OF, WORKER, TrialEnd, budget_met, counts, finished_trials, requeue, surplus_reason
 from ._early_stopping import EarlyStopping
 from ._progress import QUIET, Progress
@@ -127,6 +127,7 @@ class Objective:
         self.early_stopping = early_stopping
         self.seeds_per_trial = seeds_per_trial
         self._baselines: dict[str, Any] = {}  # per study name ("" without a study)
+        self._teachers: dict[str, Any] = {}  # the single-task networks, per study name, loaded once
 
     def baselines(self, study: optuna.Study | None) -> dict[str, dict[str, float]]:
         key = study.study_name if study is not None else ""
@@ -139,6 +140,14 @@ class Objective:
                 study, self.problem, self.seed, self.device, self.progress, self.sampler
             )
         return self._baselines[key]
+
+    def teachers(self, study: optuna.Study | None) -> dict[str, torch.nn.Module] | None:
+        """The study's single-task networks (distillation's teachers), loaded once per study."""
+        if study is None:
+            return None
+        if study.study_name not in self._teachers:
+            self._teachers[study.study_name] = single_task_networks(study, self.problem, self.device)
+        return self._teachers[study.study_name]
 
     def checkpoints(self, run_id: str) -> CheckpointStore | None:
         if self.checkpoint_root is None:
@@ -181,6 +190,7 @@ class Objective:
                     checkpoints=checkpoints,
                     previous=TrialRecord.from_attrs(stored),
                     seeds_per_trial=self.seeds_per_trial,
+                    teachers=self.teachers(study) if getattr(candidate.strategy, "needs_teachers", False) else None,
                 )
         except KeyboardInterrupt:
             if study is not None and isinstance(trial, optuna.Trial):

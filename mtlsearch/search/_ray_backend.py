@@ -31,7 +31,8 @@ from ..config import SearchSpace
 from ..errors import ConfigError, MTLSearchError
 from ..problem import Problem
 from ..training import resolve_device
-from ._baselines import ensure_baselines
+from ..weighting import STRATEGIES
+from ._baselines import ensure_baselines, networks_from_states, single_task_networks
 from ._budget import TrialEnd, finished_trials, requeue
 from ._compat import live_trial
 from ._progress import QUIET, Progress
@@ -98,12 +99,15 @@ def train_trial(
     baselines: Mapping[str, Any],
     cpus_per_trial: float = 1.0,
     seeds_per_trial: int = 1,
+    teachers: Mapping[str, Any] | None = None,
 ) -> None:
     """One Tune trial: train the drawn candidate epoch by epoch, reporting after each epoch the
     validation Delta-MTL (``delta_mtl_proxy``, for ASHA), the objective values, the trial's user
     attributes and a checkpoint (the epoch's :class:`CheckpointStore` file and a side file).
     Continues from ``tune.get_checkpoint()`` when Tune restarts it; runs on ``cuda`` when Ray
-    assigned it a GPU, else on the CPU."""
+    assigned it a GPU, else on the CPU. ``teachers`` (``{"seed": int, "states": {task:
+    state_dict}}``, sent by the driver through Ray's object store) are the study's single-task
+    networks, rebuilt once per process for a distilling strategy."""
     torch.set_num_threads(max(1, int(cpus_per_trial)))
     drawn = config[CONFIG]
     params, seed = dict(drawn["params"]), int(drawn["seed"])
@@ -131,11 +135,23 @@ def train_trial(
             checkpoints=store,
             previous=TrialRecord.from_attrs(side),
             seeds_per_trial=seeds_per_trial,
+            teachers=teachers_of(problem, teachers, device) if teachers else None,
         )
         if outcome.state != TrialState.COMPLETE:  # failed or infeasible: the one report of a trial that did not finish
             hooks.report_end(len(outcome.record.epoch_delta_mtl or []))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+_TEACHERS: dict[tuple[int, str], dict[str, torch.nn.Module]] = {}
+
+
+def teachers_of(problem: Problem, sent: Mapping[str, Any], device: torch.device) -> dict[str, torch.nn.Module]:
+    """The single-task networks the driver sent, built once per process and device."""
+    key = (id(problem), str(device))
+    if key not in _TEACHERS:
+        _TEACHERS[key] = networks_from_states(problem, sent["states"], int(sent["seed"]), device)
+    return _TEACHERS[key]
 
 
 class _RayHooks(TrialHooks):
@@ -479,6 +495,11 @@ def _drive(
     experiment = root / "ray" / study.study_name
     baselines = ensure_baselines(study, problem, run.seed, resolve_device(run.device), progress, run.sampler)
     raw = space.to_raw()
+    teachers = None
+    if any(STRATEGIES.get(n).needs_teachers for n in space.search_space.strategies):
+        found = single_task_networks(study, problem, torch.device("cpu"))  # checked here, once
+        seed = (study_record(study).baselines or {}).get("weights_seed")
+        teachers = {"seed": seed, "states": {t: m.state_dict() for t, m in (found or {}).items()}} if found else None
     _PROBLEMS.setdefault(json.dumps(raw, sort_keys=True, default=str), problem)  # the driver samples with it
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -487,6 +508,7 @@ def _drive(
             baselines=baselines,
             cpus_per_trial=cpus_per_trial,
             seeds_per_trial=run.seeds_per_trial,
+            teachers=teachers,
         ),
         resources,
     )

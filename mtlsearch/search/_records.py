@@ -157,6 +157,13 @@ class TrialRecord(_Record):
         metadata=_doc("true for a trial started after other workers had met the budget; not run, not counted"),
     )
     ray_trial_id: str | None = field(default=None, metadata=_doc("the Ray Tune trial id (Ray backend)"))
+    warm_start: str | None = field(
+        default=None,
+        metadata=_doc(
+            "a trial enqueued by `run --warm-start affinity`: the label of the tree it proposed "
+            "(`affinity lookahead k=2 split@2: {a,b} {c}`)"
+        ),
+    )
 
     KEYS: ClassVar[tuple[str, ...]]
 
@@ -196,7 +203,11 @@ class StudyRecord(_Record):
         metadata=_doc("the input shape and the resolved tasks: export and rebuild need no data"),
     )
     baselines: dict | None = field(
-        default=None, metadata=_doc("the single-task baselines' validation values and how they were obtained")
+        default=None,
+        metadata=_doc(
+            "the single-task baselines' validation values and how they were obtained; with `keep_weights`, "
+            "`weights` (each task's network as an artifact id) and `weights_seed`"
+        ),
     )
     ray: dict | None = field(
         default=None, metadata=_doc("the Ray cluster address and per-trial resources (Ray backend)")
@@ -210,6 +221,21 @@ class StudyRecord(_Record):
         metadata=_doc(
             "the hypervolume's reference `point` and `scale` per objective, derived once from the baselines and the "
             "single-task networks' cost (the `rule`) so that studies of one space compare"
+        ),
+    )
+    affinity: dict | None = field(
+        default=None,
+        metadata=_doc(
+            "task affinity of `mtlsearch affinity`: the `tasks`, one T x T matrix per method (`methods`; row i, "
+            "column j: the effect of task i on task j), the run's `seed`, `epochs`, `steps`, `seconds`, and its "
+            "`cost_ratio` to one candidate's training (`candidate_seconds`)"
+        ),
+    )
+    warm_start: dict | None = field(
+        default=None,
+        metadata=_doc(
+            "what `run --warm-start affinity` enqueued, once per study: the affinity `method`, its `seconds` and "
+            "`cost_ratio`, and the `proposals` (each `label`, `score`, `groups`, `split_block`, `params`)"
         ),
     )
 

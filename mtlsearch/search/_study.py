@@ -20,12 +20,14 @@ from ..config import RunConfig, SearchSpace
 from ..errors import ConfigError, StudyMismatchError
 from ..problem import Direction, Problem
 from ..storage_url import redact
+from ..training import resolve_device
 from ..version import __version__
 from ._budget import finished_trials
 from ._progress import Progress
 from ._records import study_record, write_study
 from ._sampler import make_sampler
 from ._storage import open_storage
+from ._warm_start import check_warm_start, enqueue_warm_start
 
 
 def artifacts_dir(run: RunConfig) -> Path:
@@ -229,6 +231,7 @@ def run_settings(run: RunConfig, deadline: float | None) -> dict[str, Any]:
         "confirm": run.confirm,
         "workers": run.workers,  # a resume keeps them
         "threads": run.threads,
+        "warm_start": run.warm_start,  # a resume keeps it; the study record `warm_start` says it ran once
         "deadline": deadline,
     }
 
@@ -238,7 +241,9 @@ def start_run(
 ) -> tuple[optuna.Study, dict[str, Any]]:
     """Open (or create) the study of a run, store the run's budget and settings, and say where it
     stands; the same for every backend. ``where`` completes the first progress line (device,
-    cluster); ``event`` adds to its data."""
+    cluster); ``event`` adds to its data. With ``run.warm_start: affinity``, the trees that task
+    affinity proposes are enqueued here, before any trial (:mod:`._warm_start`)."""
+    check_warm_start(problem, run)
     study = open_study(space, run, problem.directions, storage)
     deadline = time.time() + run.timeout if run.timeout else None
     settings = run_settings(run, deadline)
@@ -258,4 +263,6 @@ def start_run(
         data=problem.data.sizes(),
         **event,
     )
+    if run.warm_start == "affinity" and done < run.n_trials:
+        enqueue_warm_start(study, problem, run, progress, resolve_device(run.device))
     return study, settings

@@ -31,6 +31,7 @@ from ..errors import NonFiniteLossError
 from ..problem import Problem
 from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
 from ..training import EpochEnd, evaluate, train
+from ..weighting import StrategyError, TrainingStrategy
 from ._records import TrialRecord
 
 
@@ -110,6 +111,7 @@ def run_trial(
     checkpoints: CheckpointStore | None = None,
     previous: TrialRecord | None = None,
     seeds_per_trial: int = 1,
+    teachers: Mapping[str, torch.nn.Module] | None = None,
 ) -> TrialOutcome:
     """Run the trial of ``params`` (see the module docstring).
 
@@ -124,6 +126,9 @@ def run_trial(
             the mean of their validation metrics; the per-seed Delta-MTL and its standard
             deviation are recorded. Per-epoch reports (early stopping, Ray's ASHA) follow the
             first seed; the final one comes after every seed has trained.
+        teachers: the study's single-task networks ``{task: network}``
+            (:func:`~mtlsearch.search._baselines.single_task_networks`), given to a strategy that
+            needs them (distillation); without them such a candidate fails.
     """
     hooks = hooks or TrialHooks()
     previous = previous or TrialRecord()
@@ -172,7 +177,7 @@ def run_trial(
     def report(epoch: int, epochs: int, train_loss: float, metrics: dict[str, dict[str, float]] | None = None) -> None:
         out = EpochReport(epoch, epochs, train_loss)
         if hooks.evaluate_each_epoch:
-            out.metrics = metrics or evaluate(model, problem.tasks, problem.data.val, device)
+            out.metrics = metrics or evaluate(model, candidate.tasks, problem.data.val, device)
             out.proxy, out.values = score(out.metrics)
             proxies[epoch - 1 :] = [out.proxy]
             last.update(epoch=epoch, metrics=out.metrics)
@@ -198,7 +203,7 @@ def run_trial(
             weighting = candidate.new_weighting()
             result = train(
                 net,
-                problem.tasks,
+                candidate.tasks,
                 weighting,
                 problem.data.train,
                 candidate.training,
@@ -206,25 +211,37 @@ def run_trial(
                 run_seed,
                 callback,
                 store,
-                strategy=candidate.new_strategy(),
+                strategy=trial_strategy(candidate, teachers),
+                schedule=candidate.new_schedule(),
             )
             if j == 0 and result.resumed_from >= result.epochs and not final_epoch_waits:
                 write(resumed_from_epoch=result.resumed_from)  # restored after its last epoch: report it again
                 report(result.epochs, result.epochs, result.train_loss)
             fresh = j > 0 or last.get("epoch") != result.epochs
-            runs.append(evaluate(net, problem.tasks, problem.data.val, device) if fresh else last["metrics"])
+            runs.append(evaluate(net, candidate.tasks, problem.data.val, device) if fresh else last["metrics"])
         metrics = mean_metrics(runs)
         if final_epoch_waits:
             per_seed = [score(m)[0] for m in runs]
             write(seeds=seeds, seed_delta_mtl=per_seed, delta_mtl_std=statistics.stdev(per_seed))
             report(result.epochs, result.epochs, result.train_loss, metrics)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, StrategyError) as err:
         return ended(TrialState.FAIL, fail_reason=str(err))
     except optuna.TrialPruned as err:
         return ended(TrialState.PRUNED, pruned_reason=str(err))
     delta, values = score(metrics)
     write(train_seconds=seconds(), val_metrics=metrics, delta_mtl=delta)
     return TrialOutcome(TrialState.COMPLETE, write.record, list(values.values()), constraints, model)
+
+
+def trial_strategy(candidate: Any, teachers: Mapping[str, torch.nn.Module] | None) -> TrainingStrategy | None:
+    """A fresh copy of the candidate's training strategy, given the teachers when it needs them
+    (without them its setup raises :class:`StrategyError`: the trial fails, it never trains
+    without its term)."""
+    strategy = candidate.new_strategy()
+    if strategy is not None and strategy.needs_teachers and teachers is not None:
+        types = {t.name: t.type for t in candidate.problem.tasks}
+        strategy.set_teachers(teachers, types)
+    return strategy
 
 
 def trial_seeds(seed: int, k: int) -> list[int]:

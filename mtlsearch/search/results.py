@@ -20,6 +20,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
+from ..affinity import describe_stored
 from ..checkpoints import describe_value
 from ..config import MAX_SEED, TRAINING, SearchSpace, check_keys, check_threads, read_yaml
 from ..errors import ConfigError, MTLSearchError, cut, show
@@ -36,6 +37,8 @@ from ._records import StudyRecord, TrialRecord, study_record, typed
 from ._storage import load_study, retried_numbers
 from ._study import announce_factory, stored_problem, stored_space
 from ._threads import threads_for, use_threads
+from ._warm_start import describe as describe_warm_start
+from ._warm_start import summary as warm_start_summary
 
 EXPORT_FORMAT = "mtlsearch-export/1"
 ARTIFACT_ID = re.compile(
@@ -178,6 +181,7 @@ def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial, pooled: P
         "architecture": a.architecture,
         "seed": a.seed,
         "train_seconds": a.train_seconds,
+        "warm_start": a.warm_start,  # the proposal's label, for a trial of `run --warm-start affinity`
     }
 
 
@@ -210,6 +214,8 @@ def report(study: optuna.Study, progress: Progress | None = None) -> dict[str, A
             (trial_record(study, p.trial, p) for p in pool_of(study) if p.confirmed),
             key=lambda r: -(r["delta_mtl"] or -math.inf),
         ),
+        "affinity": stored.affinity,  # mtlsearch affinity's record, as stored
+        "warm_start": warm_start_summary(study),
     }
 
 
@@ -353,7 +359,8 @@ def format_report(data: Mapping[str, Any]) -> str:
     )
     if not front_:
         return head + "\nno complete trials yet"
-    metric_cols = [(t, m) for t, ms in (front_[0]["val_metrics"] or {}).items() for m in ms]
+    # every task's metrics that some candidate records (a candidate may leave auxiliary tasks out)
+    metric_cols = list(dict.fromkeys((t, m) for r in front_ for t, ms in (r["val_metrics"] or {}).items() for m in ms))
     header = [
         "trial",
         "family",
@@ -374,12 +381,13 @@ def format_report(data: Mapping[str, Any]) -> str:
             [
                 f"#{r['trial']}"
                 + (f" +{len(r['trials']) - 1}" if len(r.get("trials", [])) > 1 else "")
-                + ("" if r.get("confirmed") or not confirming else " *"),
+                + ("" if r.get("confirmed") or not confirming else " *")
+                + (" w" if r.get("warm_start") else ""),
                 r["family"] or "?",
                 method_label(arch),
                 f"{r['delta_mtl']:+.2f}"
                 + (f" ± {r['delta_mtl_std']:.2f} ({r['seeds']})" if r.get("seeds", 1) > 1 else ""),
-                *(f"{r['val_metrics'][t][m]:.4f}" for t, m in metric_cols),
+                *(metric_cell(r["val_metrics"], t, m) for t, m in metric_cols),
                 f"{r['params']:,}",
                 f"{r['macs']:,}",
                 "?" if latency is None else f"{latency:.3f}",
@@ -413,7 +421,15 @@ def format_report(data: Mapping[str, Any]) -> str:
         )
         + "".join(f"\nwarning: {w}" for w in data.get("warnings") or [])
         + ("\narchitectures on the front:\n" + "\n".join(architectures) if architectures else "")
+        + ("\n" + describe_stored(data["affinity"]) if data.get("affinity") is not None else "")
+        + ("\n" + describe_warm_start(data["warm_start"]) if data.get("warm_start") else "")
     )
+
+
+def metric_cell(metrics: Any, task: str, metric: str) -> str:
+    """A validation metric of a report row, or ``-`` where the candidate does not train the task."""
+    value = (metrics or {}).get(task, {}).get(metric)
+    return "-" if value is None else f"{value:.4f}"
 
 
 def describe_hypervolume(volume: Mapping[str, Any] | None) -> str:
@@ -727,10 +743,18 @@ def retrain(
     problem = candidate.problem
     use_threads(threads_for(problem, check_threads(threads or "auto", "threads")))
     dev = resolve_device(device)
-    settings = baseline_settings(raw, problem) if baselines else {}
+    distils = candidate.strategy is not None and candidate.strategy.needs_teachers
+    settings = baseline_settings(raw, problem) if baselines or distils else {}
     runs = []
     for i, seed in enumerate(seeds, 1):
         model = candidate.build_model(seed)
+        strategy = candidate.new_strategy()
+        teachers: dict[str, torch.nn.Module] = {}
+        if strategy is not None and distils:  # distillation: this seed's single-task networks teach
+            teachers = {
+                t.name: train_single_task(problem, t, seed, dev, settings[t.name]) for t in problem.primary_tasks
+            }
+            strategy.set_teachers(teachers, {t.name: t.type for t in problem.tasks})
 
         def on_epoch(e, i=i, seed=seed):
             progress.event(
@@ -744,19 +768,20 @@ def retrain(
 
         train(
             model,
-            problem.tasks,
+            candidate.tasks,
             candidate.new_weighting(),
             problem.data.train,
             candidate.training,
             dev,
             seed,
             on_epoch,
-            strategy=candidate.new_strategy(),
+            strategy=strategy,
+            schedule=candidate.new_schedule(),
         )
-        run: dict[str, Any] = {"seed": seed, "test_metrics": evaluate(model, problem.tasks, problem.data.test, dev)}
+        run: dict[str, Any] = {"seed": seed, "test_metrics": evaluate(model, candidate.tasks, problem.data.test, dev)}
         if baselines:
             single = {}
-            for task in problem.tasks:
+            for task in problem.primary_tasks:  # auxiliary tasks are not scored
                 progress.event(
                     "single_task",
                     f"  seed {seed} ({i}/{len(seeds)}): single-task `{task.name}` ...",
@@ -764,7 +789,7 @@ def retrain(
                     seed=seed,
                     task=task.name,
                 )
-                st = train_single_task(problem, task, seed, dev, settings[task.name])
+                st = teachers.get(task.name) or train_single_task(problem, task, seed, dev, settings[task.name])
                 single[task.name] = evaluate(st, [task], problem.data.test, dev)[task.name]
             run["single_task_test_metrics"] = single
             run["delta_mtl"] = delta_mtl(run["test_metrics"], single, problem.delta_directions, problem.delta_average)
@@ -784,17 +809,17 @@ def retrain(
             delta_mtl=run.get("delta_mtl"),
         )
     summary = {
-        t.name: {m: mean_std([r["test_metrics"][t.name][m] for r in runs]) for m in t.metrics} for t in problem.tasks
+        t.name: {m: mean_std([r["test_metrics"][t.name][m] for r in runs]) for m in t.metrics} for t in candidate.tasks
     }
     result = {"config": raw.get("provenance", {}), "seeds": list(seeds), "test_metrics": summary, "runs": runs}
     if baselines:
         result["single_task_test_metrics"] = {
             t.name: {m: mean_std([r["single_task_test_metrics"][t.name][m] for r in runs]) for m in t.metrics}
-            for t in problem.tasks
+            for t in problem.primary_tasks
         }
         result["baseline_training"] = settings
         result["delta_mtl"] = mean_interval([r["delta_mtl"] for r in runs])
-        result["task_delta"] = {t: mean_interval([r["task_delta"][t] for r in runs]) for t in problem.task_names}
+        result["task_delta"] = {t: mean_interval([r["task_delta"][t] for r in runs]) for t in problem.primary_names}
     return result
 
 
@@ -805,7 +830,7 @@ def baseline_settings(raw: Mapping[str, Any], problem: Problem) -> dict[str, dic
     record = (raw.get("provenance") or {}).get("baselines") or {}
     stored = record.get("training") if isinstance(record, Mapping) else None
     out = {}
-    for task in problem.task_names:
+    for task in problem.primary_names:
         given = stored.get(task) if isinstance(stored, Mapping) else None
         if not isinstance(given, Mapping):
             out[task] = problem.baseline_training()
@@ -829,7 +854,7 @@ def format_retrain(result: Mapping[str, Any]) -> str:
         return f"{s['mean']:.4f} ± {s['std']:.4f}"
 
     rows = [
-        [f"{t}.{m}", cell(s)] + ([cell(single[t][m])] if single else [])
+        [f"{t}.{m}", cell(s)] + ([cell(single[t][m]) if t in single else "-"] if single else [])  # auxiliary: none
         for t, ms in result["test_metrics"].items()
         for m, s in ms.items()
     ]

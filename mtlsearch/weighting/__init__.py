@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (registers every method)
     config_grad,
     cr_mogm,
     db_mtl,
+    distill,
     dualproj,
     dwa,
     excess_mtl,
@@ -36,15 +37,19 @@ from . import (  # noqa: F401  (registers every method)
     upgrad,
 )
 from .base import AGGREGATORS, METHODS, WEIGHTINGS, Aggregator, StepContext, Weighting, register
-from .strategy import STRATEGIES, TrainingStrategy
+from .schedule import SCHEDULES, TaskSchedule
+from .strategy import STRATEGIES, StrategyError, TrainingStrategy
 
 __all__ = [
     "AGGREGATORS",
     "METHODS",
+    "SCHEDULES",
     "STRATEGIES",
     "WEIGHTINGS",
     "Aggregator",
     "StepContext",
+    "StrategyError",
+    "TaskSchedule",
     "TrainingStrategy",
     "Weighting",
     "register",

@@ -8,7 +8,10 @@ Contract of :class:`TrainingStrategy` (an ``nn.Module``: its auxiliary modules a
 * ``setup(feature_shape, device)``: called once by the trainer before the first step, with the
   per-sample shape of the model's shared feature (``None`` when the model has none); builds the
   auxiliary modules and their own optimizer. A strategy that needs a shared feature does nothing
-  without one.
+  without one. A strategy that cannot train this candidate raises :class:`StrategyError` here
+  (a search records it as the trial's ``fail_reason``).
+* ``batch(inputs, outputs)``: called by the trainer with each batch's inputs and the model's
+  ``{task: output}`` (in the graph) before ``loss``; the default ignores them.
 * ``loss(losses, feature)``: the term added to the network's objective for this batch (a tensor
   in the graph of ``losses`` and ``feature``, or the float 0.0). It may compute, but must not
   apply, updates of its own modules: the network's backward pass still needs their current values.
@@ -16,6 +19,9 @@ Contract of :class:`TrainingStrategy` (an ``nn.Module``: its auxiliary modules a
   applies the strategy's own updates.
 * ``checkpoint_state()`` / ``load_checkpoint_state(state)``: the auxiliary modules and optimizer
   state, saved in the per-epoch checkpoints (tensors and numbers only).
+* ``needs_teachers``: True for a strategy that learns from the study's single-task networks
+  (distillation); the trial gives them, with each task's type, through
+  ``set_teachers({task: module}, {task: type})`` before training.
 
 It composes with every weighting and aggregator: the trainer adds ``loss`` to the weighted sum of
 the losses, or back-propagates it after the aggregated gradients are set, so its gradient is
@@ -32,8 +38,13 @@ import torch
 from torch import nn
 
 from ..config import ParamSpec
+from ..errors import MTLSearchError
 from ..registry import Registry
 from .hyper import Searchable
+
+
+class StrategyError(MTLSearchError):
+    """A strategy cannot train this candidate (raised by ``setup``); a search fails the trial."""
 
 
 class TrainingStrategy(Searchable, nn.Module):
@@ -42,12 +53,20 @@ class TrainingStrategy(Searchable, nn.Module):
 
     #: False for a strategy that never changes a step (the trainer then skips its hooks).
     acts: ClassVar[bool] = True
+    #: True for a strategy that needs the study's single-task networks (``set_teachers``).
+    needs_teachers: ClassVar[bool] = False
 
     def __init__(self, tasks: Sequence[str]):
         super().__init__()
         self.tasks = list(tasks)
 
     def setup(self, feature_shape: tuple[int, ...] | None, device: torch.device) -> None:
+        pass
+
+    def set_teachers(self, teachers: Mapping[str, nn.Module], task_types: Mapping[str, str]) -> None:
+        pass
+
+    def batch(self, inputs: torch.Tensor, outputs: Mapping[str, torch.Tensor]) -> None:
         pass
 
     def loss(self, losses: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor | float:
