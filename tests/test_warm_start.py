@@ -10,15 +10,17 @@ import json
 import optuna
 import pytest
 from conftest import TINY_SPACE
+from optuna.trial import FixedTrial
 
 import mtlsearch
 from mtlsearch.cli import parser
 from mtlsearch.config import RunConfig
 from mtlsearch.errors import ConfigError
+from mtlsearch.grouping import proposals
 from mtlsearch.search import Progress
 from mtlsearch.search._records import study_record, write_study
 from mtlsearch.search._study import resumed_run
-from mtlsearch.search._warm_start import warm_start_trials
+from mtlsearch.search._warm_start import warm_params, warm_start_trials
 from mtlsearch.search.results import format_report, report
 
 
@@ -64,8 +66,16 @@ def test_warm_start_trials_come_first_once_per_study(tmp_path):
     trials = sorted(study.trials, key=lambda t: t.number)
     assert [t.user_attrs.get("warm_start") for t in trials] == [*labels, None]  # the first trials
     for t, proposal in zip(trials, warm["proposals"]):
-        assert t.params["family"] == "tree"
-        assert {k: v for k, v in t.params.items() if k.startswith("tree.")} == proposal["params"]
+        # the tree is tested at the baselines' settings: equal weights, the lr range's default
+        tree = {k: v for k, v in proposal["params"].items() if k.startswith("tree.")}
+        assert tree and proposal["params"] == {
+            "family": "tree",
+            **tree,
+            "weighting": "equal",
+            "training.lr": problem.baseline_training()["lr"],
+        }
+        assert t.params == proposal["params"]
+        assert problem.baseline_training()["lr"] == pytest.approx(10**-2.5)
         assert t.state == optuna.trial.TrialState.COMPLETE
     # the tree really splits where the label says
     first = problem.candidate(trials[0])
@@ -143,6 +153,68 @@ def test_a_stored_affinity_is_used_and_not_measured_again(tmp_path):
     assert study_record(study).warm_start["measured"] is False
     first = sorted(study.trials, key=lambda t: t.number)[0]
     assert first.params["tree.right.block2"] == 1 and first.params["tree.sum.block2"] == 0
+
+
+def aux_problem(**search_space):
+    """The tiny space with `sum` auxiliary and searched (`aux.sum`), batch size a choice, and
+    strategies and schedules searched."""
+    raw = copy.deepcopy(TINY_SPACE)
+    raw["tasks"] = ["left", "right", {"name": "sum", "role": "auxiliary"}]
+    raw["search_space"].update(
+        {
+            "auxiliary": "search",
+            "strategies": ["none", "great"],
+            "great": {"lam": {"low": 0.01, "high": 1.0, "log": True}},
+            "schedules": ["all", "round_robin"],
+            **search_space,
+        }
+    )
+    raw["search_space"]["training"]["batch_size"] = [32, 64]
+    problem, _ = mtlsearch.load(raw)
+    return problem
+
+
+def test_warm_params_fix_the_baseline_settings_and_include_every_auxiliary_task():
+    problem = aux_problem()
+    assert problem.auxiliary_names == ["sum"]
+    # left and right help each other, sum is apart: {left,right} {sum}
+    matrix = [[0.0, 0.5, -0.5], [0.5, 0.0, -0.5], [-0.5, -0.5, 0.0]]
+    found = proposals(matrix, problem.task_names, 2, problem.backbone.block_names, source="cosine")
+    assert found[0].label == "affinity cosine k=2 split@2: {left,right} {sum}"
+    params = warm_params(problem, found[0].params)
+    assert params == {
+        "family": "tree",
+        **found[0].params,
+        "weighting": "equal",
+        "strategy": "none",
+        "schedule": "all",
+        "training.batch_size": 32,  # a fixed setting (epochs, optimizer) is no trial parameter
+        "training.lr": pytest.approx(10**-2.5),
+        "aux.sum": True,
+    }
+    # they replay exactly: every parameter the space asks for, none that it does not
+    trial = FixedTrial(params)
+    candidate = problem.sample(trial)
+    assert trial.params == params
+    assert candidate.task_names == ["left", "right", "sum"]
+    assert candidate.strategy is None and candidate.schedule is None
+    assert candidate.training == {**problem.baseline_training()}
+    sharing = problem.replay(params).architecture.sharing(problem.backbone.block_names)
+    assert [len(groups) for groups in sharing] == [1, 1, 2]
+
+
+def test_warm_params_leave_a_weighting_the_space_does_not_list_to_the_sampler():
+    problem = aux_problem(weightings=["static"], strategies=["great"], schedules=["round_robin"])
+    matrix = [[0.0, 0.5, -0.5], [0.5, 0.0, -0.5], [-0.5, -0.5, 0.0]]
+    found = proposals(matrix, problem.task_names, 2, problem.backbone.block_names)
+    params = warm_params(problem, found[0].params)
+    assert params == {
+        "family": "tree",
+        **found[0].params,
+        "training.batch_size": 32,
+        "training.lr": pytest.approx(10**-2.5),
+        "aux.sum": True,
+    }
 
 
 def test_warm_start_needs_the_tree_family(tmp_path):

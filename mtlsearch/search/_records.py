@@ -235,7 +235,8 @@ class StudyRecord(_Record):
         default=None,
         metadata=_doc(
             "what `run --warm-start affinity` enqueued, once per study: the affinity `method`, its `seconds` and "
-            "`cost_ratio`, and the `proposals` (each `label`, `score`, `groups`, `split_block`, `params`)"
+            "`cost_ratio`, and the `proposals` (each `label`, `score`, `groups`, `search` (the grouping search "
+            "that ran), `split_block`, `params` (as enqueued))"
         ),
     )
 

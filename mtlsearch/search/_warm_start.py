@@ -3,10 +3,14 @@
 Task affinity (:mod:`mtlsearch.affinity`; stored with the study, or measured once now) is turned
 into the best partitions of the tasks into ``k = 2..max_groups`` groups
 (:func:`mtlsearch.grouping.proposals`), each a ``tree`` candidate split at a few depths. They are
-enqueued once per study, before any other trial, with only their family and tree parameters
-fixed (the sampler draws the weighting and training settings), and marked ``warm_start`` so that
-``report`` can show how they fared. The choice of groups follows TAG (Fifty et al., NeurIPS 2021,
-arXiv:2109.04617) and Standley et al. (ICML 2020, arXiv:1905.07553); the search then refines it.
+enqueued once per study, before any other trial, and marked ``warm_start`` so that ``report`` can
+show how they fared. A warm-start trial tests its tree, not a random setting: besides the family
+and tree parameters it fixes (:func:`warm_params`) the weighting to ``equal``, every training
+parameter to the space's default (as the single-task baselines train), the training strategy and
+task schedule to ``none`` and ``all``, and includes every auxiliary task, each only where the
+space searches it and lists that choice (else the sampler draws it). The choice of groups
+follows TAG (Fifty et al., NeurIPS 2021, arXiv:2109.04617) and Standley et al. (ICML 2020,
+arXiv:1905.07553); the search then refines it.
 See docs/tasks.md#grouping-and-the-warm-start.
 """
 
@@ -58,6 +62,41 @@ def check_warm_start(problem: Problem, run: RunConfig) -> None:
         )
 
 
+def warm_params(problem: Problem, tree_params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a warm-start trial is enqueued with: the ``tree`` family and
+    ``tree_params``, ``weighting: equal``, ``training.<name>`` at each searched setting's default
+    (:meth:`~mtlsearch.problem.Problem.baseline_training`), ``strategy: none``, ``schedule: all``
+    and ``aux.<task>: true`` for every auxiliary task, so the proposed tree over all the tasks
+    trains with the settings of the baselines. Only parameters the space has are kept (a fixed
+    training setting, or a strategy the space does not search, is no trial parameter), and a
+    choice the space does not list (no ``equal`` among the weightings) is left to the sampler.
+    """
+    wanted: dict[str, Any] = {"family": "tree", **tree_params}
+    if "equal" in problem.weighting_spaces:
+        wanted["weighting"] = "equal"
+    if "none" in problem.strategy_spaces:
+        wanted["strategy"] = "none"
+    if "all" in problem.schedule_spaces:
+        wanted["schedule"] = "all"
+    wanted.update({f"training.{k}": v for k, v in problem.baseline_training().items()})
+    if problem.space.search_space.auxiliary == "search":
+        wanted.update({f"aux.{name}": True for name in problem.auxiliary_names})
+    # Which of them are trial parameters of this space: sample once through a throwaway in-memory
+    # study with ``wanted`` enqueued (the sampler fills in what is left to it).
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+            probe.enqueue_trial(wanted)
+            trial = probe.ask()
+            problem.sample(trial)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return {k: v for k, v in wanted.items() if k in trial.params}
+
+
 def enqueue_warm_start(
     study: optuna.Study, problem: Problem, run: RunConfig, progress: Progress, device: str | torch.device
 ) -> dict[str, Any] | None:
@@ -90,11 +129,12 @@ def enqueue_warm_start(
     found = proposals(result.matrices[method], tasks, max_groups, problem.backbone.block_names, source=method)
     open_budget = max(run.n_trials - len(finished_trials(study)), 0)
     chosen = found[:open_budget]
+    params = [warm_params(problem, p.params) for p in chosen]
     earlier = len(study.get_trials(deepcopy=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # enqueue_trial is experimental in some Optuna releases
-        for p in chosen:
-            study.enqueue_trial({"family": "tree", **p.params}, user_attrs={WARM_START: p.label}, skip_if_exists=True)
+        for p, fixed in zip(chosen, params):
+            study.enqueue_trial(fixed, user_attrs={WARM_START: p.label}, skip_if_exists=True)
     record = {
         "method": method,
         "measured": measured,
@@ -105,10 +145,11 @@ def enqueue_warm_start(
                 "label": p.label,
                 "score": p.score,
                 "groups": [list(g) for g in p.grouping.groups],
+                "search": p.grouping.method,  # branch and bound, or local search above 12 tasks
                 "split_block": p.split_block,
-                "params": dict(p.params),
+                "params": fixed,
             }
-            for p in chosen
+            for p, fixed in zip(chosen, params)
         ],
     }
     write_study(study, warm_start=record)
@@ -130,6 +171,7 @@ def enqueue_warm_start(
         seconds=result.seconds,
         cost_ratio=result.cost_ratio,
         proposals=[p.label for p in chosen],
+        searches=sorted({p.grouping.method for p in chosen}),
     )
     for p in chosen:
         progress.event("warm_start_trial", f"  {p.label} (score {p.score:+.3g})", label=p.label, score=p.score)
