@@ -373,7 +373,7 @@ def test_optuna_artifacts_api_is_public():
 
 @pytest.mark.slow
 @pytest.mark.process
-def test_the_ray_trainable_gets_the_teachers(tmp_path):
+def test_the_ray_trainable_gets_the_teachers(tmp_path, ray_address):
     """On the Ray backend the driver sends the kept networks to the trainable: a distill trial
     completes (without teachers it would fail at setup)."""
     import yaml
@@ -387,7 +387,7 @@ def test_the_ray_trainable_gets_the_teachers(tmp_path):
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(raw))
     problem, run = mtlsearch.load(path)
     run = run.replace(storage=f"sqlite:///{tmp_path}/rd.db", artifacts=str(tmp_path / "art"))
-    study = _ray_backend.run_ray(problem, run)
+    study = _ray_backend.run_ray(problem, run, address=ray_address)
     (trial,) = study.trials
     assert trial.state.name == "COMPLETE", trial.user_attrs.get("fail_reason")
     assert trial.user_attrs["architecture"]["strategy"]["name"] == "distill"

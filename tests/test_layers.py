@@ -1,5 +1,5 @@
 """The import graph flows one way: a module never imports from a layer above its own
-(config -> data/models/weighting/scoring -> training -> families -> problem -> search -> cli).
+(config -> data/models/weighting/scoring/grouping -> training -> families -> problem/affinity -> search -> cli).
 Families sit above training because a family that learns its architecture inside a trial
 (``Family.learn``) trains."""
 
@@ -13,8 +13,8 @@ PACKAGE = Path(__file__).parents[1] / "mtlsearch"
 # the layer of each top-level module or subpackage of mtlsearch (higher may import lower)
 LAYERS = {
     "version": 0, "errors": 0, "limits": 0, "registry": 0, "storage_url": 0, "tasks": 1, "tasks_dense": 1, "config": 1,
-    "data": 2, "models": 2, "weighting": 2, "checkpoints": 2, "scoring": 2,
-    "training": 3, "families": 4, "problem": 5, "search": 6, "cli": 7, "__main__": 7, "__init__": 8,
+    "data": 2, "models": 2, "weighting": 2, "checkpoints": 2, "scoring": 2, "grouping": 2,
+    "training": 3, "families": 4, "problem": 5, "affinity": 5, "search": 6, "cli": 7, "__main__": 7, "__init__": 8,
 }
 
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,54 +34,6 @@ EPOCHS = 4
 
 
 pytestmark = pytest.mark.process  # every test here talks to a Ray cluster that the session starts
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def ray_address():
-    """A local Ray head with 2 CPUs and no GPU, in its own temp dir, for the whole session.
-
-    Token authentication is off for this throw-away cluster, so that drivers connect with just
-    the address. ``ray start --block`` stops the processes it started when terminated; nothing
-    else on the machine is touched (no ``ray stop``).
-    """
-    port = free_port()
-    temp = tempfile.mkdtemp(prefix="mtlray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    head = subprocess.Popen(
-        [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-         "--disable-usage-stats", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--block"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )
-    lines: list[str] = []
-    started = threading.Event()
-
-    def drain():  # keeps the pipe from filling while the head runs
-        for line in head.stdout:
-            lines.append(line)
-            if "Ray runtime started" in line:
-                started.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    deadline = time.monotonic() + 60
-    while not started.wait(0.2):
-        assert head.poll() is None and time.monotonic() < deadline, "ray start --head failed:\n" + "".join(lines)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        head.terminate()
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def write_space(tmp_path) -> str:

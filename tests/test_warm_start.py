@@ -244,13 +244,13 @@ def test_bad_warm_start_values_are_refused():
 
 @pytest.mark.slow
 @pytest.mark.process
-def test_the_ray_backend_runs_the_warm_start_trials_first(tmp_path, monkeypatch):
+def test_the_ray_backend_runs_the_warm_start_trials_first(tmp_path, monkeypatch, ray_address):
     # the Ray searcher asks the study for each trial, and study.ask() hands out queued trials first
     from mtlsearch.search._ray_backend import run_ray
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     problem, run = mtlsearch.load(space(tmp_path, n_trials=3, warm_start="affinity", save_weights=False))
-    study = run_ray(problem, run, Recorder(), cpus_per_trial=1, max_concurrent=1)
+    study = run_ray(problem, run, Recorder(), address=ray_address, cpus_per_trial=1, max_concurrent=1)
     trials = sorted(study.trials, key=lambda t: t.number)
     labels = [p["label"] for p in study_record(study).warm_start["proposals"]]
     assert [t.user_attrs.get("warm_start") for t in trials] == [*labels, None]
