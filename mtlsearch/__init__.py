@@ -16,6 +16,7 @@ The Python API in a few lines::
     model = mtlsearch.build_model(problem, study.best_trials[0])      # a trial's model (untrained)
     model = mtlsearch.load_exported("best.yaml")                      # an exported config's model
     affinity = mtlsearch.estimate_affinity(problem)                   # which tasks help which (`mtlsearch affinity`)
+    teachers = mtlsearch.single_task_networks(study, problem, "cpu")  # kept baselines (keep_weights), for cka
 """
 
 from pathlib import Path
@@ -66,6 +67,7 @@ def load_exported(config: "str | Path | dict", seed: "int | None" = None):
 
 from .affinity import AffinityResult, estimate_affinity  # noqa: E402
 from .search import Objective, Progress, ensure_baselines, resume, retrain, run_search  # noqa: E402
+from .search._baselines import single_task_networks  # noqa: E402
 
 __all__ = [
     "AffinityResult",
@@ -88,4 +90,5 @@ __all__ = [
     "resume",
     "retrain",
     "run_search",
+    "single_task_networks",
 ]

@@ -27,7 +27,16 @@ from torch import nn
 
 from .errors import ConfigError, show
 from .families import FAMILIES
-from .training import batches, check_finite, make_optimizer, parameter_groups, resolve_device, task_parameters, train
+from .training import (
+    batches,
+    check_finite,
+    evaluate,
+    make_optimizer,
+    parameter_groups,
+    resolve_device,
+    task_parameters,
+    train,
+)
 from .weighting import WEIGHTINGS
 
 if TYPE_CHECKING:
@@ -111,9 +120,11 @@ class AffinityResult:
     """Task affinity matrices of one short run (``matrices[method][i][j]``: the effect of task i
     on task j), with what the run cost.
 
-    ``seconds`` is the affinity run's wall time, ``candidate_seconds`` the time of training one
-    hard-sharing candidate for the space's epochs (measured in the same call), ``cost_ratio`` their
-    ratio. Stored as the study attribute ``mtlsearch.affinity`` (:meth:`to_record`).
+    ``seconds`` is the affinity run's wall time, ``candidate_seconds`` the time of one hard-sharing
+    candidate as a trial computes it at the space's default training settings (built, its costs
+    measured, trained, evaluated; in the same call), ``cost_ratio`` their ratio; both after an
+    untimed warm-up step. ``epochs`` is 0 for ``cka`` alone (nothing trained). Stored as the study
+    attribute ``mtlsearch.affinity`` (:meth:`to_record`).
     """
 
     tasks: list[str]
@@ -261,7 +272,10 @@ def estimate_affinity(
     the same batch after a step of the trunk on each task's gradient alone (``lr`` of the training
     settings; :func:`torch.func.functional_call`, so the weights are never copied or touched),
     then the normal step is taken. ``cka`` compares the shared features of ``teachers`` (``{task:
-    trained single-task network}``) on at most 1,024 validation inputs.
+    trained single-task network}``) on at most 1,024 validation inputs; it needs no training run
+    (``epochs`` is then 0 in the result) and is refused when the space has auxiliary tasks. Before
+    anything is timed, one untimed optimizer step on a throwaway network pays the process's
+    one-off start-up costs.
 
     Args:
         progress: an object with ``event(kind, message, **data)`` (a
@@ -276,26 +290,23 @@ def estimate_affinity(
         raise ConfigError("seed", f"expected an integer, found {show(seed)}")
     names = [t.name for t in problem.tasks]
     if "cka" in methods:
+        check_cka(problem.tasks)
         if teachers is None:
             raise ConfigError("methods", CKA_NEEDS)
         missing = [t for t in problem.tasks if t.name not in teachers]
-        if missing and getattr(missing[0], "role", "primary") == "auxiliary":
-            raise ConfigError(
-                "methods",
-                f"`cka` compares every task's single-task network, and auxiliary task `{missing[0].name}` has none "
-                "(auxiliary tasks get no baseline); use cosine or lookahead",
-            )
         if missing:
             raise ConfigError(
                 "teachers", f"no network for task `{missing[0].name}`; expected one per task: {', '.join(names)}"
             )
     dev = resolve_device(str(device))
     training = {**problem.baseline_training(), "epochs": epochs}
+    trains = "cosine" in methods or "lookahead" in methods  # cka alone trains nothing
     matrices: dict[str, list[list[float]]] = {}
     steps = 0
     seconds = 0.0
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        if "cosine" in methods or "lookahead" in methods:
+        _warm_up(problem, training, dev, seed)
+        if trains:
             sums, steps, seconds = _run(problem, methods, training, dev, seed, progress)
             matrices.update({m: (sums[m] / max(steps, 1)).tolist() for m in methods if m in sums})
         if "cka" in methods and teachers is not None:  # checked above: cka comes with teachers
@@ -306,31 +317,63 @@ def estimate_affinity(
         _tell(
             progress,
             "affinity_timing",
-            f"affinity: timing one hard-sharing candidate's training ({full['epochs']} epoch"
-            f"{'' if full['epochs'] == 1 else 's'}) for the cost ratio",
+            f"affinity: timing one hard-sharing candidate as a trial runs it (costs, {full['epochs']} epoch"
+            f"{'' if full['epochs'] == 1 else 's'}, evaluation) for the cost ratio",
             epochs=full["epochs"],
         )
-        start = time.perf_counter()
-        train(
-            _hard_sharing(problem, seed),
-            problem.tasks,
-            WEIGHTINGS.get("equal")(names),
-            problem.data.train,
-            full,
-            dev,
-            seed,
-        )
-        candidate_seconds = time.perf_counter() - start
+        candidate_seconds = _time_candidate(problem, full, dev, seed)
     return AffinityResult(
         tasks=names,
         matrices={m: matrices[m] for m in methods},
         seed=seed,
-        epochs=epochs,
+        epochs=epochs if trains else 0,
         steps=steps,
         seconds=seconds,
         candidate_seconds=candidate_seconds,
         cost_ratio=seconds / candidate_seconds if candidate_seconds > 0 else 0.0,
     )
+
+
+def check_cka(tasks: Sequence[Any], path: str = "methods") -> None:
+    """``cka`` needs a single-task network per task: refused when the space has auxiliary tasks."""
+    _, auxiliary = task_roles(tasks)
+    if auxiliary:
+        raise ConfigError(
+            path,
+            f"`cka` is not possible in a space with auxiliary tasks: it compares every task's single-task "
+            f"network, and auxiliary tasks ({', '.join(auxiliary)}) have none (they get no baseline); "
+            "use cosine or lookahead",
+        )
+
+
+def _warm_up(problem: Problem, training: Mapping[str, Any], device: torch.device, seed: int) -> None:
+    """One optimizer step of a throwaway hard-sharing network on one batch, untimed: the first
+    optimizer step of a process imports parts of torch for seconds, which neither the affinity run
+    nor the candidate it is compared with should be charged."""
+    model = _hard_sharing(problem, seed).to(device).train()
+    optimizer = make_optimizer(
+        training["optimizer"], list(model.parameters()), training["lr"], training["weight_decay"]
+    )
+    x, y = next(batches(problem.data.train, training["batch_size"], device, shuffle=False))
+    out = model(x)
+    torch.stack([t.kind.loss(out[t.name], y[t.name]) for t in problem.tasks]).sum().backward()
+    optimizer.step()
+
+
+def _time_candidate(problem: Problem, training: Mapping[str, Any], device: torch.device, seed: int) -> float:
+    """The seconds of one hard-sharing candidate as a trial computes it (the denominator of the
+    cost ratio): build it, measure its costs (parameters, MACs, latency), train it with equal
+    weighting at ``training`` and evaluate it on the validation split. A trial's recorded
+    ``train_seconds`` also includes its writes to the storage."""
+    from .search._trial import measure_costs  # the search package imports this module
+
+    start = time.perf_counter()
+    model = _hard_sharing(problem, seed).to(device)
+    measure_costs(model, problem.input_shape)
+    equal = WEIGHTINGS.get("equal")(problem.task_names)
+    train(model, problem.tasks, equal, problem.data.train, dict(training), device, seed)
+    evaluate(model, problem.tasks, problem.data.val, device)
+    return time.perf_counter() - start
 
 
 def _tell(progress: Any, kind: str, message: str, **data: Any) -> None:
@@ -426,7 +469,7 @@ def _run(
         _tell(
             progress,
             "affinity_epoch",
-            f"affinity: epoch {epoch}/{training['epochs']}, train loss {sum(mean):.4f}, {seconds:.1f} s",
+            f"affinity: epoch {epoch}/{training['epochs']}, train loss {sum(mean):.4f}, {duration(seconds)}",
             epoch=epoch,
             epochs=training["epochs"],
             train_loss=sum(mean),
@@ -479,7 +522,10 @@ TITLES = {
 def format_affinity(result: AffinityResult, auxiliary: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The result as text: one table per method, the auxiliary ranking (``{method: ranking}`` of
     :func:`rank_auxiliary`, if any) and the cost."""
-    run = f"hard sharing, {result.epochs} epoch(s), {result.steps} steps, seed {result.seed}"
+    if result.epochs == 0:  # cka alone: nothing trained
+        run = "no training: cka compares the study's single-task networks"
+    else:
+        run = f"hard sharing, {result.epochs} epoch(s), {result.steps} steps, seed {result.seed}"
     parts = [f"task affinity ({CONVENTION}; {run})"]
     for method, matrix in result.matrices.items():
         parts.append(f"{method} ({TITLES[method]}):\n{format_matrix(result.tasks, matrix)}")
@@ -487,10 +533,15 @@ def format_affinity(result: AffinityResult, auxiliary: Mapping[str, Mapping[str,
             listed = ", ".join(f"{a} {v:+.3g}" for a, v in ranked) or "none"
             parts.append(f"  auxiliary tasks for `{primary}`, most helpful first: {listed}")
     parts.append(
-        f"cost: {result.seconds:.1f} s, {ratio(result.cost_ratio)}x one candidate's training "
-        f"({result.candidate_seconds:.1f} s)"
+        f"cost: {duration(result.seconds)}, {ratio(result.cost_ratio)}x one candidate's training "
+        f"({duration(result.candidate_seconds)})"
     )
     return "\n".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """Seconds for people: two decimals below 10 s (``0.07 s``, ``2.35 s``), one above (``42.1 s``)."""
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def ratio(value: float) -> str:
@@ -504,4 +555,4 @@ def describe_stored(record: Any) -> str:
         result = AffinityResult.from_record(record)
     except ConfigError as err:
         return f"affinity: the stored record is unreadable ({err}); run `mtlsearch affinity` again"
-    return f"affinity: {', '.join(result.matrices)} (stored; mtlsearch affinity)"
+    return f"affinity: {', '.join(result.matrices)} (stored with the study)"

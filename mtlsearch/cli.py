@@ -595,10 +595,10 @@ def cmd_affinity(args) -> None:
     import optuna
 
     from . import load
-    from .affinity import estimate_affinity, format_affinity, rank_auxiliary, task_roles
+    from .affinity import check_cka, estimate_affinity, format_affinity, rank_auxiliary, task_roles
     from .errors import ConfigError
     from .search import _baselines
-    from .search._records import write_study
+    from .search._records import study_record, write_study
     from .search._storage import open_storage
     from .search._study import open_study
     from .search.results import check_seed
@@ -614,6 +614,7 @@ def cmd_affinity(args) -> None:
     storage = open_storage(run.storage)
     study, teachers = None, None
     if "cka" in methods:  # the study's single-task networks (a study that does not exist yet is not created)
+        check_cka(problem.tasks, "--methods")  # auxiliary tasks have none: said before keep_weights
         networks = getattr(_baselines, "single_task_networks", None)
         if name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
             study = open_study(problem.space, run, problem.directions, storage)
@@ -646,7 +647,10 @@ def cmd_affinity(args) -> None:
         progress=progress,
     )
     record = result.to_record()
+    replaced = _stored_affinity(study_record(study).affinity)
     write_study(study, affinity=record)
+    if replaced:
+        progress.event("affinity_replaced", f"replacing the stored affinity ({replaced})", replaced=replaced)
     primary, auxiliary = task_roles(problem.tasks)
     ranking = {m: rank_auxiliary(result, m, primary, auxiliary) for m in result.matrices} if auxiliary else {}
     if args.json:
@@ -659,6 +663,21 @@ def cmd_affinity(args) -> None:
     else:
         print(format_affinity(result, ranking))
         print(f"stored in study `{name}` ({redact(run.storage)}) as mtlsearch.affinity")
+
+
+def _stored_affinity(raw) -> str:
+    """What the study's stored affinity record holds (``cosine, lookahead; seed 0``), ``""`` when it
+    has none; a damaged one is named as such."""
+    from .affinity import AffinityResult
+    from .errors import ConfigError
+
+    if raw is None:
+        return ""
+    try:
+        stored = AffinityResult.from_record(raw)
+    except ConfigError:
+        return "an unreadable record"
+    return f"{', '.join(stored.matrices)}; seed {stored.seed}"
 
 
 def _affinity_methods(value: str) -> tuple[str, ...]:

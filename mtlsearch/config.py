@@ -394,8 +394,16 @@ class TrainingSpace:
         return {name: getattr(self, name).to_raw() for name in self.FIELDS}
 
 
-def _unknown_section(key: Any, path: str, families: tuple[str, ...], weightings: tuple[str, ...]) -> ConfigError:
-    allowed = ["families", "weightings", "strategies", "schedules", "training", *families, *weightings, "auxiliary"]
+def _unknown_section(
+    key: Any,
+    path: str,
+    families: tuple[str, ...],
+    weightings: tuple[str, ...],
+    strategies: tuple[str, ...],
+    schedules: tuple[str, ...],
+) -> ConfigError:
+    fixed = ["families", "weightings", "strategies", "schedules", "training", "auxiliary"]
+    allowed = list(dict.fromkeys([*fixed, *families, *weightings, *strategies, *schedules]))  # each once
     return ConfigError(
         f"{path}.{key}",
         "unknown key; a section must name a family listed in "
@@ -450,7 +458,7 @@ class SearchSection:
             # misspelt, so such a section is kept here; Problem checks the listed names first and
             # then calls check_sections.
             if key not in listed and not did_you_mean(str(key), [*families, *weightings, *strategies, *schedules]):
-                raise _unknown_section(key, path, families, weightings)
+                raise _unknown_section(key, path, families, weightings, strategies, schedules)
             sections[key] = as_mapping(value, f"{path}.{key}")
         return cls(
             families=families,
@@ -466,7 +474,7 @@ class SearchSection:
         """Every section names a listed family or weighting (see :meth:`parse`)."""
         for key in self.sections:
             if key not in (*self.families, *self.weightings, *self.strategies, *self.schedules):
-                raise _unknown_section(key, path, self.families, self.weightings)
+                raise _unknown_section(key, path, self.families, self.weightings, self.strategies, self.schedules)
 
     def to_raw(self) -> dict:
         raw: dict[str, Any] = {"families": list(self.families)}

@@ -229,10 +229,17 @@ class Problem:
             self.strategy_spaces[name] = strategy.space(sections.get(name, {}), f"search_space.{name}")
         # `k` of a schedule is checked against the fewest tasks a candidate can train
         fewest = self.task_names if space.search_space.auxiliary == "always" else self.primary_names
+        bound = (
+            f"the fewest tasks a candidate trains, {len(fewest)} (the primary tasks)"
+            if len(fewest) < len(self.task_names)  # auxiliary tasks are searched: a candidate may train none
+            else None
+        )
         self.schedule_spaces: dict[str, dict[str, ParamSpec]] = {}
         for i, name in enumerate(space.search_space.schedules):
             schedule = SCHEDULES.get(name, f"search_space.schedules[{i}]")
-            self.schedule_spaces[name] = schedule.space_for(sections.get(name, {}), f"search_space.{name}", fewest)
+            self.schedule_spaces[name] = schedule.space_for(
+                sections.get(name, {}), f"search_space.{name}", fewest, bound
+            )
         space.search_space.check_sections("search_space")
         self.training_space: TrainingSpace = space.search_space.training
         self.objectives: list[str] = list(space.objectives)

@@ -20,6 +20,7 @@ from mtlsearch.affinity import (
     AffinityResult,
     describe_stored,
     estimate_affinity,
+    format_affinity,
     gradient_cosine,
     linear_cka,
     lookahead_affinity,
@@ -171,6 +172,11 @@ def test_cka_of_single_task_networks(tiny):
     cka = torch.tensor(result.matrices["cka"])
     assert torch.allclose(cka, cka.T) and cka.diagonal().tolist() == [1.0, 1.0, 1.0]
     assert bool(((cka > 0) & (cka <= 1)).all()) and result.steps == 0
+    assert result.epochs == 0 and result.to_record()["epochs"] == 0  # nothing trained
+    assert format_affinity(result).splitlines()[0] == (
+        f"task affinity ({CONVENTION}; no training: cka compares the study's single-task networks)"
+    )
+    assert AffinityResult.from_record(result.to_record()) == result
     with pytest.raises(
         ConfigError, match="teachers: no network for task `sum`; expected one per task: left, right, sum"
     ):
@@ -208,7 +214,8 @@ def test_record_round_trips_and_is_stored_under_its_field(tiny_result):
     back = AffinityResult.from_record(json.loads(json.dumps(record)))
     assert back == tiny_result
     assert StudyRecord.from_attrs({"mtlsearch.affinity": record}).affinity == record
-    assert describe_stored(record) == "affinity: cosine, lookahead (stored; mtlsearch affinity)"
+    # neutral: a warm start may have measured it as well as `mtlsearch affinity`
+    assert describe_stored(record) == "affinity: cosine, lookahead (stored with the study)"
 
 
 @pytest.mark.parametrize(
@@ -255,6 +262,56 @@ def test_a_damaged_record_is_refused(tiny_result, change, message):
     )
     with pytest.raises(ConfigError, match="mtlsearch.affinity: expected a mapping, found `x`"):
         AffinityResult.from_record("x")
+
+
+def test_cost_line_shows_the_arithmetic():
+    """Seconds below 10 s get two decimals, so the ratio can be checked from the printed numbers."""
+    result = AffinityResult(
+        tasks=["a", "b"],
+        matrices={"cosine": [[1.0, 0.5], [0.5, 1.0]]},
+        seed=0,
+        epochs=1,
+        steps=2,
+        seconds=0.07,
+        candidate_seconds=0.28,
+        cost_ratio=0.25,
+    )
+    assert format_affinity(result).splitlines()[-1] == "cost: 0.07 s, 0.25x one candidate's training (0.28 s)"
+    assert format_affinity(result).splitlines()[0].endswith("; hard sharing, 1 epoch(s), 2 steps, seed 0)")
+    long = AffinityResult(**{**result.__dict__, "seconds": 42.06, "candidate_seconds": 12.0, "cost_ratio": 3.505})
+    assert format_affinity(long).splitlines()[-1] == "cost: 42.1 s, 3.5x one candidate's training (12.0 s)"
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_timings_exclude_the_first_optimizer_steps_start_up(tmp_path):
+    """In a fresh process the first optimizer step imports parts of torch (about 2 s); the warm-up
+    step pays it, so neither the run nor the candidate is charged (the tiny candidate takes
+    hundredths of a second; 1 s leaves room for a loaded machine)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import copy, json, sys; sys.path.insert(0, 'tests'); from conftest import TINY_SPACE; import mtlsearch; "
+        "p, _ = mtlsearch.load(copy.deepcopy(TINY_SPACE)); r = mtlsearch.estimate_affinity(p, methods=('cosine',)); "
+        "print(json.dumps([r.seconds, r.candidate_seconds]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    seconds, candidate = json.loads(out.stdout.splitlines()[-1])
+    assert 0 < seconds < 1.0 and 0 < candidate < 1.0, (seconds, candidate)
+
+
+def test_cka_is_refused_first_for_a_space_with_auxiliary_tasks():
+    """Auxiliary tasks have no single-task network: that is said before any advice on keep_weights."""
+    space = copy.deepcopy(TINY_SPACE)
+    space["tasks"] = ["left", "right", {"name": "sum", "role": "auxiliary"}]
+    problem, _ = mtlsearch.load(space)
+    with pytest.raises(ConfigError) as err:
+        estimate_affinity(problem, methods=("cosine", "cka"))
+    assert str(err.value) == (
+        "methods: `cka` is not possible in a space with auxiliary tasks: it compares every task's single-task "
+        "network, and auxiliary tasks (sum) have none (they get no baseline); use cosine or lookahead"
+    )
 
 
 def test_rank_auxiliary_reads_the_primary_tasks_columns():
@@ -305,7 +362,10 @@ def test_command_prints_json_and_stores_the_record(tmp_path, capsys):
     assert "mtlsearch.fingerprint" in study.user_attrs  # a study `run` continues
 
     assert main(["affinity", space_file(tmp_path), "--storage", storage, "--methods", "cosine", "--epochs", "2"]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    # the record of the first call is replaced, and the command says so
+    assert "replacing the stored affinity (cosine, lookahead; seed 1)\n" in captured.err
     assert "cosine (gradient cosine on the shared parameters, mean over steps):" in text
     assert "cost: " in text and "x one candidate's training (" in text
     assert "stored in study `tiny` (sqlite:///" in text
@@ -361,6 +421,14 @@ def test_cka_of_the_study_kept_single_task_networks(tmp_path, capsys):
     stored = optuna.load_study(study_name="tiny", storage=storage).user_attrs["mtlsearch.affinity"]
     assert stored["methods"]["cka"] == out["methods"]["cka"]
 
+    # the same in Python, as docs/tasks.md shows it: the public single_task_networks
+    assert "single_task_networks" in mtlsearch.__all__
+    problem, _ = mtlsearch.load(str(path))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    teachers = mtlsearch.single_task_networks(study, problem, "cpu")
+    result = mtlsearch.estimate_affinity(problem, methods=("cka",), teachers=teachers)
+    assert torch.allclose(torch.tensor(result.matrices["cka"]), cka) and result.epochs == 0
+
 
 @pytest.mark.slow
 def test_auxiliary_tasks_are_ranked_for_each_primary_task(tmp_path, capsys):
@@ -382,11 +450,8 @@ def test_auxiliary_tasks_are_ranked_for_each_primary_task(tmp_path, capsys):
     assert main(["affinity", str(path), "--storage", storage, "--methods", "cosine"]) == 0
     assert "  auxiliary tasks for `left`, most helpful first: sum " in capsys.readouterr().out
     assert main(["affinity", str(path), "--storage", storage, "--methods", "cka"]) == 2
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .endswith(
-            "`cka` needs the single-task baselines of study `tiny` kept with their weights (in the space: "
-            "`baselines: {keep_weights: true}`, then `mtlsearch run`); use cosine or lookahead otherwise"
-        )
+    assert capsys.readouterr().err.strip() == (
+        "mtlsearch affinity: error: --methods: `cka` is not possible in a space with auxiliary tasks: it compares "
+        "every task's single-task network, and auxiliary tasks (sum) have none (they get no baseline); use cosine "
+        "or lookahead"
     )

@@ -46,7 +46,7 @@ SECTION_RULE = (
     "unknown key; a section must name a family listed in search_space.families, a weighting listed "
     "in search_space.weightings, a strategy listed in search_space.strategies or a schedule listed in "
     "search_space.schedules; allowed keys are: "
-    "families, weightings, strategies, schedules, training, "
+    "families, weightings, strategies, schedules, training, auxiliary, "
 )
 STORAGE_CHOICES = "choose one of: sqlite://..., postgresql://..., mysql://..., journal://... (e.g. sqlite:///mtlsearch.db)"
 OBJECTIVE_CHOICES = "choose from: delta_mtl, params, macs, latency_ms, or TASK.METRIC (e.g. left.accuracy)"
@@ -134,13 +134,18 @@ CASES = [
     ("unknown-weighting", [("search_space.weightings", ["equal", "statc"])],
      "search_space.weightings[1]: unknown weighting or aggregation method `statc`; choose one of: aligned_mtl, cagrad, config, cr_mogm, db_mtl, dualproj, dwa, equal, excess_mtl, fairgrad, famo, gls, graddrop, gradnorm, gradvac, imtl_g, imtl_l, mgda, mgda_ub, moco, modo, nash_mtl, pcd, pcgrad, rlw, sdmgrad, static, stch, uncertainty, upgrad (did you mean `static`?)"),
     ("misspelt-family-section", [("search_space.tree", DELETE), ("search_space.tre", {"max_groups": 2})],
-     "search_space.tre: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static, auxiliary (did you mean `tree`?)"),
+     "search_space.tre: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static, none, all (did you mean `tree`?)"),
     ("section-of-unlisted-family", [("search_space.families", ["single_task", "hard_sharing"])],
-     "search_space.tree: " + SECTION_RULE + "single_task, hard_sharing, equal, static, auxiliary"),
+     "search_space.tree: " + SECTION_RULE + "single_task, hard_sharing, equal, static, none, all"),
     ("section-of-unlisted-weighting", [("search_space.weightings", ["equal"])],
-     "search_space.static: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, auxiliary (did you mean `strategies`?)"),
+     "search_space.static: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, none, all (did you mean `strategies`?)"),
     ("misspelt-training", [("search_space.trainig", {"epochs": 1})],
-     "search_space.trainig: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static, auxiliary (did you mean `training`?)"),
+     "search_space.trainig: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static, none, all (did you mean `training`?)"),
+    ("unknown-section-lists-strategies-and-schedules",
+     [("search_space.strategies", ["none", "distill"]), ("search_space.schedules", ["all", "round_robin"]),
+      ("search_space.robin", {"k": 1})],
+     "search_space.robin: " + SECTION_RULE + "single_task, hard_sharing, tree, equal, static, none, distill, all, "
+     "round_robin (did you mean `round_robin`?)"),
     ("max-groups-zero", [("search_space.tree.max_groups", 0)],
      "search_space.tree.max_groups: expected an integer >= 1, found 0"),
     ("max-groups-bool", [("search_space.tree.max_groups", True)],

@@ -325,9 +325,26 @@ def test_page_and_report_show_a_stored_affinity_record(tiny_problem):
     assert heatmap["data"][0]["type"] == "heatmap" and heatmap["data"][0]["z"] == matrix
     assert heatmap["data"][0]["x"] == heatmap["data"][0]["y"] == ["left", "right", "sum"]
     assert heatmap["layout"]["title"]["text"] == "cosine: effect of row task on column task"
+    # the scale: symmetric around 0, set by the largest off-diagonal magnitude (0.3); the diagonal 1.0 is clipped
+    assert (heatmap["data"][0]["zmin"], heatmap["data"][0]["zmax"]) == (-0.3, 0.3)
+    assert "Stored with the study: measured by <code>mtlsearch affinity</code> or a warm start" in page
+    assert "diagonal clipped" in page and "Cost 1.50 s, 0.5x one candidate" in page
     data = report(study)
     assert data["affinity"] == record
-    assert format_report(data).endswith("\naffinity: cosine, lookahead (stored; mtlsearch affinity)")
+    assert format_report(data).endswith("\naffinity: cosine, lookahead (stored with the study)")
+
+    # lookahead: tiny off-diagonal values get the whole scale; cka: a similarity, not an effect
+    lookahead = [[0.0027, 2e-5, -1e-5], [-3e-5, 0.0019, 1e-5], [2e-5, 0.0, 0.0031]]
+    cka_only = {**record, "methods": {"lookahead": lookahead, "cka": matrix}, "epochs": 0, "steps": 0}
+    write_study(study, affinity=cka_only)
+    page = render(study)
+    figures = json.loads(re.search(r"const DATA = (.*?);</script>", page).group(1))["figures"]
+    trace = figures["affinity-lookahead"]["data"][0]
+    assert (trace["zmin"], trace["zmax"]) == (-3e-5, 3e-5) and trace["z"][0][0] == 0.0027  # text shows 0.0027
+    assert figures["affinity-cka"]["layout"]["title"]["text"] == (
+        "cka: similarity of the tasks' single-task representations (CKA)"
+    )
+    assert "; no training: cka compares the study's single-task networks. Row i" in page
 
     write_study(study, affinity={**record, "methods": {"cosine": [[1.0]]}})
     page = render(study)

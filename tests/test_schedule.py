@@ -350,6 +350,22 @@ def test_bad_values_get_exact_errors(changes, message, tiny_space):
     assert str(info.value) == message
 
 
+def test_k_bound_with_searched_auxiliary_tasks_names_the_primary_tasks(tiny_space):
+    """With auxiliary tasks searched a candidate may train only the primary tasks: `k` is bounded
+    by them, and the error says so (not "the number of tasks")."""
+    tiny_space["tasks"] = ["left", "right", {"name": "sum", "role": "auxiliary"}]
+    tiny_space["search_space"].update({"schedules": ["round_robin"], "round_robin": {"k": [1, 3]}})
+    with pytest.raises(ConfigError) as info:
+        mtlsearch.load(tiny_space)
+    assert str(info.value) == (
+        "search_space.round_robin.k: Parameter `k` of round-robin task scheduling should be at most the fewest "
+        "tasks a candidate trains, 2 (the primary tasks). Found `k = 3`."
+    )
+    tiny_space["search_space"]["auxiliary"] = "always"  # every candidate trains all 3 tasks: k = 3 is fine
+    problem, _ = mtlsearch.load(tiny_space)
+    assert tuple(problem.schedule_spaces["round_robin"]["k"].values()) == (1, 3)
+
+
 def test_bad_hyperparameters_of_an_instance():
     with pytest.raises(ConfigError) as info:
         RoundRobin(NAMES, k=True)

@@ -144,7 +144,7 @@ def test_a_stored_affinity_is_used_and_not_measured_again(tmp_path):
     study = mtlsearch.run_search(problem, run, progress)
     (_, message, data) = progress.of("warm_start")[0]
     assert message == (
-        "warm start: 2 tree candidates from cosine affinity enqueued (stored affinity 1.5 s, 0.5x one candidate)"
+        "warm start: 2 tree candidates from cosine affinity enqueued (stored affinity 1.50 s, 0.5x one candidate)"
     )
     assert data["proposals"] == [
         "affinity cosine k=2 split@2: {left,sum} {right}",
@@ -153,6 +153,27 @@ def test_a_stored_affinity_is_used_and_not_measured_again(tmp_path):
     assert study_record(study).warm_start["measured"] is False
     first = sorted(study.trials, key=lambda t: t.number)[0]
     assert first.params["tree.right.block2"] == 1 and first.params["tree.sum.block2"] == 0
+
+
+def test_one_enqueued_tree_is_singular(tmp_path):
+    """An open budget of one trial enqueues one tree: `1 tree candidate`, and the ratio keeps its
+    digits (0.018x, not 0.0x)."""
+    from mtlsearch.search._study import write_record
+    from mtlsearch.search._warm_start import enqueue_warm_start
+
+    problem, run = mtlsearch.load(space(tmp_path, n_trials=1, warm_start="affinity", save_weights=False))
+    study = problem.create_study(study_name=run.study, storage=run.storage)
+    write_record(study, problem.space, run.seed, run.sampler, None)
+    matrix = [[0.0, -0.5, 0.9], [-0.5, 0.0, -0.5], [0.8, -0.4, 0.0]]
+    record = {"tasks": ["left", "right", "sum"], "methods": {"cosine": matrix}, "seed": 0, "epochs": 1, "steps": 4}
+    write_study(study, affinity={**record, "seconds": 0.034, "candidate_seconds": 1.9, "cost_ratio": 0.0179})
+    progress = Recorder()
+    enqueue_warm_start(study, problem, run, progress, "cpu")
+    assert progress.of("warm_start")[0][1] == (
+        "warm start: 1 tree candidate from cosine affinity enqueued (1 more than the open budget left out) "
+        "(stored affinity 0.03 s, 0.018x one candidate)"
+    )
+    assert len(study.get_trials(deepcopy=False)) == 1
 
 
 def aux_problem(**search_space):

@@ -314,7 +314,7 @@ def upload_networks(study: optuna.Study, networks: Mapping[str, torch.nn.Module]
 
 
 def single_task_networks(
-    study: optuna.Study, problem: Problem, device: torch.device
+    study: optuna.Study, problem: Problem, device: torch.device | str
 ) -> dict[str, torch.nn.Module] | None:
     """The study's kept single-task networks, ``{task: network}`` for every primary task of ``problem``:
     built with :meth:`Problem.single_task_model` (seed ``weights_seed``), loaded from the study's
@@ -368,7 +368,7 @@ def single_task_networks(
 
 
 def networks_from_states(
-    problem: Problem, states: Mapping[str, Mapping[str, torch.Tensor]], seed: int, device: torch.device
+    problem: Problem, states: Mapping[str, Mapping[str, torch.Tensor]], seed: int, device: torch.device | str
 ) -> dict[str, torch.nn.Module]:
     """Single-task networks of the given weights (``{task: state_dict}``), in eval mode on ``device``."""
     out: dict[str, torch.nn.Module] = {}

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from ..affinity import AffinityResult, describe_stored, ratio
+from ..affinity import AffinityResult, describe_stored, duration, ratio
 from ..errors import ConfigError
 from ..problem import method_label
 from ..tasks import METRICS
@@ -292,9 +292,11 @@ def metric_figures(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def affinity_figures(record: Any) -> dict[str, dict[str, Any]]:
-    """One heatmap per task-affinity method of a stored ``mtlsearch affinity`` record (none when
-    there is no record or it is damaged): tasks on both axes, row i, column j the effect of task i
-    on task j."""
+    """One heatmap per task-affinity method of a stored affinity record (none when there is no
+    record or it is damaged): tasks on both axes, row i, column j the effect of task i on task j
+    (for ``cka``, their similarity). Each colour scale is symmetric around 0 and set by the largest
+    off-diagonal magnitude, so the diagonal (a task on itself, often far larger) is clipped; its
+    numbers are still written in the cells."""
     if record is None:
         return {}
     try:
@@ -303,6 +305,9 @@ def affinity_figures(record: Any) -> dict[str, dict[str, Any]]:
         return {}
     out = {}
     for method, matrix in result.matrices.items():
+        off = [abs(v) for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j]
+        scale = max(off, default=0.0) or 1.0  # all off-diagonal values 0: any symmetric scale
+        cka = method == "cka"
         out[f"affinity-{method}"] = {
             "data": [
                 {
@@ -311,16 +316,31 @@ def affinity_figures(record: Any) -> dict[str, dict[str, Any]]:
                     "x": result.tasks,
                     "y": result.tasks,
                     "colorscale": "RdBu",
-                    "zmid": 0,
+                    "zmin": -scale,
+                    "zmax": scale,
                     "texttemplate": "%{z:.2g}",
-                    "hovertemplate": "effect of %{y} on %{x}: %{z:.4g}<extra></extra>",
+                    "hovertemplate": ("CKA of %{y} and %{x}" if cka else "effect of %{y} on %{x}")
+                    + ": %{z:.4g}<extra></extra>",
                     "colorbar": {"thickness": 12},
                 }
             ],
             "layout": layout(
-                title={"text": f"{method}: effect of row task on column task", "x": 0.02, "font": {"size": 13}},
-                xaxis={"type": "category", "title": {"text": "column: affected task"}},
-                yaxis={"type": "category", "autorange": "reversed", "title": {"text": "row: acting task"}},
+                title={
+                    "text": f"{method}: "
+                    + (
+                        "similarity of the tasks' single-task representations (CKA)"
+                        if cka
+                        else "effect of row task on column task"
+                    ),
+                    "x": 0.02,
+                    "font": {"size": 13},
+                },
+                xaxis={"type": "category", "title": {"text": "task" if cka else "column: affected task"}},
+                yaxis={
+                    "type": "category",
+                    "autorange": "reversed",
+                    "title": {"text": "task" if cka else "row: acting task"},
+                },
                 margin={"l": 90, "r": 10, "t": 36, "b": 50},
                 height=340,
             ),
@@ -336,10 +356,17 @@ def affinity_section(record: Any) -> str:
     if not figures:
         return section("Task affinity", f'<p class="note">{html.escape(describe_stored(record))}</p>')
     facts_ = AffinityResult.from_record(record)
+    run = (
+        "no training: cka compares the study's single-task networks"
+        if facts_.epochs == 0
+        else f"{facts_.epochs} epoch(s) ({facts_.steps} steps) of a hard-sharing network, seed {facts_.seed}"
+    )
     note = (
-        f"Measured by <code>mtlsearch affinity</code> on {facts_.epochs} epoch(s) ({facts_.steps} steps) of a "
-        f"hard-sharing network, seed {facts_.seed}; row i, column j: the effect of task i on task j. Cost "
-        f"{facts_.seconds:.1f} s, {ratio(facts_.cost_ratio)}x one candidate's training."
+        "Stored with the study: measured by <code>mtlsearch affinity</code> or a warm start "
+        f"(<code>run --warm-start affinity</code>); {run}. Row i, column j: the effect of task i on task j "
+        "(cka: their similarity). Each colour scale is symmetric around 0 and set by the largest off-diagonal "
+        f"value; diagonal clipped. Cost {duration(facts_.seconds)}, {ratio(facts_.cost_ratio)}x one "
+        "candidate's training."
     )
     return section(
         "Task affinity",

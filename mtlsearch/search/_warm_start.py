@@ -108,7 +108,7 @@ def enqueue_warm_start(
     outcome is stored as the study record ``warm_start`` (and returned); a study that has one is
     left as it is (a resume does not enqueue again).
     """
-    from ..affinity import estimate_affinity
+    from ..affinity import duration, estimate_affinity, ratio
     from ..grouping import proposals
 
     check_warm_start(problem, run)
@@ -160,8 +160,9 @@ def enqueue_warm_start(
         message = f"warm start: no tree to propose (tree.max_groups is {max_groups}: every tree is hard sharing)"
     else:
         message = (
-            f"warm start: {len(chosen)} tree candidates from {method} affinity enqueued{left} "
-            f"({how} affinity {result.seconds:.1f} s, {result.cost_ratio:.1f}x one candidate){after}"
+            f"warm start: {len(chosen)} tree candidate{'' if len(chosen) == 1 else 's'} from {method} affinity "
+            f"enqueued{left} ({how} affinity {duration(result.seconds)}, {ratio(result.cost_ratio)}x one "
+            f"candidate){after}"
         )
     progress.event(
         "warm_start",

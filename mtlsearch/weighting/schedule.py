@@ -119,14 +119,19 @@ class TaskSchedule(Searchable, ABC):
         return cls([f"task_{i}" for i in range(count)], **hyperparameters)
 
     @classmethod
-    def space_for(cls, section: Mapping[str, Any], path: str, tasks: Sequence[str]) -> dict[str, ParamSpec]:
+    def space_for(
+        cls, section: Mapping[str, Any], path: str, tasks: Sequence[str], bound: str | None = None
+    ) -> dict[str, ParamSpec]:
         """:meth:`space`, with every listed value and range end also checked against ``tasks``
-        (``k`` at most the number of tasks)."""
+        (``k`` at most the number of tasks; ``bound`` says what ``tasks`` are in the error, e.g.
+        ``the fewest tasks a candidate trains, 2 (the primary tasks)``)."""
         specs = cls.space(section, path)
         for name, spec in specs.items():
             for value in spec.values() or (spec.low, spec.high):
                 if spec.kind == "int":
                     value = int(value)
+                if name == "k" and bound is not None and isinstance(value, int) and value > len(tasks):
+                    raise hyperparameter_error(cls.label, "k", f"at most {bound}", value).prefixed(f"{path}.{name}")
                 try:
                     cls(tasks, **{name: value})
                 except ConfigError as err:
