@@ -27,6 +27,7 @@ from torch import nn
 
 from .errors import ConfigError, show
 from .families import FAMILIES
+from .scoring import measure_costs
 from .training import (
     batches,
     check_finite,
@@ -365,8 +366,6 @@ def _time_candidate(problem: Problem, training: Mapping[str, Any], device: torch
     cost ratio): build it, measure its costs (parameters, MACs, latency), train it with equal
     weighting at ``training`` and evaluate it on the validation split. A trial's recorded
     ``train_seconds`` also includes its writes to the storage."""
-    from .search._trial import measure_costs  # the search package imports this module
-
     start = time.perf_counter()
     model = _hard_sharing(problem, seed).to(device)
     measure_costs(model, problem.input_shape)

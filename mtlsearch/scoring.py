@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -267,3 +268,12 @@ def mean_interval(values: Sequence[float]) -> dict[str, float | None]:
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
     return {"mean": mean, "std": std, "low": mean - half, "high": mean + half}
+
+
+def measure_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a candidate costs: parameters, MACs of one forward for all tasks, median latency (ms)."""
+    return {
+        "params": count_params(model),
+        "macs": count_macs(model, input_shape),
+        "latency_ms": round(measure_latency(model, input_shape), 4),
+    }

@@ -50,3 +50,46 @@ class TwoHeads(nn.Module):
     def context(self, shared=True):
         per_task = {t: list(self.shared.parameters()) + list(h.parameters()) for t, h in zip("ab", self.heads)}
         return StepContext(per_task, list(self.shared.parameters()) if shared else [])
+
+
+def check_resume_equals_uninterrupted(
+    candidate, folder, *, epochs=3, stop_after=2, seed=5, training=None, strategy=None
+):
+    """Train ``candidate`` straight through; train it again, stopped after ``stop_after`` epochs
+    with per-epoch checkpoints in ``folder``; continue from them in a model initialised otherwise.
+    Assert both end with the same weights, and return the straight model and the checkpoint store.
+    Every run gets a fresh weighting, schedule and strategy (``strategy()`` when given, e.g. one
+    given its teachers, else the candidate's)."""
+    from mtlsearch.checkpoints import CheckpointStore
+    from mtlsearch.training import train
+
+    class Stop(Exception):
+        pass
+
+    def stop(end):
+        if end.epoch == stop_after:
+            raise Stop
+
+    settings = {**candidate.training, "epochs": epochs, **(training or {})}
+
+    def run(model, **kwargs):
+        return train(
+            model, candidate.tasks, candidate.new_weighting(), candidate.problem.data.train, settings,
+            torch.device("cpu"), seed=seed, strategy=strategy() if strategy else candidate.new_strategy(),
+            schedule=candidate.new_schedule(), **kwargs,
+        )  # fmt: skip
+
+    straight = candidate.build_model(seed=seed)
+    run(straight)
+    store = CheckpointStore(folder)
+    try:
+        run(candidate.build_model(seed=seed), on_epoch=stop, checkpoints=store)
+    except Stop:
+        pass
+    else:
+        raise AssertionError(f"training was not stopped after epoch {stop_after}")
+    resumed = candidate.build_model(seed=seed + 94)
+    assert run(resumed, checkpoints=store).resumed_from == stop_after
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
+    return straight, store

@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from method_helpers import close, rand
+from method_helpers import check_resume_equals_uninterrupted, close, rand
 from method_helpers import degenerate as shared_degenerate
 from optuna.trial import FixedTrial
 
@@ -419,35 +419,11 @@ def test_moco_state_round_trip_and_size_check():
 
 @pytest.mark.slow
 def test_moco_training_resumed_from_a_checkpoint_equals_uninterrupted(tiny_space, tmp_path):
-    from mtlsearch.checkpoints import CheckpointStore
-    from mtlsearch.training import train
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(e):
-        if e.epoch == 2:
-            raise Stop
-
     tiny_space["search_space"]["weightings"] = ["moco"]
     problem, _ = mtlsearch.load(tiny_space)
     params = {"family": "tree", "weighting": "moco", "training.lr": 3e-3}
     params.update({f"tree.right.block{b}": 0 for b in range(3)} | {f"tree.sum.block{b}": 1 for b in range(3)})
-    candidate = problem.replay(params)
-    training = {**candidate.training, "epochs": 3}
-    device = torch.device("cpu")
-    straight = candidate.build_model(seed=5)
-    train(straight, problem.tasks, candidate.new_weighting(), problem.data.train, training, device, seed=5)
-    store = CheckpointStore(tmp_path / "run")
-    with pytest.raises(Stop):
-        train(candidate.build_model(seed=5), problem.tasks, candidate.new_weighting(), problem.data.train, training,
-              device, seed=5, on_epoch=stop_after_two, checkpoints=store)
-    resumed = candidate.build_model(seed=99)
-    result = train(resumed, problem.tasks, candidate.new_weighting(), problem.data.train, training, device, seed=5,
-                   checkpoints=store)
-    assert result.resumed_from == 2
-    for key, value in straight.state_dict().items():
-        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
+    check_resume_equals_uninterrupted(problem.replay(params), tmp_path / "run")
 
 
 # --------------------------------------------------------------------------------------------------

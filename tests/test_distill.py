@@ -10,6 +10,7 @@ import math
 import optuna
 import pytest
 import torch
+from method_helpers import check_resume_equals_uninterrupted
 from torch import nn
 
 import mtlsearch
@@ -326,43 +327,24 @@ def test_a_study_with_a_distill_trial_completes(tiny_space, tmp_path):
 
 @pytest.mark.slow
 def test_training_resumed_from_a_checkpoint_equals_uninterrupted(tiny_space, tmp_path):
-    from mtlsearch.checkpoints import CheckpointStore
     from mtlsearch.training import train
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(e):
-        if e.epoch == 2:
-            raise Stop
 
     problem, _ = mtlsearch.load(distill_space(tiny_space, temperature=[4.0]))
     study = new_study(problem, tmp_path)
     ensure_baselines(study, problem, seed=0, device=CPU)
     teachers = single_task_networks(study, problem, CPU)
     candidate = problem.replay({**DISTILL_PARAMS, "distill.temperature": 4.0})
-    training = {**candidate.training, "epochs": 3}
 
-    def run(model, **kwargs):
+    def taught():
         strategy = candidate.new_strategy()
         strategy.set_teachers(teachers, {t.name: t.type for t in problem.tasks})
-        return train(
-            model, problem.tasks, candidate.new_weighting(), problem.data.train, training, CPU, seed=5,
-            strategy=strategy, **kwargs,
-        )  # fmt: skip
+        return strategy
 
-    straight = candidate.build_model(seed=5)
-    run(straight)
-    store = CheckpointStore(tmp_path / "run")
-    with pytest.raises(Stop):
-        run(candidate.build_model(seed=5), on_epoch=stop_after_two, checkpoints=store)
+    straight, store = check_resume_equals_uninterrupted(candidate, tmp_path / "run", strategy=taught)
     assert store.load()["strategy"] == {"weight": 0.5, "temperature": 4.0}  # not the teachers
-    resumed = candidate.build_model(seed=99)
-    assert run(resumed, checkpoints=store).resumed_from == 2
-    for key, value in straight.state_dict().items():
-        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
     # and the term mattered: without it the same run ends elsewhere
     plain = candidate.build_model(seed=5)
+    training = {**candidate.training, "epochs": 3}
     train(plain, problem.tasks, candidate.new_weighting(), problem.data.train, training, CPU, seed=5)
     assert any(not torch.allclose(v, plain.state_dict()[k], atol=1e-6) for k, v in straight.state_dict().items())
 

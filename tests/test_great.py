@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from optuna.trial import FixedTrial
+from method_helpers import check_resume_equals_uninterrupted
 from torch import nn
 
 import mtlsearch
@@ -166,35 +167,10 @@ def test_a_space_searches_strategies_and_names_bad_ones(tiny_space):
 
 @pytest.mark.slow
 def test_training_resumed_from_a_checkpoint_equals_uninterrupted(tiny_space, tmp_path):
-    from mtlsearch.checkpoints import CheckpointStore
-    from mtlsearch.training import train
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(e):
-        if e.epoch == 2:
-            raise Stop
-
     tiny_space["search_space"].update(strategies=["great"], weightings=["equal"])
     problem, _ = mtlsearch.load(tiny_space)
     candidate = problem.replay({"family": "hard_sharing", "weighting": "equal", "strategy": "great", "training.lr": 3e-3})
-    training = {**candidate.training, "epochs": 3}
-    device = torch.device("cpu")
-
-    def run(model, **kwargs):
-        return train(model, problem.tasks, candidate.new_weighting(), problem.data.train, training, device, seed=5,
-                     strategy=candidate.new_strategy(), **kwargs)
-
-    straight = candidate.build_model(seed=5)
-    run(straight)
-    store = CheckpointStore(tmp_path / "run")
-    with pytest.raises(Stop):
-        run(candidate.build_model(seed=5), on_epoch=stop_after_two, checkpoints=store)
-    resumed = candidate.build_model(seed=99)
-    assert run(resumed, checkpoints=store).resumed_from == 2
-    for key, value in straight.state_dict().items():
-        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
+    check_resume_equals_uninterrupted(candidate, tmp_path / "run")
 
 
 @pytest.mark.slow

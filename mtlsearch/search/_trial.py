@@ -29,7 +29,7 @@ from ..checkpoints import CheckpointStore, describe_value, run_id_from
 from ..config import CONSTRAINTS
 from ..errors import NonFiniteLossError
 from ..problem import Problem
-from ..scoring import constraint_values, count_macs, count_params, delta_mtl, measure_latency
+from ..scoring import constraint_values, delta_mtl, measure_costs
 from ..training import EpochEnd, evaluate, train
 from ..weighting import StrategyError, TrainingStrategy
 from ._records import TrialRecord
@@ -272,15 +272,6 @@ def trial_identity(attrs: Mapping[str, Any], default_seed: int, warn: Callable[[
 
 
 # -- costs, constraints and objective values ----------------------------------------------------
-
-
-def measure_costs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """What a candidate costs: parameters, MACs of one forward for all tasks, median latency (ms)."""
-    return {
-        "params": count_params(model),
-        "macs": count_macs(model, input_shape),
-        "latency_ms": round(measure_latency(model, input_shape), 4),
-    }
 
 
 def infeasibility(costs: Mapping[str, float], bounds: Mapping[str, float]) -> tuple[dict[str, float], str | None]:
