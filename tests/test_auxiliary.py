@@ -322,3 +322,16 @@ def test_retrain_scores_primary_tasks_against_their_single_task_networks(aux_stu
     assert set(result["test_metrics"]) == {"left", "right", "sum"}
     assert set(result["single_task_test_metrics"]) == set(result["task_delta"]) == {"left", "right"}
     assert "sum.mae" in results.format_retrain(result)
+
+
+def test_html_charts_cover_a_task_that_the_first_front_member_left_out():
+    from mtlsearch.search._html import metric_figures
+
+    front = [
+        {"trial": 0, "family": "tree", "val_metrics": {"left": {"accuracy": 0.5}}},
+        {"trial": 1, "family": "tree", "val_metrics": {"left": {"accuracy": 0.6}, "sum": {"mae": 2.0}}},
+    ]
+    figures = metric_figures({"front": front, "baselines": {"values": {"left": {"accuracy": 0.55}}}})
+    assert list(figures) == ["left.accuracy", "sum.mae"]
+    assert figures["sum.mae"]["data"][0]["y"] == [None, 2.0]  # no bar for the member without `sum`
+    assert figures["sum.mae"]["layout"]["shapes"] == []  # an auxiliary task has no baseline

@@ -244,50 +244,59 @@ def metric_figures(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if not front:
         return out
     labels = [f"#{r['trial']}" for r in front]
-    for task, metrics in (front[0].get("val_metrics") or {}).items():
-        for metric in metrics if isinstance(metrics, Mapping) else ():
-            values = [number(metric_of(r, task, metric)) for r in front]
-            base = number((baselines.get(task) or {}).get(metric) if isinstance(baselines, Mapping) else None)
-            better = METRICS.get(metric).direction if metric in METRICS else None
-            shapes = []
-            if base is not None:
-                shapes.append(
-                    {
-                        "type": "line",
-                        "xref": "paper",
-                        "x0": 0,
-                        "x1": 1,
-                        "y0": base,
-                        "y1": base,
-                        "line": {"dash": "dash", "color": "#444", "width": 2},
-                    }
-                )
-            colours = [family_colour(r.get("family"), data) for r in front]
-            title = f"{task}.{metric}" + BETTER.get(better or "", "")
-            out[f"{task}.{metric}"] = {
-                "data": [
-                    {
-                        "type": "bar",
-                        "x": labels,
-                        "y": values,
-                        "marker": {"color": colours},
-                        "name": "front",
-                        "hovertemplate": "%{x}: %{y:.4g}<extra></extra>",
-                    },
-                ],
-                "layout": layout(
-                    title={
-                        "text": title + ("; dashed: single-task baseline" if base is not None else ""),
-                        "x": 0.02,
-                        "font": {"size": 13},
-                    },
-                    shapes=shapes,
-                    showlegend=False,
-                    margin={"l": 50, "r": 10, "t": 36, "b": 30},
-                    xaxis={"type": "category"},
-                    yaxis={"title": {"text": metric}},
-                ),
-            }
+    # every task metric some front member records (a candidate may leave an auxiliary task out)
+    recorded = (r.get("val_metrics") for r in front)
+    pairs = dict.fromkeys(
+        (task, metric)
+        for found in recorded
+        if isinstance(found, Mapping)
+        for task, metrics in found.items()
+        if isinstance(metrics, Mapping)
+        for metric in metrics
+    )
+    for task, metric in pairs:
+        values = [number(metric_of(r, task, metric)) for r in front]
+        base = number((baselines.get(task) or {}).get(metric) if isinstance(baselines, Mapping) else None)
+        better = METRICS.get(metric).direction if metric in METRICS else None
+        shapes = []
+        if base is not None:
+            shapes.append(
+                {
+                    "type": "line",
+                    "xref": "paper",
+                    "x0": 0,
+                    "x1": 1,
+                    "y0": base,
+                    "y1": base,
+                    "line": {"dash": "dash", "color": "#444", "width": 2},
+                }
+            )
+        colours = [family_colour(r.get("family"), data) for r in front]
+        title = f"{task}.{metric}" + BETTER.get(better or "", "")
+        out[f"{task}.{metric}"] = {
+            "data": [
+                {
+                    "type": "bar",
+                    "x": labels,
+                    "y": values,
+                    "marker": {"color": colours},
+                    "name": "front",
+                    "hovertemplate": "%{x}: %{y:.4g}<extra></extra>",
+                },
+            ],
+            "layout": layout(
+                title={
+                    "text": title + ("; dashed: single-task baseline" if base is not None else ""),
+                    "x": 0.02,
+                    "font": {"size": 13},
+                },
+                shapes=shapes,
+                showlegend=False,
+                margin={"l": 50, "r": 10, "t": 36, "b": 30},
+                xaxis={"type": "category"},
+                yaxis={"title": {"text": metric}},
+            ),
+        }
     return out
 
 
