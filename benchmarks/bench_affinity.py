@@ -151,8 +151,12 @@ def best_trial(deltas: list[float | None], k: int) -> int | None:
     return max(values)[1] if values else None
 
 
-def warm_cell(raw: dict[str, Any], arm: str, seed: int, n_trials: int, device: str) -> dict[str, Any]:
+def warm_cell(
+    raw: dict[str, Any], arm: str, seed: int, n_trials: int, device: str, affinity_epochs: int = 1
+) -> dict[str, Any]:
     """One study (in its own process): ``arm`` is ``warm`` (run.warm_start affinity) or ``cold``.
+    With ``affinity_epochs`` other than the warm start's 1, the warm arm's affinity is measured
+    over that many epochs first and stored with the study, where the warm start reads it.
     Then the best trial among the first k (each k of ``CHECKPOINTS``) trains ``CONFIRM_SEEDS``
     more seeds as confirmation trials (the confirmation stage's trials: ``confirm_of``, queued
     after the budget and run by ``run_search``), once per trial however many k it is best at."""
@@ -191,6 +195,12 @@ def warm_cell(raw: dict[str, Any], arm: str, seed: int, n_trials: int, device: s
             warm_start="affinity" if arm == "warm" else "none",
         )
         recorder = Recorder()
+        if arm == "warm" and affinity_epochs != 1:
+            from mtlsearch.search._records import write_study
+            from mtlsearch.search._study import open_study
+
+            measured = estimate_affinity(problem, epochs=affinity_epochs, seed=seed, device=device)
+            write_study(open_study(problem.space, run, problem.directions), affinity=measured.to_record())
         study = mtlsearch.run_search(problem, run, recorder)
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         deltas = [t.user_attrs.get("delta_mtl") if t.state.name == "COMPLETE" else None for t in trials]
@@ -257,7 +267,11 @@ def warmstart_space(name: str, args: argparse.Namespace) -> dict[str, Any]:
     raw["baselines"] = {"kind": "given", "values": ensure_baselines(None, problem, seed=0, device=args.device)}
     baseline_seconds = time.perf_counter() - t0
     print(f"  [{name}] baselines in {baseline_seconds:.0f} s", file=sys.stderr)
-    cells = [(raw, arm, seed, args.ws_trials, args.device) for seed in args.seeds for arm in ("cold", "warm")]
+    cells = [
+        (raw, arm, seed, args.ws_trials, args.device, args.ws_affinity_epochs)
+        for seed in args.seeds
+        for arm in ("cold", "warm")
+    ]
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(warm_cell, *zip(*cells)))
     ks = [k for k in CHECKPOINTS if k <= args.ws_trials]
@@ -347,6 +361,12 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--ws-space", choices=[*WS_SPACES, "both"], default="both", help="warmstart: the space(s)")
     parser.add_argument("--ws-trials", type=int, default=20, help="warmstart: trials per study")
+    parser.add_argument(
+        "--ws-affinity-epochs",
+        type=int,
+        default=1,
+        help="warmstart: epochs of the warm arm's affinity (the warm start's 1)",
+    )
     parser.add_argument(
         "--ws-epochs", type=int, default=2, help="warmstart: multidigits epochs per trial (the space has 3)"
     )
