@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import ConfigError, show
 from ..tasks import TaskSpec
 from .base import BENCHMARKS, MTLData
-from .folders import check_fraction, check_max_images, check_root, check_seed, check_size
+from .folders import check_root, check_split_arguments
 from .npy_folders import Target, make_splits
 
 CLASSES = (7, 19)
@@ -52,12 +52,9 @@ def make_cityscapes(
         val_fraction: the part of ``train/`` that becomes the val split.
         max_images: at most this many images per split, for quick runs.
     """
-    seed = check_seed(seed)
+    seed, shape, fraction, cap = check_split_arguments(seed, size, val_fraction, max_images)
     if isinstance(classes, bool) or not isinstance(classes, int) or classes not in CLASSES:
         raise ConfigError("classes", f"expected 7 or 19 (the label_7/ or label_19/ folders), found {show(classes)}")
-    shape = None if size is None else check_size(size, optional=True)
-    fraction = check_fraction("val_fraction", val_fraction)
-    cap = check_max_images(max_images)
     folder = check_root(root, "Cityscapes' `train/` and `val/` folders of .npy files (the MTAN/LibMTL layout)")
     targets = (
         Target(label_folder(folder, classes), "segmentation", "label", 0, classes),

@@ -45,6 +45,16 @@ def check_fraction(name: str, value: object) -> float:
     return float(value)
 
 
+def check_split_arguments(
+    seed: object, size: object, val_fraction: object, max_images: object
+) -> tuple[int, tuple[int, int] | None, float, int | None]:
+    """The common arguments of a loader of ``.npy`` folders, checked: the seed, ``size`` (``None``
+    keeps the files' size), ``val_fraction`` and ``max_images``."""
+    checked_seed = check_seed(seed)
+    shape = None if size is None else check_size(size, optional=True)
+    return checked_seed, shape, check_fraction("val_fraction", val_fraction), check_max_images(max_images)
+
+
 def check_size(value: object, optional: bool = False) -> tuple[int, int]:
     """``size``: an integer (a square) or ``[height, width]``, each side in [1, 4096]. ``optional``
     only changes the message: the caller accepts ``null`` (keep the files' size) too."""

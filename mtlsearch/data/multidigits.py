@@ -21,6 +21,7 @@ from ..errors import ConfigError, show
 from ..limits import check_bound
 from ..tasks import TaskSpec
 from .base import BENCHMARKS, MTLData, TensorMTLDataset, split_indices
+from .folders import check_seed
 
 NUM_BASE_IMAGES = 1797  # len(sklearn.datasets.load_digits().images)
 POOL_FRACTIONS = (0.6, 0.2, 0.2)
@@ -32,11 +33,6 @@ def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigError(name, f"expected an integer >= {minimum}, found {show(value)}")
     check_bound(int(value), "n_samples", name, minimum)  # before anything is allocated
-
-
-def _check_seed(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError("seed", f"expected an integer, found {show(value)}")
 
 
 def digit_pools(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,7 +71,7 @@ SUM_CENTRE = 9
 @BENCHMARKS.register("multidigits")
 def make_multidigits(seed: int = 0, n_train: int = 3000, n_val: int = 600, n_test: int = 600) -> MTLData:
     """The MultiDigits benchmark (see the module docstring): deterministic given ``seed``."""
-    _check_seed(seed)
+    check_seed(seed)
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for split, n in sizes.items():
         _check_int(f"n_{split}", n, 1)

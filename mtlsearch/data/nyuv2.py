@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from ..tasks import TaskSpec
 from .base import BENCHMARKS, MTLData
-from .folders import check_fraction, check_max_images, check_root, check_seed, check_size
+from .folders import check_root, check_split_arguments
 from .npy_folders import Target, make_splits
 
 CLASSES = 13
@@ -44,10 +44,7 @@ def make_nyuv2(
         val_fraction: the part of ``train/`` that becomes the val split.
         max_images: at most this many images per split, for quick runs.
     """
-    seed = check_seed(seed)
-    shape = None if size is None else check_size(size, optional=True)
-    fraction = check_fraction("val_fraction", val_fraction)
-    cap = check_max_images(max_images)
+    seed, shape, fraction, cap = check_split_arguments(seed, size, val_fraction, max_images)
     folder = check_root(root, "NYUv2's `train/` and `val/` folders of .npy files (the MTAN/LibMTL layout)")
     datasets, files = make_splits(folder, TARGETS, seed, fraction, cap, shape)
     tasks = [

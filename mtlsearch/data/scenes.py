@@ -35,7 +35,8 @@ import torch
 from ..errors import ConfigError, show
 from ..tasks import TaskSpec
 from .base import BENCHMARKS, MTLData, TensorMTLDataset
-from .multidigits import _check_int, _check_seed
+from .folders import check_seed
+from .multidigits import _check_int
 
 CLASSES = ("background", "floor", "red_sphere", "blue_sphere", "red_box", "blue_box")
 SPLITS = ("train", "val", "test")
@@ -242,7 +243,7 @@ def make_scenes(
         size: images are ``size x size`` (8 to 1024).
         cache: read and write rendered splits under ``$MTLSEARCH_CACHE/scenes``.
     """
-    _check_seed(seed)
+    check_seed(seed)
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for split, n in sizes.items():
         _check_int(f"n_{split}", n, 1)

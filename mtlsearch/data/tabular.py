@@ -41,6 +41,7 @@ from ..errors import ConfigError, show
 from ..limits import check_bound
 from ..tasks import TaskSpec
 from .base import BENCHMARKS, MTLData, TensorMTLDataset, split_indices
+from .folders import check_seed
 
 FRACTIONS = (0.6, 0.2, 0.2)  # train / val / test of the benchmarks that have one file
 
@@ -90,12 +91,6 @@ def _source(package: Package, relative: str) -> str:
         return f"{package.name} {metadata.version(package.name)}: {package.name}/{relative}"
     except metadata.PackageNotFoundError:
         return f"{package.name}: {package.name}/{relative}"
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ConfigError("seed", f"expected an integer, found {show(seed)}")
-    return int(seed)
 
 
 def _check_cap(name: str, value: object) -> int | None:
@@ -162,7 +157,7 @@ def make_yeast(seed: int = 0) -> MTLData:
     """Yeast multi-label data as 14 binary tasks ``class1`` ... ``class14`` (the file's
     ``Class1`` ... ``Class14``), scored by accuracy, F1 and AUROC. A seeded 60/20/20 split of the
     2,417 genes; the 103 features are standardised with train statistics."""
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     relative = "datasets/yeast.csv.gz"
     with gzip.open(package_file(RIVER, relative, "yeast"), "rt", newline="") as f:
         rows = list(csv.reader(f))
@@ -197,7 +192,7 @@ def make_solar_flare(seed: int = 0) -> MTLData:
     """UCI Solar Flare as three count tasks ``c_flares``, ``m_flares``, ``x_flares`` (Poisson,
     scored by Poisson deviance and MAE of the rate). A seeded 60/20/20 split of the 1,066 rows;
     the 10 categorical features are one-hot encoded with the train split's levels."""
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     relative = "datasets/solar-flare.csv.zip"
     with zipfile.ZipFile(package_file(RIVER, relative, "solar_flare")) as archive:
         text = archive.read(archive.namelist()[0]).decode("utf-8")
@@ -306,7 +301,7 @@ def make_adult(
     and val (20 %); ``adult.test`` (16,281 rows) is the test split. ``n_train``, ``n_val``,
     ``n_test`` take that many rows of each (a seeded choice; all when null). Marital status and
     income are not features; the one-hot levels and the scaling come from the whole train part."""
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     caps = [_check_cap(f"n_{split}", n) for split, n in (("train", n_train), ("val", n_val), ("test", n_test))]
     table = adult_table(seed)
     parts = adult_parts(seed, caps)
@@ -337,7 +332,7 @@ def make_penguins(seed: int = 0) -> MTLData:
     (regression of the standardised body mass). Rows with a missing value are dropped (344 -> 333),
     then a seeded 60/20/20 split. Features: bill length, bill depth, flipper length (standardised)
     and the island (one-hot); the year is not a feature."""
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     relative = "data/penguins.csv"
     with open(package_file(PALMERPENGUINS, relative, "penguins"), newline="") as f:
         records = list(csv.DictReader(f))
