@@ -46,6 +46,7 @@ class AdaShareLearned(Family):
 
     citation = "Sun et al., NeurIPS 2020"
     learned = True
+    learns = "the architecture's policy"
 
     def __init__(
         self,
@@ -92,14 +93,6 @@ class AdaShareLearned(Family):
         from .adashare_learning import learn_architecture  # it trains: imported only when learning
 
         return learn_architecture(candidate, device, seed, on_epoch)
-
-    def build(self, architecture, backbone, tasks):
-        if architecture.learned is None:
-            raise ValueError(
-                f"family `{self.name}`: the architecture's policy has not been learned yet; learn it with "
-                "family.learn(candidate, ...) or rebuild it from its record with with_learned()"
-            )
-        return super().build(architecture, backbone, tasks)
 
     def describe(self, architecture, block_names):
         s = architecture.settings

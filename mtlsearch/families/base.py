@@ -104,6 +104,7 @@ class Family(ABC):
     name: ClassVar[str]
     citation: ClassVar[str] = ""
     learned: ClassVar[bool] = False
+    learns: ClassVar[str] = "the architecture"  # what a learned family learns, as its errors name it
     shares: ClassVar[bool] = True  # tasks share parameters: only then is a weighting searched
 
     def __init__(self) -> None:  # families without hyperparameters
@@ -116,6 +117,11 @@ class Family(ABC):
     def sample(self, trial: Any, tasks: Sequence[str], backbone: Backbone) -> Architecture: ...
 
     def build(self, architecture: Architecture, backbone: Backbone, tasks: Sequence[TaskSpec]) -> MultiTaskNetwork:
+        if self.learned and architecture.learned is None:
+            raise ValueError(
+                f"family `{self.name}`: {self.learns} has not been learned yet; learn it with "
+                "family.learn(candidate, ...) or rebuild it from its record with with_learned()"
+            )
         if architecture.paths is None:
             raise ValueError(f"family `{self.name}`: architecture has no paths; build() must be overridden")
         return PathNetwork(backbone, tasks, architecture.paths)

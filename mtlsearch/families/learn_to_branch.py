@@ -39,6 +39,7 @@ class LearnToBranch(Family):
 
     citation = "Guo et al., ICML 2020"
     learned = True
+    learns = "the tree"
 
     def __init__(self, width: int | Sequence[int] = (2, 3), temperature: float = 5.0, learn_epochs: int = 3):
         self.width = count_choices(width, "width")
@@ -73,14 +74,6 @@ class LearnToBranch(Family):
 
     def learn(self, candidate, device, seed, on_epoch=None):
         return learn_tree(candidate, device, seed, on_epoch)
-
-    def build(self, architecture, backbone, tasks):
-        if architecture.learned is None:
-            raise ValueError(
-                f"family `{self.name}`: the tree has not been learned yet; learn it with family.learn(candidate, ...) "
-                "or rebuild it from its record with with_learned()"
-            )
-        return super().build(architecture, backbone, tasks)
 
     def describe(self, architecture, block_names):
         s = architecture.settings
