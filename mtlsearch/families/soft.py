@@ -7,7 +7,7 @@ docs/families.md#soft-sharing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..errors import ConfigError, show
@@ -170,6 +170,21 @@ class Experts(Family):
     def bottom(split: int, block_names: Sequence[str]) -> str:
         return f"shared bottom: {span(block_names, 0, split - 1)}, run once" if split else "shared bottom: none"
 
+    def describe(self, architecture, block_names):
+        """The shared bottom, then ``experts: <towers> towers over <blocks>, <gating> from <source>``
+        (:meth:`experts_phrase` gives the towers and the gating)."""
+        split = block_names.index(architecture.settings["split"])
+        towers, gating = self.experts_phrase(architecture.settings)
+        return [
+            self.bottom(split, block_names),
+            f"experts: {towers} towers over {span(block_names, split, len(block_names) - 1)}, "
+            f"{gating} from {self.gate_source(split, block_names)}",
+        ]
+
+    def experts_phrase(self, settings: Mapping[str, Any]) -> tuple[str, str]:
+        """How many expert towers a candidate has, and how each task's gate uses them."""
+        return str(settings["experts"]), "gated per task"
+
 
 @FAMILIES.register("mmoe")
 class MMoE(Experts):
@@ -202,14 +217,6 @@ class MMoE(Experts):
         return MMoENetwork(
             backbone, tasks, int(architecture.settings["experts"]), self.split_index(architecture, backbone)
         )
-
-    def describe(self, architecture, block_names):
-        split, k = block_names.index(architecture.settings["split"]), architecture.settings["experts"]
-        source = self.gate_source(split, block_names)
-        return [
-            self.bottom(split, block_names),
-            f"experts: {k} towers over {span(block_names, split, len(block_names) - 1)}, gated per task from {source}",
-        ]
 
 
 @FAMILIES.register("dselect_k")
@@ -265,15 +272,8 @@ class DSelectK(Experts):
             float(s.get("gamma", 1.0)),
         )
 
-    def describe(self, architecture, block_names):
-        s = architecture.settings
-        split = block_names.index(s["split"])
-        source = self.gate_source(split, block_names)
-        return [
-            self.bottom(split, block_names),
-            f"experts: {s['experts']} towers over {span(block_names, split, len(block_names) - 1)}, "
-            f"each task's gate selects {s['k']} of them (DSelect-k) from {source}",
-        ]
+    def experts_phrase(self, settings):
+        return str(settings["experts"]), f"each task's gate selects {settings['k']} of them (DSelect-k)"
 
 
 class SharedAndTaskExperts(Experts):
@@ -328,15 +328,8 @@ class CGC(SharedAndTaskExperts):
     citation = "Tang et al., RecSys 2020"
     network = CGCNetwork
 
-    def describe(self, architecture, block_names):
-        s = architecture.settings
-        split = block_names.index(s["split"])
-        source = self.gate_source(split, block_names)
-        return [
-            self.bottom(split, block_names),
-            f"experts: {s['shared_experts']} shared + {s['task_experts']} per-task towers over "
-            f"{span(block_names, split, len(block_names) - 1)}, gated per task from {source}",
-        ]
+    def experts_phrase(self, settings):
+        return f"{settings['shared_experts']} shared + {settings['task_experts']} per-task", "gated per task"
 
 
 @FAMILIES.register("ple")
