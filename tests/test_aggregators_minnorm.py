@@ -211,6 +211,50 @@ def test_enumeration_of_supports_agrees_with_the_active_set_method():
     assert solvers._enumerate(torch.eye(9, dtype=F64), torch.zeros(9, 1, dtype=F64), simplex=True) is None  # too large
 
 
+@pytest.mark.slow
+def test_primal_dual_active_set_agrees_with_the_active_set_method(monkeypatch):
+    """From 5 variables up z >= 0 problems go first to the batched primal-dual active-set strategy
+    (UPGrad's T projections in one batch). Every row it settles is the active-set method's point
+    with a KKT residual of rounding size; a row it does not settle (here: one round only, from a
+    wrong guess) is left to the active-set method, and the answer is the same."""
+    gen = torch.Generator().manual_seed(5)
+    settled = 0
+    for k in range(36):
+        t = 5 + (k * 7) % 28  # 5..32 tasks
+        g = torch.randn(t, t + 3 + k % 40, generator=gen, dtype=F64)
+        if k % 3 == 1:
+            g = g - 1.5 * g.mean(0)  # strong conflicts
+        elif k % 3 == 2:
+            g = g * 10 ** (4 * torch.rand(t, 1, generator=gen, dtype=F64) - 2)  # spread row norms
+        q = g @ g.T
+        qs = solvers._matrix(q)
+        scale = float(q.diagonal().max())
+        x, ok = solvers._pdas(qs, qs, qs < 0)
+        settled += sum(ok)
+        rows = solvers.min_quadratic_above_rows(q, torch.eye(t, dtype=F64), hints=q < 0)
+        for i in range(t):
+            reference = solvers._active_set(qs, qs[:, i], False, None, bounded=True, enumerate_first=False)
+            assert torch.allclose(g.T @ rows[i], g.T @ (reference + torch.eye(t, dtype=F64)[i]), atol=1e-9 * math.sqrt(scale), rtol=0)
+            assert solvers.nonneg_kkt_residual(q, q[:, i], rows[i] - torch.eye(t, dtype=F64)[i]) <= 1e-12
+            if ok[i]:
+                assert torch.allclose(g.T @ x[:, i], g.T @ reference, atol=1e-9 * math.sqrt(scale), rtol=0)
+    assert settled > 0.95 * sum(5 + (k * 7) % 28 for k in range(36))
+    # Singular quadratics (equal rows) are left to the active-set method and its tie rule.
+    assert solvers._pdas(torch.ones(5, 5, dtype=F64), torch.zeros(5, 1, dtype=F64)) is None
+    # One round from the empty guess does not settle conflicting rows; the fallback does.
+    g = torch.randn(10, 30, generator=gen, dtype=F64)
+    g = g - 1.5 * g.mean(0)
+    q = g @ g.T
+    qs = solvers._matrix(q)
+    monkeypatch.setattr(solvers, "_PDAS_ITER", 1)
+    none = torch.zeros(10, 10, dtype=torch.bool)
+    _, ok = solvers._pdas(qs, qs, none)
+    assert not all(ok)
+    rows = solvers.min_quadratic_above_rows(q, torch.eye(10, dtype=F64), hints=none)
+    for i in range(10):
+        assert solvers.nonneg_kkt_residual(q, q[:, i], rows[i] - torch.eye(10, dtype=F64)[i]) <= 1e-12
+
+
 def test_gram_matrix_precision_paths():
     g = rand(3, 1000, 30)
     # float64: formed in float64.
