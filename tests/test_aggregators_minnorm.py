@@ -213,7 +213,7 @@ def test_enumeration_of_supports_agrees_with_the_active_set_method():
 
 @pytest.mark.slow
 def test_primal_dual_active_set_agrees_with_the_active_set_method(monkeypatch):
-    """From 5 variables up z >= 0 problems go first to the batched primal-dual active-set strategy
+    """Batches of z >= 0 problems from 5 variables up go first to the primal-dual active-set strategy
     (UPGrad's T projections in one batch). Every row it settles is the active-set method's point
     with a KKT residual of rounding size; a row it does not settle (here: one round only, from a
     wrong guess) is left to the active-set method, and the answer is the same."""

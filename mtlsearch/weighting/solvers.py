@@ -25,6 +25,11 @@ _TOL = 1e-13  # multiplier / step tolerance, relative to the normalised problem
 ENUMERATE_MAX = 8
 _ENUM_PD = 1e-10  # smallest eigenvalue of the unit-diagonal quadratic for the enumeration
 _ENUM_TOL = 1e-12  # largest KKT violation (relative, normalised problem) accepted from it
+#: Batches of ``z >= 0`` problems with at least this many variables go to :func:`_pdas` instead of
+#: the enumeration (measured: at 4 variables the 16 supports are still the faster path).
+PDAS_MIN = 5
+#: Most support updates :func:`_pdas` makes before leaving a problem to the active-set method.
+_PDAS_ITER = 12
 
 #: Smallest eigenvalue of the rows' correlation matrix (their Gram matrix scaled to a unit
 #: diagonal) for which :func:`gram_matrix` trusts a float32 Gram matrix; below it (two rows with
@@ -213,11 +218,15 @@ def _by_support(
     quad: torch.Tensor, lin: torch.Tensor, simplex: bool, hints: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, list[bool]] | None:
     """The exact search over supports that runs before the active-set method, with
-    :func:`_enumerate`'s arguments and result: the enumeration on the simplex and below
-    :data:`PDAS_MIN` variables, else the primal-dual active-set strategy (:func:`_pdas`, ``hints``
-    its first guess)."""
-    if simplex or quad.shape[0] < PDAS_MIN:
+    :func:`_enumerate`'s arguments and result. By measurement (BENCHMARKS.md section 8): the
+    enumeration on the simplex and up to 3 variables; for ``z >= 0`` above that, None for a single
+    problem (the active-set method from its first guess is faster), the enumeration for several
+    below :data:`PDAS_MIN` variables, else the batched :func:`_pdas` (``hints`` its first guesses)."""
+    n, problems = lin.shape
+    if simplex or n <= _PY_MAX or (problems > 1 and n < PDAS_MIN):
         return _enumerate(quad, lin, simplex)
+    if problems == 1:
+        return None
     return _pdas(quad, lin, hints)
 
 
@@ -254,13 +263,6 @@ def _enumerate_torch(quad: torch.Tensor, lin: torch.Tensor, simplex: bool) -> tu
     if simplex:
         x = x / x.sum(dim=0)
     return x, ok.tolist()
-
-
-#: ``z >= 0`` problems with at least this many variables go to :func:`_pdas` instead of the
-#: enumeration (measured: at 4 variables the 16 supports are still the faster path).
-PDAS_MIN = 5
-#: Most support updates :func:`_pdas` makes before leaving a problem to the active-set method.
-_PDAS_ITER = 12
 
 
 def _pdas(
