@@ -8,6 +8,7 @@ import json
 import optuna
 import pytest
 
+from mtlsearch.errors import MTLSearchError
 from mtlsearch.scoring import count_params, hypervolume, hypervolume_2d, hypervolume_contributions
 from mtlsearch.search import _hypervolume, results
 from mtlsearch.search._hypervolume import RULE, derive_reference, study_reference
@@ -44,6 +45,7 @@ def test_reference_rule_by_hand():
         ["delta_mtl", "left.accuracy", "sum.mae", "macs"],
         {"left": {"accuracy": 0.8}, "sum": {"mae": 2.0}},
         lambda objective: {"macs": 1000.0}[objective],
+        {"left": {"accuracy": "max"}, "sum": {"mae": "min"}},
     )
     assert ref == {
         "objectives": ["delta_mtl", "left.accuracy", "sum.mae", "macs"],
@@ -51,6 +53,20 @@ def test_reference_rule_by_hand():
         "scale": [100.0, 0.8, 2.0, 1000.0],
         "rule": RULE,
     }
+
+
+def test_reference_rule_reads_a_user_metrics_direction():
+    """A metric of the user's own class (not in the registry) takes the direction the problem
+    records for it; one with no direction is a clear error, not a registry lookup."""
+    ref = derive_reference(
+        ["left.my_recall", "sum.my_error"],
+        {"left": {"my_recall": 0.5}, "sum": {"my_error": 3.0}},
+        lambda objective: 0.0,
+        {"left": {"my_recall": "max"}, "sum": {"my_error": "min"}},
+    )
+    assert ref["point"] == [0.0, 6.0] and ref["scale"] == [0.5, 3.0]
+    with pytest.raises(MTLSearchError, match="objective `sum.my_error`: no direction known for metric `my_error`"):
+        derive_reference(["sum.my_error"], {"sum": {"my_error": 3.0}}, lambda objective: 0.0, {"sum": {}})
 
 
 REFERENCE = {"objectives": ["delta_mtl", "params"], "point": [-100.0, 2000.0], "scale": [100.0, 1000.0], "rule": "r"}

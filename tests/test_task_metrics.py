@@ -16,6 +16,7 @@ from sklearn import metrics as skm
 import mtlsearch
 from mtlsearch.errors import ConfigError
 from mtlsearch.problem import read_signature
+from mtlsearch.search._hypervolume import study_reference
 from mtlsearch.tasks import METRICS, TASK_TYPES, TaskSpec
 
 # -- built-in metrics vs scikit-learn ---------------------------------------------------------------
@@ -314,3 +315,8 @@ def test_a_user_metric_and_loss_are_recorded_stored_and_rebuilt(user_module, tmp
     # the stored study rebuilds the task with its user code (what a worker process does)
     rebuilt = mtlsearch.resume("user", run.storage, n_trials=2)
     assert len(rebuilt.trials) == 2 and rebuilt.trials[1].user_attrs["val_metrics"]["sex"]["recall"] >= 0.0
+
+    # the hypervolume's reference point takes the user metric's direction (recall: higher is better)
+    reference = study_reference(rebuilt)
+    assert reference is not None and reference["objectives"] == ["delta_mtl", "sex.recall"]
+    assert reference["point"] == [-100.0, 0.0] and reference["scale"][1] > 0

@@ -41,6 +41,7 @@ def derive_reference(
     objectives: Sequence[str],
     baselines: Mapping[str, Any],
     single_task_cost: Callable[[str], float],
+    directions: Mapping[str, Mapping[str, str]],
 ) -> dict[str, Any]:
     """The reference point and scales of ``objectives`` (the rule in the module docstring).
 
@@ -49,6 +50,8 @@ def derive_reference(
         baselines: ``{task: {metric: value}}`` of the single-task baselines.
         single_task_cost: the summed cost of the single-task networks for ``params``, ``macs`` or
             ``latency_ms`` (called only for the cost objectives present).
+        directions: ``{task: {metric: "max" | "min"}}``, the problem's ``metric_directions`` (a
+            user's metric class included).
     """
     point, scale = [], []
     for objective in objectives:
@@ -66,10 +69,10 @@ def derive_reference(
             base = typed((baselines.get(task) or {}).get(metric), "float")
             if base is None or base == 0:
                 raise MTLSearchError(f"no usable baseline value for objective `{objective}`: found {base}")
-            from ..tasks import METRICS
-
-            maximised = METRICS.get(metric).direction == "max"
-            point.append(0.0 if maximised else 2.0 * base)
+            direction = (directions.get(task) or {}).get(metric)
+            if direction not in ("max", "min"):
+                raise MTLSearchError(f"objective `{objective}`: no direction known for metric `{metric}`")
+            point.append(0.0 if direction == "max" else 2.0 * base)
             scale.append(abs(base))
     return {"objectives": list(objectives), "point": point, "scale": scale, "rule": RULE}
 
@@ -136,7 +139,7 @@ def _derive(
             return float(sum(count_macs(n, problem.input_shape) for n in nets))
         return sum(measure_latency(n, problem.input_shape) for n in nets)
 
-    reference = derive_reference(objectives, values, cost)
+    reference = derive_reference(objectives, values, cost, problem.metric_directions)
     if not valid_reference(reference, objectives):
         raise MTLSearchError(f"the derived reference point is not usable: {reference['point']}")
     return reference
