@@ -15,6 +15,7 @@ import yaml
 import mtlsearch
 from mtlsearch.cli import main
 from mtlsearch.errors import ConfigError, MTLSearchError
+from mtlsearch.scoring import mean_interval
 from mtlsearch.search import results
 from mtlsearch.search._baselines import train_single_task, tuning_score
 from mtlsearch.training import evaluate
@@ -230,3 +231,23 @@ def test_report_warns_when_a_single_task_candidate_beats_its_baselines_spread():
     baselines.pop("spread")
     study.set_user_attr("mtlsearch.baselines", baselines)  # one seed: no spread, no judgement
     assert results.report(study)["warnings"] == []
+
+
+def test_the_retrain_verdict_needs_a_spread():
+    """Two seeds that give the same Delta-MTL make a zero-width interval: the verdict says it
+    measures no noise instead of calling the candidate better; a real spread gets the usual one."""
+
+    def result(deltas):
+        interval = mean_interval(deltas)
+        return {
+            "seeds": list(range(len(deltas))),
+            "test_metrics": {"a": {"mae": {"mean": 1.0, "std": 0.0}}},
+            "task_delta": {"a": interval},
+            "delta_mtl": interval,
+        }
+
+    same = results.format_retrain(result([2.5, 2.5]))
+    assert "the 2 seeds gave the same Delta-MTL, so the interval has zero width and measures no noise" in same
+    assert "excludes 0" not in same
+    assert "excludes 0: the candidate is better" in results.format_retrain(result([2.5, 2.6, 2.55]))
+    assert "includes 0" in results.format_retrain(result([2.5, -2.6, 0.1]))

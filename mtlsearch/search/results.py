@@ -867,6 +867,12 @@ def format_retrain(result: Mapping[str, Any]) -> str:
         rows.append(["Delta-MTL %", format_interval(d), *blank])
         if len(result["seeds"]) < 2:
             verdict = "\none seed gives no interval: retrain with --seeds 3 or more before comparing"
+        elif d["std"] == 0:
+            verdict = (
+                f"\nthe {len(result['seeds'])} seeds gave the same Delta-MTL, so the interval has zero width and "
+                "measures no noise: nothing is shown until the seeds change the training (initialisation, "
+                "shuffling) and give a spread"
+            )
         elif d["low"] is None or d["low"] <= 0 <= d["high"]:
             verdict = (
                 f"\nthe 95 % interval of Delta-MTL includes 0: over {len(result['seeds'])} seeds this candidate is "
