@@ -672,6 +672,8 @@ class BaselineSection:
     seeds: int = 2
     values: Mapping[str, Mapping[str, float]] | None = None
     keep_weights: bool = False
+    #: ``keep_weights: false`` was written out (a strategy that needs the networks then refuses it)
+    said_no_weights: bool = field(default=False, compare=False, repr=False)
 
     KEYS = ["kind", "tune_trials", "seeds", "values", "keep_weights"]
 
@@ -728,7 +730,14 @@ class BaselineSection:
                 for t, ms in given.items()
             }
         keep_weights = as_bool(raw.get("keep_weights", False), f"{path}.keep_weights")
-        return cls(kind=kind, tune_trials=tune_trials, seeds=seeds, values=values, keep_weights=keep_weights)
+        return cls(
+            kind=kind,
+            tune_trials=tune_trials,
+            seeds=seeds,
+            values=values,
+            keep_weights=keep_weights,
+            said_no_weights="keep_weights" in raw and not keep_weights,
+        )
 
     def to_raw(self) -> Any:
         if self == BaselineSection():
@@ -1065,10 +1074,13 @@ class RunConfig:
             self.confirm = check_confirm(self.confirm, f"{path}.confirm")
         self.threads = check_threads(self.threads, f"{path}.threads")
         if self.warm_start not in WARM_STARTS:
+            boolean = (
+                " (YAML reads an unquoted yes, no, on or off as a boolean)" if isinstance(self.warm_start, bool) else ""
+            )
             raise ConfigError(
                 f"{path}.warm_start",
-                f"unknown warm start {show(self.warm_start)}; choose one of: none, affinity (enqueue the trees "
-                "that task affinity proposes as the study's first trials)",
+                f"unknown warm start {show(self.warm_start)}{boolean}; choose one of: none, affinity (enqueue the "
+                "trees that task affinity proposes as the study's first trials)",
             )
 
     @classmethod

@@ -255,6 +255,13 @@ class Problem:
                 f"given baselines have no single-task networks, and strategy `{distils[0]}` "
                 "(search_space.strategies) distils from them; use kind: tuned or default, or remove the strategy",
             )
+        if distils and space.baselines.said_no_weights:
+            raise ConfigError(
+                "baselines.keep_weights",
+                f"false, but strategy `{distils[0]}` (search_space.strategies) distils from the kept single-task "
+                "networks; remove `keep_weights: false` (it is on whenever such a strategy is listed), or remove the "
+                "strategy",
+            )
         self.keeps_baseline_weights: bool = space.baselines.keep_weights or bool(distils)
         self.constraints: dict[str, float] = dict(space.constraints)
 

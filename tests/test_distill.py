@@ -220,6 +220,18 @@ def test_keep_weights_is_in_the_space_only_when_on(tiny_space):
     assert kept.fingerprint() != plain.fingerprint()
     problem, _ = mtlsearch.load(distill_space(copy.deepcopy(tiny_space)))
     assert problem.keeps_baseline_weights and not problem.space.baselines.keep_weights  # on because of distill
+    # written out as false, it is neither dropped silently nor overridden: distill needs the networks
+    said_no = distill_space(copy.deepcopy(tiny_space))
+    said_no["baselines"] = {"kind": "default", "seeds": 1, "keep_weights": False}
+    with pytest.raises(ConfigError) as info:
+        mtlsearch.load(said_no)
+    assert str(info.value) == (
+        "baselines.keep_weights: false, but strategy `distill` (search_space.strategies) distils from the kept "
+        "single-task networks; remove `keep_weights: false` (it is on whenever such a strategy is listed), or "
+        "remove the strategy"
+    )
+    off = SearchSpace.parse({**raw, "baselines": {"kind": "default", "seeds": 1, "keep_weights": False}})
+    assert off == SearchSpace.parse({**raw, "baselines": {"kind": "default", "seeds": 1}})  # same space, same print
 
 
 def new_study(problem, tmp_path, name="s"):

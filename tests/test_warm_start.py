@@ -256,6 +256,11 @@ def test_bad_warm_start_values_are_refused():
         "run.warm_start: unknown warm start `tag`; choose one of: none, affinity (enqueue the trees that task "
         "affinity proposes as the study's first trials)"
     )
+    with pytest.raises(ConfigError) as err:
+        RunConfig.parse({"warm_start": True})  # what YAML makes of `warm_start: yes`
+    assert str(err.value).startswith(
+        "run.warm_start: unknown warm start True (YAML reads an unquoted yes, no, on or off as a boolean); choose"
+    )
     assert RunConfig.parse({"warm_start": "affinity"}).warm_start == "affinity"
     assert parser().parse_args(["run", "s.yaml", "--warm-start", "affinity"]).warm_start == "affinity"
     assert parser().parse_args(["run", "s.yaml"]).warm_start is None
