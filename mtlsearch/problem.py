@@ -553,7 +553,7 @@ def import_factory(path: str, folders: Sequence[str] = (), _searched: bool = Fal
             raise ConfigError(
                 where,
                 f"cannot import module `{module_name}`: no `{top}.py` or `{top}/` on the Python path or in "
-                f"{', '.join(searched)}",
+                f"{', '.join(searched)}; run from the folder that holds it, or add that folder to PYTHONPATH",
             ) from None
         sys.path.insert(0, found[0])
         if found[0] not in FACTORY_FOLDERS:

@@ -243,7 +243,7 @@ CASES = [
      "data.factory: expected an import path `package.module:function`, found `mtlsearch.data.multidigits`"),
     ("factory-module-missing", [("data", {"factory": "no_such_package.data:make"})],
      "data.factory: cannot import module `no_such_package.data`: no `no_such_package.py` or `no_such_package/` on "
-     f"the Python path or in {os.getcwd()}"),
+     f"the Python path or in {os.getcwd()}; run from the folder that holds it, or add that folder to PYTHONPATH"),
     ("factory-attribute-missing", [("data", {"factory": "mtlsearch.data.multidigits:make_digits"})],
      "data.factory: module `mtlsearch.data.multidigits` has no attribute `make_digits`"),
     ("factory-not-callable", [("data", {"factory": "mtlsearch:__version__"})],

@@ -42,7 +42,7 @@ def test_a_missing_factory_module_names_the_folders_searched(tmp_path, monkeypat
         mtlsearch.load(space)
     assert str(info.value) == (
         f"data.factory: cannot import module `my_missing_data`: no `my_missing_data.py` or `my_missing_data/` on "
-        f"the Python path or in {tmp_path}"
+        f"the Python path or in {tmp_path}; run from the folder that holds it, or add that folder to PYTHONPATH"
     )
 
 
