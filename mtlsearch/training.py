@@ -170,6 +170,46 @@ def setup_strategy(model: nn.Module, strategy: TrainingStrategy) -> None:
     strategy.setup(tuple(feature.shape[1:]) if feature is not None else None, device)
 
 
+class Gradients:
+    """One step's per-task gradients, from one batched ``autograd.grad`` (``rows``: each
+    parameter's ``(R, *shape)`` stack over the R ``tasks``) or from one call per task
+    (``per_task``: ``{task: {id(parameter): gradient}}``)."""
+
+    def __init__(
+        self,
+        tasks: list[str],
+        rows: dict[int, torch.Tensor | None] | None = None,
+        per_task: dict[str, dict[int, torch.Tensor]] | None = None,
+    ):
+        self.tasks, self.rows, self.per_task = tasks, rows, per_task
+        self.index = {t: r for r, t in enumerate(tasks)}
+
+    def of(self, task: str, p: nn.Parameter) -> torch.Tensor:
+        """``task``'s gradient of ``p``."""
+        if self.per_task is not None:
+            return self.per_task[task][id(p)]
+        assert self.rows is not None
+        stack = self.rows[id(p)]
+        return torch.zeros_like(p) if stack is None else stack[self.index[task]]
+
+    def matrix(self, live: tuple[str, ...], params: list[nn.Parameter], size: int) -> torch.Tensor:
+        """The ``(len(live), size)`` matrix of ``live``'s gradients of ``params``, one row per task:
+        one concatenation of the stacks when batched (rows of other tasks dropped), else one per row."""
+        if self.rows is not None:
+            count = len(self.tasks)
+            stacks = [self.rows[id(p)] for p in params]
+            flat = torch.cat([torch.zeros(count, p.numel(), device=p.device, dtype=p.dtype) if g is None
+                              else g.reshape(count, -1) for p, g in zip(params, stacks)], dim=1)  # fmt: skip
+            if len(live) == count:
+                return flat
+            return flat[[self.index[t] for t in live]]
+        assert self.per_task is not None
+        matrix = torch.empty(len(live), size, device=params[0].device, dtype=params[0].dtype)
+        for r, t in enumerate(live):
+            torch.cat([self.per_task[t][id(p)].reshape(-1) for p in params], out=matrix[r])
+        return matrix
+
+
 def make_step(
     model: nn.Module,
     tasks: Sequence[TaskSpec],
@@ -245,11 +285,9 @@ def make_step(
                 exposed[key] = copy.deepcopy(method)
             return exposed.get(key, method)
 
-        def per_task_gradients(
-            losses: torch.Tensor, keep: bool, chosen: list[int] | None = None
-        ) -> dict[str, dict[int, torch.Tensor]]:
-            """``{task: {id(parameter): gradient}}`` over each task's own parameters, for the
-            tasks at ``chosen`` (all when ``None``)."""
+        def per_task_gradients(losses: torch.Tensor, keep: bool, chosen: list[int] | None = None) -> Gradients:
+            """The per-task gradients of the tasks at ``chosen`` (all when ``None``), each over its
+            own parameters."""
             picked = list(range(len(names))) if chosen is None else chosen
             if chosen is None:
                 wrt, outputs = everything, eye
@@ -271,14 +309,7 @@ def make_step(
                 except RuntimeError:  # an operation vmap cannot batch: the loop, from now on
                     batched[0] = False
                 else:
-                    rows = {id(p): g for p, g in zip(wrt, found)}
-                    return {
-                        names[i]: {
-                            id(p): torch.zeros_like(p) if rows[id(p)] is None else rows[id(p)][r]
-                            for p in per_task[names[i]]
-                        }
-                        for r, i in enumerate(picked)
-                    }
+                    return Gradients([names[i] for i in picked], rows={id(p): g for p, g in zip(wrt, found)})
             grads: dict[str, dict[int, torch.Tensor]] = {}
             for r, i in enumerate(picked):
                 t = names[i]
@@ -286,7 +317,7 @@ def make_step(
                     losses[i], per_task[t], retain_graph=keep or r < len(picked) - 1, allow_unused=True
                 )
                 grads[t] = {id(p): torch.zeros_like(p) if g is None else g for p, g in zip(per_task[t], found)}
-            return grads
+            return Gradients([names[i] for i in picked], per_task=grads)
 
         def aggregated_step(x: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
@@ -297,17 +328,15 @@ def make_step(
             grads = per_task_gradients(losses, isinstance(extra, torch.Tensor), chosen)
             parts.clear()  # an unselected loss's graph is not kept until the next step
             for users, params in groups:
-                live = users if mask is None else tuple(t for t in users if t in grads)
+                live = users if mask is None else tuple(t for t in users if t in grads.tasks)
                 if not live:  # no selected task uses them: no gradient (the optimizer skips them)
                     continue
                 if len(live) == 1:
                     for p in params:
-                        p.grad = grads[live[0]][id(p)]
+                        p.grad = grads.of(live[0], p)
                     continue
                 # parameter_groups lists each group's tasks in task order: rows follow it
-                matrix = torch.empty(len(live), sizes[users], device=params[0].device, dtype=params[0].dtype)
-                for r, t in enumerate(live):
-                    torch.cat([grads[t][id(p)].reshape(-1) for p in params], out=matrix[r])
+                matrix = grads.matrix(live, params, sizes[users])
                 agg = aggregators[users] if live == users else aggregator_for(f"{'+'.join(users)}:{'+'.join(live)}")
                 assert agg is not None
                 update = agg(matrix)

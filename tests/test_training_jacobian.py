@@ -33,3 +33,29 @@ def test_an_unknown_mode_is_refused(tiny_problem):
     model = tiny_problem.replay({"family": "hard_sharing", "weighting": "equal", "training.lr": 3e-3}).build_model(0)
     with pytest.raises(ValueError, match="jacobian: expected one of auto, loop, batched, found 'vmap'"):
         make_step(model, tiny_problem.tasks, AGGREGATORS.get("upgrad")(), make_optimizer("sgd", list(model.parameters()), 0.0, 0.0), jacobian="vmap")
+
+
+@pytest.mark.parametrize("method", ["upgrad", "pcgrad"])
+def test_batched_jacobian_equals_the_loop_on_scheduled_subsets(tiny_problem, method):
+    """Two tasks of three per step on a tree: a group's rows are a strict subset of the batched
+    call's (dropped from its one concatenation), or one task (a plain gradient); both as the loop."""
+    from mtlsearch.weighting.schedule import RoundRobin
+
+    candidate = tiny_problem.replay({"family": "tree", "weighting": "equal", "training.lr": 3e-3} | TREE)
+    names = [t.name for t in tiny_problem.tasks]
+    x = tiny_problem.data.train.inputs[:32]
+    y = {k: v[:32] for k, v in tiny_problem.data.train.targets.items()}
+    steps = {}
+    for mode in ("loop", "batched"):
+        model = candidate.build_model(0)
+        optimizer = make_optimizer("sgd", list(model.parameters()), 0.0, 0.0)
+        step = make_step(model, tiny_problem.tasks, AGGREGATORS.get(method)(), optimizer, jacobian=mode,
+                         schedule=RoundRobin(names, k=2))  # fmt: skip
+        steps[mode] = (model, step)
+    for _ in range(3):  # (left, right), (sum, left), (right, sum)
+        grads = []
+        for model, step in steps.values():
+            step(x, y)
+            grads.append([None if p.grad is None else p.grad.clone() for p in model.parameters()])
+        for a, b in zip(*grads):
+            assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6, rtol=1e-5))
