@@ -168,6 +168,17 @@ def test_solvers_on_degenerate_gram_matrices():
     assert torch.equal(solvers.simplex_qp(torch.zeros(2, 2, dtype=F64), torch.tensor([1.0, -1.0], dtype=F64)), torch.tensor([0.0, 1.0], dtype=F64))
 
 
+def kinds_of_rows(gen: torch.Generator, t: int, p: int, k: int) -> torch.Tensor:
+    """A random ``(t, p)`` matrix: plain (k % 3 == 0), with strong conflicts (1) or with row norms
+    spread over four orders of magnitude (2)."""
+    g = torch.randn(t, p, generator=gen, dtype=F64)
+    if k % 3 == 1:
+        g = g - 1.5 * g.mean(0)  # strong conflicts
+    elif k % 3 == 2:
+        g = g * 10 ** (4 * torch.rand(t, 1, generator=gen, dtype=F64) - 2)  # spread row norms
+    return g
+
+
 @pytest.mark.slow
 def test_enumeration_of_supports_agrees_with_the_active_set_method():
     """Small problems are solved by enumerating the supports (Python floats up to 3 variables,
@@ -177,11 +188,7 @@ def test_enumeration_of_supports_agrees_with_the_active_set_method():
     taken = {"py": 0, "torch": 0}
     for k in range(240):
         t = 2 + k % 7
-        g = torch.randn(t, t + 2 + k % 5, generator=gen, dtype=F64)
-        if k % 3 == 1:
-            g = g - 1.5 * g.mean(0)  # strong conflicts
-        elif k % 3 == 2:
-            g = g * 10 ** (4 * torch.rand(t, 1, generator=gen, dtype=F64) - 2)  # spread row norms
+        g = kinds_of_rows(gen, t, t + 2 + k % 5, k)
         q = g @ g.T
         qs = solvers._matrix(q)
         scale = float(q.diagonal().max())
@@ -221,11 +228,7 @@ def test_primal_dual_active_set_agrees_with_the_active_set_method(monkeypatch):
     settled = 0
     for k in range(36):
         t = 5 + (k * 7) % 28  # 5..32 tasks
-        g = torch.randn(t, t + 3 + k % 40, generator=gen, dtype=F64)
-        if k % 3 == 1:
-            g = g - 1.5 * g.mean(0)  # strong conflicts
-        elif k % 3 == 2:
-            g = g * 10 ** (4 * torch.rand(t, 1, generator=gen, dtype=F64) - 2)  # spread row norms
+        g = kinds_of_rows(gen, t, t + 3 + k % 40, k)
         q = g @ g.T
         qs = solvers._matrix(q)
         scale = float(q.diagonal().max())
