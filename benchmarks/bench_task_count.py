@@ -12,7 +12,11 @@ step sees the same weights and iterative solvers do the same work):
   feature gradients);
 * ``autogram``: ``Engine(trunk modules)``, ``compute_gramian(losses)``, the method's Gramian
   ``Weighting``, then ``losses.backward(weights)`` (no ``(T, P)`` matrix; heads get the weighted
-  gradient too, as in torchjd's documented usage).
+  gradient too, as in torchjd's documented usage);
+* ``LibMTL`` (GitHub, the commit of bench_weighting.py; hard sharing only): its ``HPS``
+  architecture with the method's weighting class mixed in, ``model.backward(losses, **kwargs)``
+  (one ``backward`` per task into a ``(T, P)`` matrix of the encoder's gradients), for the
+  methods it has: UPGrad, MGDA, PCGrad, CAGrad, FairGrad, Aligned-MTL and Nash-MTL.
 
 Models: hard sharing with the 4 x 512 MLP (input 64, batch 256) at T = 3, 8, 16; a CNN (4 x 32
 channels, 1 x 32 x 32, batch 64) and a tree (tasks split in two groups after block 1) at T = 8.
@@ -31,6 +35,7 @@ bench-weighting`` in benchmarks/.peers); ``--quick``; ``--device cuda``; ``--met
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -105,6 +110,61 @@ class Side:
         self.shared: list[int] = []  # positions in model.parameters() of the parameters every task uses
 
 
+#: LibMTL (GitHub) counterparts: class and ``backward`` arguments, set as in bench_weighting.py's
+#: agreement section. Not IMTL-G (LibMTL's IMTL is its hybrid with IMTL-L) nor DualProj (absent).
+LIBMTL = {
+    "upgrad": ("UPGrad", {"UPGrad_norm_eps": 0.0, "UPGrad_reg_eps": 0.0}),
+    "mgda": ("MGDA", {"mgda_gn": "none"}),
+    "pcgrad": ("PCGrad", {}),
+    "cagrad": ("CAGrad", {"calpha": 0.4, "rescale": 1}),
+    "fairgrad": ("FairGrad", {"FairGrad_alpha": 1.0}),
+    "aligned_mtl": ("Aligned_MTL", {}),
+    "nash_mtl": ("Nash_MTL", {"update_weights_every": 1, "optim_niter": 20, "max_norm": 0.0}),
+}
+_LIBMTL: list = []  # the GitHub LibMTL, imported once
+
+
+def libmtl_side(base, tasks, name: str, x, y, device) -> Side | None:
+    """LibMTL's step: its ``HPS`` architecture (the candidate's trunk and heads, copied) mixed with
+    the method's weighting class, as ``LibMTL.Trainer`` builds it; hard sharing only."""
+    if name not in LIBMTL or not (HERE / ".peers" / "libmtl_git").is_dir():
+        return None
+    from bench_weighting import LIBMTL_GIT, Pool, _symeig_shim, load_libmtl_git
+
+    if not _LIBMTL:
+        _LIBMTL.append(load_libmtl_git(LIBMTL_GIT))
+    lm = _LIBMTL[0]
+    cls_name, kwargs = LIBMTL[name]
+    names = [t.name for t in tasks]
+    kinds = [t.kind for t in tasks]
+    key = base.paths[names[0]]
+    encoder = nn.Sequential(*[copy.deepcopy(base.blocks[b][key[i]]) for i, b in enumerate(base._block_names)], Pool())
+    decoders = nn.ModuleDict({t: copy.deepcopy(base.heads[t]) for t in names})
+
+    class MTLmodel(lm.HPS, getattr(lm.W, cls_name)):  # as LibMTL.Trainer._prepare_model builds it
+        def __init__(self):
+            super().__init__(task_name=names, encoder_class=lambda: encoder, decoders=decoders, rep_grad=False,
+                             multi_input=False, device=device)
+            self.init_param()
+
+    model = MTLmodel().to(device)
+    model.train()
+    opt = make_optimizer("adam", list(model.parameters()), 0.0, 0.0)
+
+    def step():
+        with _symeig_shim() if name == "aligned_mtl" else contextlib.nullcontext():
+            opt.zero_grad()
+            preds = model(x)
+            losses = torch.stack([k.loss(preds[n], y[n]) for k, n in zip(kinds, names)])
+            model.backward(losses, **kwargs)
+            opt.step()
+
+    side = Side("LibMTL", step, model)
+    shared = {id(p) for p in model.encoder.parameters()}
+    side.shared = [i for i, p in enumerate(model.parameters()) if id(p) in shared]
+    return side
+
+
 def build_sides(problem, params, name: str, x, y, device) -> list[Side]:
     candidate = problem.replay(params)
     base = candidate.build_model(0).to(device)
@@ -173,6 +233,10 @@ def build_sides(problem, params, name: str, x, y, device) -> list[Side]:
     shared = [i for i, p in enumerate(base.parameters()) if id(p) in common]
     for side in sides:
         side.shared = shared
+    if params["family"] == "hard_sharing":
+        peer = libmtl_side(base, tasks, name, x, y, device)
+        if peer is not None:
+            sides.append(peer)
     return sides
 
 
