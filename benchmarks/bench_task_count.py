@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The full training step of every Gramian-based aggregator at T = 3, 8 and 16 tasks: mtlsearch's
-trainer against torchjd 0.18's two paths (issue 15, "the step").
+trainer against torchjd 0.18's two paths and LibMTL (issue 15, "the step").
 
 Sides, each on an identical copy of the model, with the same batch and Adam (lr = 0, so every
 step sees the same weights and iterative solvers do the same work):
