@@ -258,6 +258,29 @@ def test_primal_dual_active_set_agrees_with_the_active_set_method(monkeypatch):
         assert solvers.nonneg_kkt_residual(q, q[:, i], rows[i] - torch.eye(10, dtype=F64)[i]) <= 1e-12
 
 
+@pytest.mark.slow
+def test_simplex_problems_above_eight_variables_take_the_primal_dual_strategy():
+    """Simplex problems above ENUMERATE_MAX variables (MGDA, CAGrad's inner problems at T > 8) go
+    first to the primal-dual strategy with the simplex row: the same optimum as the active-set
+    method, a KKT residual no larger, and singular quadratics still left to the active-set method."""
+    gen = torch.Generator().manual_seed(8)
+    for k in range(60):
+        t = 9 + k % 24
+        g = kinds_of_rows(gen, t, t + 2 + k % 30, k)
+        q = solvers._matrix(g @ g.T)
+        for lin in (torch.zeros(t, dtype=F64), q.sum(1) / t, torch.randn(t, generator=gen, dtype=F64) * float(q.diagonal().max())):
+            x, ok = solvers._pdas(q, lin[:, None], simplex=True)
+            assert ok == [True]
+            w, ref = x[:, 0], solvers._active_set(q, lin, True, None, enumerate_first=False)
+            assert abs(float(w.sum()) - 1) < 1e-14 and float(w.min()) >= 0
+            fw, fr = float(0.5 * w @ q @ w + lin @ w), float(0.5 * ref @ q @ ref + lin @ ref)
+            assert abs(fw - fr) <= 1e-10 * (1 + abs(fr))
+            assert solvers.simplex_kkt_residual(q, lin, w) <= max(1e-12, 2 * solvers.simplex_kkt_residual(q, lin, ref))
+            assert torch.equal(solvers.simplex_qp(q, lin), w)  # the path simplex_qp takes
+    assert solvers._pdas(torch.ones(10, 10, dtype=F64), torch.zeros(10, 1, dtype=F64), simplex=True) is None
+    assert torch.allclose(solvers.min_norm_weights(torch.ones(10, 10, dtype=F64)), torch.full((10,), 0.1, dtype=F64))
+
+
 def test_gram_matrix_precision_paths():
     g = rand(3, 1000, 30)
     # float64: formed in float64.

@@ -223,6 +223,8 @@ def _by_support(
     problem (the active-set method from its first guess is faster), the enumeration for several
     below :data:`PDAS_MIN` variables, else the batched :func:`_pdas` (``hints`` its first guesses)."""
     n, problems = lin.shape
+    if simplex and n > ENUMERATE_MAX:
+        return _pdas(quad, lin, hints, simplex=True)
     if simplex or n <= _PY_MAX or (problems > 1 and n < PDAS_MIN):
         return _enumerate(quad, lin, simplex)
     if problems == 1:
@@ -266,31 +268,49 @@ def _enumerate_torch(quad: torch.Tensor, lin: torch.Tensor, simplex: bool) -> tu
 
 
 def _pdas(
-    quad: torch.Tensor, lin: torch.Tensor, hint: torch.Tensor | None = None
+    quad: torch.Tensor, lin: torch.Tensor, hint: torch.Tensor | None = None, simplex: bool = False
 ) -> tuple[torch.Tensor, list[bool]] | None:
-    """``argmin_{z >= 0} 1/2 z^T quad z + b^T z`` for every column ``b`` of ``lin`` (``(n, R)``)
-    at once, by the primal-dual active-set strategy (Hintermüller, Ito & Kunisch 2002).
+    """``argmin_{z >= 0} 1/2 z^T quad z + b^T z`` (on the simplex: ``sum(z) = 1`` too) for every
+    column ``b`` of ``lin`` (``(n, R)``) at once, by the primal-dual active-set strategy
+    (Hintermüller, Ito & Kunisch 2002).
 
     Each round solves every problem on its guessed support in one batch, then frees the held
     coordinates with a negative multiplier and holds the free ones that went negative; the
-    first guess is ``hint`` (``(R, n)``), else ``b < 0``. Returns ``(x, ok)`` as
-    :func:`_enumerate`: the same KKT check, so a problem that cycles or stops early is not ``ok``;
-    None when the quadratic is not clearly positive definite.
+    first guess is ``hint`` (``(R, n)``), else ``b < 0`` (every coordinate on the simplex). Returns
+    ``(x, ok)`` as :func:`_enumerate`: the same KKT check, so a problem that cycles or stops early
+    is not ``ok``; None when the quadratic is not clearly positive definite.
     See docs/weighting.md#the-primal-dual-active-set-strategy.
     """
     scaled = _unit_scaled(quad)
     if scaled is None:
         return None
     a, d, top = scaled
+    n = a.shape[0]
     b = (lin * (d / top)[:, None]).T  # (R, n)
-    free = (b < 0) if hint is None else hint.to(device="cpu", dtype=torch.bool).reshape(b.shape).clone()
+    if hint is not None:
+        free = hint.to(device="cpu", dtype=torch.bool).reshape(b.shape).clone()
+    else:
+        free = torch.ones_like(b, dtype=torch.bool) if simplex else b < 0
     b_max = b.abs().amax(dim=1)
+    border = d / d.max()  # the simplex row d . y = 1, balanced with the unit-diagonal block
     for _ in range(_PDAS_ITER):
+        if simplex:  # a support is never empty: keep the coordinate the linear term favours most
+            empty = ~free.any(dim=1)
+            free[empty, b[empty].argmin(dim=1)] = True
         m = free.to(_F64)
-        system = a * (m[:, :, None] * m[:, None, :])
-        system.diagonal(dim1=1, dim2=2).fill_(1.0)  # the identity off the support (a has a unit diagonal)
-        y = torch.linalg.solve_ex(system, (-(m * b)).unsqueeze(2))[0].squeeze(2)  # 0 off the support
-        mult = y @ a + b
+        system = torch.zeros(b.shape[0], n + 1, n + 1, dtype=_F64) if simplex else None
+        block = a * (m[:, :, None] * m[:, None, :])
+        block.diagonal(dim1=1, dim2=2).fill_(1.0)  # the identity off the support (a has a unit diagonal)
+        if system is None:
+            y = torch.linalg.solve_ex(block, (-(m * b)).unsqueeze(2))[0].squeeze(2)  # 0 off the support
+            mult = y @ a + b
+        else:  # a_SS y_S + nu e_S = -b_S, e_S . y_S = 1 with e = border: mu = -nu / max(d)
+            system[:, :n, :n] = block
+            system[:, :n, n] = system[:, n, :n] = m * border
+            rhs = torch.cat([-(m * b), torch.full((b.shape[0], 1), 1.0 / float(d.max()), dtype=_F64)], dim=1)
+            sol = torch.linalg.solve_ex(system, rhs.unsqueeze(2))[0].squeeze(2)
+            y, nu = sol[:, :n], sol[:, n:]
+            mult = y @ a + b + nu * border
         # Rounding must not move a coordinate back and forth: only clear signs change the guess.
         scale = torch.maximum(b_max, y.abs().amax(dim=1)).clamp(min=1.0)
         tol = (_TOL * scale)[:, None]
@@ -302,7 +322,10 @@ def _pdas(
         free = used
     viol = torch.where(free, -y, -mult).amax(dim=1)
     ok = viol <= _ENUM_TOL * scale
-    return (y.clamp(min=0.0) * d).T, ok.tolist()
+    x = (y.clamp(min=0.0) * d).T
+    if simplex:
+        x = x / x.sum(dim=0)
+    return x, ok.tolist()
 
 
 #: Up to this many variables :func:`_enumerate` works on Python floats.
