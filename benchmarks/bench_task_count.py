@@ -129,7 +129,7 @@ def libmtl_side(base, tasks, name: str, x, y, device) -> Side | None:
     the method's weighting class, as ``LibMTL.Trainer`` builds it; hard sharing only."""
     if name not in LIBMTL or not (HERE / ".peers" / "libmtl_git").is_dir():
         return None
-    from bench_weighting import LIBMTL_GIT, Pool, _symeig_shim, load_libmtl_git
+    from bench_weighting import LIBMTL_GIT, Pool, _symeig_shim, libmtl_model, load_libmtl_git
 
     if not _LIBMTL:
         _LIBMTL.append(load_libmtl_git(LIBMTL_GIT))
@@ -141,13 +141,7 @@ def libmtl_side(base, tasks, name: str, x, y, device) -> Side | None:
     encoder = nn.Sequential(*[copy.deepcopy(base.blocks[b][key[i]]) for i, b in enumerate(base._block_names)], Pool())
     decoders = nn.ModuleDict({t: copy.deepcopy(base.heads[t]) for t in names})
 
-    class MTLmodel(lm.HPS, getattr(lm.W, cls_name)):  # as LibMTL.Trainer._prepare_model builds it
-        def __init__(self):
-            super().__init__(task_name=names, encoder_class=lambda: encoder, decoders=decoders, rep_grad=False,
-                             multi_input=False, device=device)
-            self.init_param()
-
-    model = MTLmodel().to(device)
+    model = libmtl_model(lm, getattr(lm.W, cls_name), names, encoder, decoders, device)
     model.train()
     opt = make_optimizer("adam", list(model.parameters()), 0.0, 0.0)
 

@@ -405,6 +405,19 @@ def libmtl_spec(lm, name: str, method):
     return None
 
 
+def libmtl_model(lm, cls, names, encoder: nn.Module, decoders: nn.ModuleDict, device, rep_grad: bool = False):
+    """LibMTL's ``HPS`` architecture with the weighting class ``cls`` mixed in, as
+    ``LibMTL.Trainer._prepare_model`` builds it, on ``device``."""
+
+    class MTLmodel(lm.HPS, cls):
+        def __init__(self):
+            super().__init__(task_name=names, encoder_class=lambda: encoder, decoders=decoders, rep_grad=rep_grad,
+                             multi_input=False, device=device)
+            self.init_param()
+
+    return MTLmodel().to(device)
+
+
 def libmtl_side(lm, base, name: str, x, y, device, probe: bool = False):
     spec = libmtl_spec(lm, name, build_method(name))
     if spec is None:
@@ -414,13 +427,7 @@ def libmtl_side(lm, base, name: str, x, y, device, probe: bool = False):
     encoder = nn.Sequential(*[copy.deepcopy(base.blocks[bn][key[b]]) for b, bn in enumerate(base._block_names)], Pool())
     decoders = nn.ModuleDict({t: copy.deepcopy(base.heads[t]) for t in NAMES})
 
-    class MTLmodel(lm.HPS, cls):  # as LibMTL.Trainer._prepare_model builds it
-        def __init__(self):
-            super().__init__(task_name=NAMES, encoder_class=lambda: encoder, decoders=decoders, rep_grad=rep_grad,
-                             multi_input=False, device=device)
-            self.init_param()
-
-    model = MTLmodel().to(device)
+    model = libmtl_model(lm, cls, NAMES, encoder, decoders, device, rep_grad)
     model.train()
     model.epoch = 2  # DWA and GradNorm take their real (non-warm-up) branch
     model.train_loss_buffer = np.ones((T, 3))
