@@ -228,7 +228,11 @@ def build_sides(problem, params, name: str, x, y, device) -> list[Side]:
     for side in sides:
         side.shared = shared
     if params["family"] == "hard_sharing":
-        peer = libmtl_side(base, tasks, name, x, y, device)
+        try:
+            peer = libmtl_side(base, tasks, name, x, y, device)
+        except ImportError as err:  # LibMTL's own needs (scipy, cvxpy...) missing, e.g. on a bare GPU machine
+            print(f"LibMTL side skipped: {err}", flush=True)
+            peer = None
         if peer is not None:
             sides.append(peer)
     return sides
