@@ -48,7 +48,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from optuna.trial import FixedTrial
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
