@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 15 (bench_backbones.py --device cuda, issue 13, runs the same way), as run on a lent GPU machine (the `device` tool): that
 # machine has python3 with torch and torchvision but no registry, so Optuna, torchjd and their
-# needs travel as wheels in .whl/ (README "Benchmarks on a GPU" says how to fetch them).
+# needs travel as wheels in .whl/: here, `.venv/bin/pip download --no-deps -d .whl optuna==5.0.0
+# alembic sqlalchemy greenlet Mako colorlog torchjd==0.18.0 qpsolvers==4.13.0 quadprog==0.1.14`
+# (CPython 3.11 manylinux wheels), then carry [".whl", "benchmarks/.peers/torchjd"]; add
+# "benchmarks/.peers/libmtl_git" for LibMTL's column (its methods that need scipy or cvxpy are
+# skipped with a line where those are missing).
 # Usage there: bash benchmarks/gpu_checks.sh OUTDIR
 set -uo pipefail
 out=${1:-/tmp/gpu_out}
