@@ -4,8 +4,8 @@
 # needs travel as wheels in .whl/: here, `.venv/bin/pip download --no-deps -d .whl optuna==5.0.0
 # alembic sqlalchemy greenlet Mako colorlog torchjd==0.18.0 qpsolvers==4.13.0 quadprog==0.1.14`
 # (CPython 3.11 manylinux wheels), then carry [".whl", "benchmarks/.peers/torchjd"]; add
-# "benchmarks/.peers/libmtl_git" for LibMTL's column (its methods that need scipy or cvxpy are
-# skipped with a line where those are missing).
+# "benchmarks/.peers/libmtl_git" for LibMTL's column (skipped with a line where LibMTL's own
+# imports, such as scipy or cvxpy, are missing).
 # Usage there: bash benchmarks/gpu_checks.sh OUTDIR
 set -uo pipefail
 out=${1:-/tmp/gpu_out}
