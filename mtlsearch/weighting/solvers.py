@@ -2,7 +2,8 @@
 
 :func:`simplex_qp` (the min-norm point of a convex hull: MGDA, MGDA-UB, CAGrad) and
 :func:`nonneg_qp` (the projection onto a dual cone: UPGrad) are solved exactly up to rounding, by
-enumerating the supports for small problems and by a primal active-set method otherwise.
+enumerating the supports for small problems, by a batched primal-dual active-set strategy for
+larger ones and batches, and by a primal active-set method for what those leave.
 :func:`gram_matrix` forms the Gram matrix, in float32 where that can be trusted.
 
 See docs/weighting.md#solvers.
@@ -218,10 +219,11 @@ def _by_support(
     quad: torch.Tensor, lin: torch.Tensor, simplex: bool, hints: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, list[bool]] | None:
     """The exact search over supports that runs before the active-set method, with
-    :func:`_enumerate`'s arguments and result. By measurement (BENCHMARKS.md section 8): the
-    enumeration on the simplex and up to 3 variables; for ``z >= 0`` above that, None for a single
-    problem (the active-set method from its first guess is faster), the enumeration for several
-    below :data:`PDAS_MIN` variables, else the batched :func:`_pdas` (``hints`` its first guesses)."""
+    :func:`_enumerate`'s arguments and result. By measurement (BENCHMARKS.md section 8): on the
+    simplex, the enumeration up to :data:`ENUMERATE_MAX` variables and :func:`_pdas` above; for
+    ``z >= 0``, the enumeration up to 3 variables, then None for a single problem (the active-set
+    method from its first guess is faster), the enumeration for several below :data:`PDAS_MIN`
+    variables, else the batched :func:`_pdas` (``hints`` its first guesses)."""
     n, problems = lin.shape
     if simplex and n > ENUMERATE_MAX:
         return _pdas(quad, lin, hints, simplex=True)
@@ -298,13 +300,13 @@ def _pdas(
             empty = ~free.any(dim=1)
             free[empty, b[empty].argmin(dim=1)] = True
         m = free.to(_F64)
-        system = torch.zeros(b.shape[0], n + 1, n + 1, dtype=_F64) if simplex else None
         block = a * (m[:, :, None] * m[:, None, :])
         block.diagonal(dim1=1, dim2=2).fill_(1.0)  # the identity off the support (a has a unit diagonal)
-        if system is None:
+        if not simplex:
             y = torch.linalg.solve_ex(block, (-(m * b)).unsqueeze(2))[0].squeeze(2)  # 0 off the support
             mult = y @ a + b
         else:  # a_SS y_S + nu e_S = -b_S, e_S . y_S = 1 with e = border: mu = -nu / max(d)
+            system = torch.zeros(b.shape[0], n + 1, n + 1, dtype=_F64)
             system[:, :n, :n] = block
             system[:, :n, n] = system[:, n, :n] = m * border
             rhs = torch.cat([-(m * b), torch.full((b.shape[0], 1), 1.0 / float(d.max()), dtype=_F64)], dim=1)
