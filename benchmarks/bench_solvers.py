@@ -4,8 +4,9 @@ mtlsearch's solver against torchjd 0.18's quadprog projector (issue 15, "the ste
 
 Sides, on the same float64 Gram matrix ``Q = G G^T`` of a random ``(T, 2000)`` matrix ``G``:
 
-* ``mtlsearch``: ``upgrad_weights(Q)`` / ``dualproj_weights(Q)`` (the enumeration up to T = 3,
-  the batched primal-dual active-set strategy above, the active-set method for what it leaves);
+* ``mtlsearch``: ``upgrad_weights(Q)`` (the enumeration up to T = 4, the batched primal-dual
+  active-set strategy above, the active-set method for what it leaves) / ``dualproj_weights(Q)``
+  (one problem: the enumeration up to T = 3, the active-set method from its first guess above);
 * ``mtlsearch (active set)``: the previous path, measured in the same run: the batched
   enumeration of the supports up to T = 8, the primal active-set method per problem above;
 * ``torchjd``: ``UPGradWeighting`` / ``DualProjWeighting`` with ``QuadprogProjector(norm_eps=0,
