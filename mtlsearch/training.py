@@ -245,8 +245,9 @@ def make_step(
         setup_strategy(model, strategy)
     if schedule is not None and not schedule.acts:
         schedule = None
-    # each task's loss before stacking: a backward pass through one of the stacked losses would
-    # reach every head (with zeros), so a scheduled weighted step sums the selected ones from here
+    # each task's loss before stacking: a backward pass from one of the stacked losses would run
+    # through every task's subgraph (with zeros), so per-task passes and a scheduled weighted step
+    # start from these
     parts: list[torch.Tensor] = []
 
     def losses_of(x, y):
@@ -314,7 +315,7 @@ def make_step(
             for r, i in enumerate(picked):
                 t = names[i]
                 found = torch.autograd.grad(
-                    losses[i], per_task[t], retain_graph=keep or r < len(picked) - 1, allow_unused=True
+                    parts[i], per_task[t], retain_graph=keep or r < len(picked) - 1, allow_unused=True
                 )
                 grads[t] = {id(p): torch.zeros_like(p) if g is None else g for p, g in zip(per_task[t], found)}
             return Gradients([names[i] for i in picked], per_task=grads)
@@ -366,7 +367,9 @@ def make_step(
         mask = schedule.next_mask() if schedule is not None else None
         losses = losses_of(x, y)
         context.shared_feature = getattr(model, "shared_feature", None)
+        context.task_losses = list(parts)
         weights = method(losses, context)
+        context.task_losses = []  # the graph is not kept until the next step
         if mask is None:
             total = (weights * losses).sum()
         else:  # only the selected terms: the other tasks' own parameters get no gradient at all

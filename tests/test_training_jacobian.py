@@ -59,3 +59,36 @@ def test_batched_jacobian_equals_the_loop_on_scheduled_subsets(tiny_problem, met
             grads.append([None if p.grad is None else p.grad.clone() for p in model.parameters()])
         for a, b in zip(*grads):
             assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6, rtol=1e-5))
+
+
+@pytest.mark.parametrize("family", ["hard_sharing", "tree"])
+def test_each_task_pass_of_the_loop_runs_through_its_own_subgraph_only(tiny_problem, family):
+    """Task t's pass starts from t's own loss, not from the stacked losses: a pass from one of
+    those would also run (with zeros) through every other task's head and branch. Each head's
+    backward runs once per step, in its own task's pass."""
+    params = {"family": family, "weighting": "equal", "training.lr": 3e-3} | (TREE if family == "tree" else {})
+    model = tiny_problem.replay(params).build_model(0)
+    runs = {name: 0 for name in model.heads}
+    for name, head in model.heads.items():
+        head.register_full_backward_hook(lambda *_, name=name: runs.__setitem__(name, runs[name] + 1))
+    step = make_step(model, tiny_problem.tasks, AGGREGATORS.get("upgrad")(),
+                     make_optimizer("sgd", list(model.parameters()), 0.0, 0.0), jacobian="loop")  # fmt: skip
+    step(tiny_problem.data.train.inputs[:16], {k: v[:16] for k, v in tiny_problem.data.train.targets.items()})
+    assert runs == {name: 1 for name in model.heads}
+
+
+@pytest.mark.parametrize("method", ["db_mtl", "excess_mtl", "gradnorm", "mgda_ub"])
+def test_weightings_that_take_per_task_gradients_start_from_each_task_loss(tiny_problem, method):
+    """The same for the weightings that differentiate each loss (``StepContext.loss_of``): each
+    head's backward runs twice per step, once in its task's pass and once in the weighted total's."""
+    from mtlsearch.weighting import WEIGHTINGS
+
+    model = tiny_problem.replay({"family": "tree", "weighting": "equal", "training.lr": 3e-3} | TREE).build_model(0)
+    runs = {name: 0 for name in model.heads}
+    for name, head in model.heads.items():
+        head.register_full_backward_hook(lambda *_, name=name: runs.__setitem__(name, runs[name] + 1))
+    weighting = WEIGHTINGS.get(method)([t.name for t in tiny_problem.tasks])
+    params = list(model.parameters()) + list(weighting.parameters())
+    step = make_step(model, tiny_problem.tasks, weighting, make_optimizer("sgd", params, 0.0, 0.0))
+    step(tiny_problem.data.train.inputs[:16], {k: v[:16] for k, v in tiny_problem.data.train.targets.items()})
+    assert runs == {name: 2 for name in model.heads}

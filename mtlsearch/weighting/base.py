@@ -59,11 +59,18 @@ class StepContext:
     ``task_parameters[t]``: the parameters task t's output depends on. ``shared_parameters``: those
     used by two or more tasks (empty when nothing is shared). ``shared_feature``: the output of the
     deepest block that every task passes through, in the graph (``None`` when there is none).
+    ``task_losses``: this step's T losses before they were stacked (empty when not given).
     """
 
     task_parameters: dict[str, list[nn.Parameter]] = field(default_factory=dict)
     shared_parameters: list[nn.Parameter] = field(default_factory=list)
     shared_feature: torch.Tensor | None = None
+    task_losses: list[torch.Tensor] = field(default_factory=list)
+
+    def loss_of(self, losses: torch.Tensor, i: int) -> torch.Tensor:
+        """Task ``i``'s loss to differentiate: its own, unstacked, when given. A gradient taken from
+        ``losses[i]`` would also run (with zeros) through every other task's head and branch."""
+        return self.task_losses[i] if len(self.task_losses) == len(losses) else losses[i]
 
 
 class Weighting(Searchable, nn.Module, ABC):

@@ -92,7 +92,7 @@ class DBMTL(Weighting):
             return weights
         self.steps += 1
         past = ema_factor(self.beta, self.sigma, self.steps) if self.steps > 1 else 0.0
-        grads = self._log_loss_gradients(losses, shifted, groups)
+        grads = self._log_loss_gradients(losses, shifted, groups, context)
         for users, params in groups.items():
             rows = torch.stack([torch.cat([grads[t][id(p)].reshape(-1) for p in params]) for t in users])
             key = "+".join(users)
@@ -107,7 +107,11 @@ class DBMTL(Weighting):
         return weights
 
     def _log_loss_gradients(
-        self, losses: torch.Tensor, shifted: torch.Tensor, groups: dict[tuple[str, ...], list[nn.Parameter]]
+        self,
+        losses: torch.Tensor,
+        shifted: torch.Tensor,
+        groups: dict[tuple[str, ...], list[nn.Parameter]],
+        context: StepContext,
     ) -> dict[str, dict[int, torch.Tensor]]:
         """``grad log(L_t + eps) = grad L_t / (L_t + eps)`` on the shared parameters task t uses."""
         grads: dict[str, dict[int, torch.Tensor]] = {}
@@ -116,7 +120,9 @@ class DBMTL(Weighting):
             found: tuple[torch.Tensor | None, ...] = (None,) * len(params)
             if params and losses.requires_grad:
                 with torch.enable_grad():
-                    found = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+                    found = torch.autograd.grad(
+                        context.loss_of(losses, i), params, retain_graph=True, allow_unused=True
+                    )
             scale = 1.0 / shifted[i]
             grads[task] = {
                 id(p): torch.zeros_like(p) if g is None else g.detach() * scale.to(g) for p, g in zip(params, found)

@@ -68,7 +68,9 @@ class ExcessMTL(Weighting):
             found = (None,) * len(params)
             if losses.requires_grad:
                 with torch.enable_grad():
-                    found = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+                    found = torch.autograd.grad(
+                        context.loss_of(losses, i), params, retain_graph=True, allow_unused=True
+                    )
             grad = torch.cat(
                 [(torch.zeros_like(p) if g is None else g.detach()).reshape(-1) for p, g in zip(params, found)]
             )

@@ -75,7 +75,7 @@ class GradNorm(Weighting):
         norms = []
         for i, task in enumerate(self.tasks):
             params = shared or list(context.task_parameters.get(task, []))
-            loss = losses[i]
+            loss = context.loss_of(losses, i)
             if not params or not loss.requires_grad:
                 norms.append(losses.new_zeros(()))
                 continue

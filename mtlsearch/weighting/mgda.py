@@ -88,7 +88,7 @@ class MGDAUB(Weighting):
             return torch.ones_like(losses).detach()
         rows = []
         for t in range(losses.numel()):
-            (grad,) = torch.autograd.grad(losses[t], feature, retain_graph=True, allow_unused=True)
+            (grad,) = torch.autograd.grad(context.loss_of(losses, t), feature, retain_graph=True, allow_unused=True)
             rows.append(
                 torch.zeros(feature.numel(), device=feature.device, dtype=feature.dtype)
                 if grad is None
