@@ -13,6 +13,14 @@ step sees the same weights and iterative solvers do the same work):
 * ``autogram``: ``Engine(trunk modules)``, ``compute_gramian(losses)``, the method's Gramian
   ``Weighting``, then ``losses.backward(weights)`` (no ``(T, P)`` matrix; heads get the weighted
   gradient too, as in torchjd's documented usage);
+* ``gramian path`` (not a peer: what a Gramian path would cost in mtlsearch's trainer, with its
+  semantics): per group of parameters shared by two or more tasks, torchjd's ``Engine`` over the
+  group's modules gives the Gramian of its tasks' gradients, the method's Gramian ``Weighting``
+  the weights, and one ``autograd.grad`` of ``sum_t w_t L_t`` over the group's tasks gives the
+  group's update; parameters of one task get their own gradient (one more pass). On hard sharing
+  that is autogram with unweighted heads; on a tree, each branch is aggregated among its own tasks,
+  as mtlsearch does, where ``autogram`` aggregates only the trunk
+  (docs/weighting.md#how-the-trainer-gets-the-per-task-gradients);
 * ``LibMTL`` (GitHub, the commit of bench_weighting.py; hard sharing only): its ``HPS``
   architecture with the method's weighting class mixed in, ``model.backward(losses, **kwargs)``
   (one ``backward`` per task into a ``(T, P)`` matrix of the encoder's gradients), for the
@@ -29,7 +37,8 @@ peak is read from ``torch.profiler`` (``profile_memory``: the largest cumulative
 
 Run: ``.venv/bin/python benchmarks/bench_task_count.py`` (needs the peers of ``make
 bench-weighting`` in benchmarks/.peers); ``--quick``; ``--device cuda``; ``--methods upgrad,mgda``;
-``--tasks 3,8,16``; ``--json FILE``.
+``--tasks 3,8,16``; ``--cells mlp/tree/8,cnn/hard_sharing/8`` (instead of ``--tasks``);
+``--json FILE``.
 """
 
 from __future__ import annotations
@@ -221,6 +230,7 @@ def build_sides(problem, params, name: str, x, y, device) -> list[Side]:
             opt3.step()
 
         sides.append(Side("autogram", autogram_step, m3))
+        sides.append(gramian_side(base, tasks, weighting, x, y))
     per_task = base.task_parameters()
     common = set.intersection(*({id(p) for p in per_task[n]} for n in names))
     shared = [i for i, p in enumerate(base.parameters()) if id(p) in common]
@@ -235,6 +245,47 @@ def build_sides(problem, params, name: str, x, y, device) -> list[Side]:
         if peer is not None:
             sides.append(peer)
     return sides
+
+
+#: sides that are mtlsearch's own alternatives, not peers: the goal is judged against the others
+OWN = ("mtlsearch-loop", "gramian path")
+
+
+def gramian_side(base, tasks, weighting, x, y) -> Side:
+    """A Gramian path with mtlsearch's semantics (see the module docstring), built on torchjd's
+    ``Engine``: one engine per parameter group shared by two or more tasks."""
+    from torchjd.autogram import Engine
+
+    from mtlsearch.training import parameter_groups
+
+    model = copy.deepcopy(base)
+    opt = make_optimizer("adam", list(model.parameters()), 0.0, 0.0)
+    names = [t.name for t in tasks]
+    kinds = [t.kind for t in tasks]
+    plan, own = [], []
+    for users, params in parameter_groups(model.task_parameters()):
+        if len(users) == 1:
+            own += params
+            continue
+        ids = {id(p) for p in params}
+        modules = [mod for mod in model.modules() if list(mod.parameters(recurse=False))
+                   and all(id(p) in ids for p in mod.parameters(recurse=False))]
+        plan.append((Engine(*modules, batch_dim=None), [names.index(u) for u in users], params))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        losses = torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
+        weights = [weighting(engine.compute_gramian(losses[rows])) for engine, rows, _ in plan]
+        for (_, rows, params), w in zip(plan, weights):
+            for p, g in zip(params, torch.autograd.grad((w * losses[rows]).sum(), params, retain_graph=True)):
+                p.grad = g
+        if own:
+            for p, g in zip(own, torch.autograd.grad(losses.sum(), own)):
+                p.grad = g
+        opt.step()
+
+    return Side("gramian path", step, model)
 
 
 def clock(device) -> float:
@@ -320,6 +371,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--tasks", default="3,8,16")
     ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--cells", help="model/family/T cells, comma-separated (replaces --tasks and the CNN and tree)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
     args = ap.parse_args(argv)
@@ -331,6 +383,8 @@ def main(argv=None) -> int:
     cells = [("mlp", "hard_sharing", int(t)) for t in args.tasks.split(",")]
     if not args.quick:
         cells += [("cnn", "hard_sharing", 8), ("mlp", "tree", 8)]
+    if args.cells:
+        cells = [(m, f, int(t)) for m, f, t in (c.split("/") for c in args.cells.split(","))]
     print(f"# bench_task_count: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"device {device}, threads {torch.get_num_threads()}, rounds {rounds}")
     rows = []
@@ -365,7 +419,7 @@ def main(argv=None) -> int:
                    "ratio": {k: ratio(ours, v) for k, v in times.items() if k != "mtlsearch"},
                    "peak_mib": mem, "cosine": cos}
             fastest = min(row["ratio"].values(), key=lambda r: -r[0]) if row["ratio"] else (1.0, 1.0, 1.0)
-            peers_only = [r[0] for k, r in row["ratio"].items() if not k.startswith("mtlsearch")]
+            peers_only = [r[0] for k, r in row["ratio"].items() if k not in OWN]
             row["vs_fastest_peer"] = max(peers_only) if peers_only else None
             rows.append(row)
             peers = "  ".join(f"{k} {v[0]:.2f}x [{v[1]:.2f}, {v[2]:.2f}]" for k, v in row["ratio"].items())
