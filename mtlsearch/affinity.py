@@ -421,8 +421,10 @@ def _run(
     sums = {m: torch.zeros(t, t, dtype=torch.float64, device=device) for m in ("cosine", "lookahead") if m in methods}
     steps, total = 0, 0.0
 
-    def losses_of(out: Mapping[str, torch.Tensor], y: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
+    def losses_of(out: Mapping[str, torch.Tensor], y: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Each task's loss, unstacked: a gradient pass from one of them runs through its own head
+        only (from a stacked tensor it would run through every head, with zeros)."""
+        return [k.loss(out[n], y[n]) for k, n in zip(kinds, names)]
 
     for epoch in range(1, int(training["epochs"]) + 1):
         began = time.perf_counter()
@@ -431,10 +433,11 @@ def _run(
         for x, y in batches(problem.data.train, training["batch_size"], device, shuffle=True, generator=generator):
             rng = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None)
             optimizer.zero_grad(set_to_none=True)
-            losses = losses_of(model(x), y)
+            parts = losses_of(model(x), y)
+            losses = torch.stack(parts)
             rows = []
             for i, task in enumerate(names):
-                found = torch.autograd.grad(losses[i], per_task[task], retain_graph=i < t - 1, allow_unused=True)
+                found = torch.autograd.grad(parts[i], per_task[task], retain_graph=i < t - 1, allow_unused=True)
                 grads = {id(p): torch.zeros_like(p) if g is None else g for p, g in zip(per_task[task], found)}
                 for p in per_task[task]:  # equal weighting: the gradient of the plain sum of the losses
                     p.grad = grads[id(p)].clone() if p.grad is None else p.grad + grads[id(p)]
@@ -455,7 +458,7 @@ def _run(
                             torch.set_rng_state(rng[0])
                             if rng[1] is not None:
                                 torch.cuda.set_rng_state(rng[1], device)
-                            after[i] = losses_of(functional_call(model, stepped, (x,)), y)
+                            after[i] = torch.stack(losses_of(functional_call(model, stepped, (x,)), y))
                 sums["lookahead"] += lookahead_affinity(losses.detach(), after).double()
             optimizer.step()
             running += losses.detach()
