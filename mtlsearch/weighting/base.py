@@ -23,7 +23,8 @@ state in the optimizer and in checkpoints):
   treats the weights as constants unless the method keeps them in the graph on purpose. It may
   update its own state (a loss history) and may set ``.grad`` of its own parameters (GradNorm),
   but must not call ``backward``. ``context`` (:class:`StepContext`) gives the parameters each task
-  uses and the deepest feature shared by all tasks, for methods that need gradients.
+  uses, the deepest feature shared by all tasks and the unstacked losses, for methods that need
+  gradients: differentiate ``context.loss_of(losses, t)``, not ``losses[t]``.
 * ``regularizer()``: a tensor added to the weighted loss, or the float 0.0 for none.
 
 Contract of :class:`Aggregator` (a plain object, not a module: it has no learnable parameters):
