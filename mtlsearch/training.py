@@ -250,6 +250,16 @@ def make_step(
     # start from these
     parts: list[torch.Tensor] = []
 
+    def strategy_loss(losses: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor | float:
+        """The strategy's term (0.0 without one), with this step's unstacked losses at hand."""
+        if strategy is None:
+            return 0.0
+        strategy.task_losses = list(parts)
+        try:
+            return strategy.loss(losses, feature)
+        finally:
+            strategy.task_losses = []  # the graph is not kept until the next step
+
     def losses_of(x, y):
         out = model(x)
         if strategy is not None:
@@ -324,7 +334,7 @@ def make_step(
             optimizer.zero_grad(set_to_none=True)
             mask = schedule.next_mask() if schedule is not None else None
             losses = losses_of(x, y)
-            extra = strategy.loss(losses, getattr(model, "shared_feature", None)) if strategy is not None else 0.0
+            extra = strategy_loss(losses, getattr(model, "shared_feature", None))
             chosen = None if mask is None else [i for i, m in enumerate(mask) if m]
             grads = per_task_gradients(losses, isinstance(extra, torch.Tensor), chosen)
             parts.clear()  # an unselected loss's graph is not kept until the next step
@@ -374,14 +384,13 @@ def make_step(
             total = (weights * losses).sum()
         else:  # only the selected terms: the other tasks' own parameters get no gradient at all
             total = torch.stack([weights[i] * parts[i] for i, m in enumerate(mask) if m]).sum()
-        parts.clear()  # an unselected loss's graph is not kept until the next step
         regularizer = method.regularizer()
         if isinstance(regularizer, torch.Tensor):  # a plain 0.0 adds nothing to the graph
             total = total + regularizer
-        if strategy is not None:
-            extra = strategy.loss(losses, context.shared_feature)
-            if isinstance(extra, torch.Tensor):
-                total = total + extra
+        extra = strategy_loss(losses, context.shared_feature)
+        if isinstance(extra, torch.Tensor):
+            total = total + extra
+        parts.clear()  # an unselected loss's graph is not kept until the next step
         total.backward()
         if strategy is not None:
             strategy.after_backward()

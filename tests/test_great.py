@@ -191,3 +191,27 @@ def test_a_study_searches_great_and_its_export_rebuilds_it(tiny_space, tmp_path)
     config = results.export_config(study, trial)
     rebuilt = problem.replay(config["params"])
     assert repr(rebuilt.strategy) == "GREAT(lam=0.5, lr=0.001, hidden=32)"
+
+
+@pytest.mark.parametrize("method", ["equal", "upgrad"])
+def test_each_task_gradient_of_the_feature_starts_from_that_task_loss(method):
+    """GREAT differentiates each task's own loss (``loss_of``), not the stacked losses: a pass from
+    ``losses[t]`` would also run through the other task's head (with zeros). Each head's output
+    gets its gradient once in its task's pass to the feature, then once in the weighted step's
+    backward, or twice in the aggregated step's (its task's pass, then the strategy's term)."""
+    x, y = batch()
+    model = Shared()
+    computed = {t: 0 for t in "ab"}
+
+    def count(module, args, output, task):
+        if output.requires_grad:  # not in the strategy's set-up pass, which runs without gradients
+            output.register_hook(lambda grad: computed.__setitem__(task, computed[task] + 1))
+
+    for t, head in model.heads.items():
+        head.register_forward_hook(lambda m, a, o, t=t: count(m, a, o, t))
+    m = METHODS.get(method)
+    step = make_step(model, TASKS, m(["a", "b"]) if method == "equal" else m(),
+                     make_optimizer("sgd", list(model.parameters()), 0.0, 0.0), GREAT(["a", "b"], lam=0.5))  # fmt: skip
+    step(x, y)
+    expected = 2 if method == "equal" else 3
+    assert computed == {"a": expected, "b": expected}

@@ -69,9 +69,15 @@ class StepContext:
     task_losses: list[torch.Tensor] = field(default_factory=list)
 
     def loss_of(self, losses: torch.Tensor, i: int) -> torch.Tensor:
-        """Task ``i``'s loss to differentiate: its own, unstacked, when given. A gradient taken from
-        ``losses[i]`` would also run (with zeros) through every other task's head and branch."""
-        return self.task_losses[i] if len(self.task_losses) == len(losses) else losses[i]
+        """Task ``i``'s loss to differentiate (:func:`own_loss`)."""
+        return own_loss(losses, self.task_losses, i)
+
+
+def own_loss(losses: torch.Tensor, task_losses: Sequence[torch.Tensor], i: int) -> torch.Tensor:
+    """Task ``i``'s own loss, from before stacking, when the T of them are given; else ``losses[i]``.
+    A gradient pass from ``losses[i]`` gives the same gradient but also runs through every other
+    task's head and branch (the stack's backward hands each of them a zero)."""
+    return task_losses[i] if len(task_losses) == len(losses) else losses[i]
 
 
 class Weighting(Searchable, nn.Module, ABC):

@@ -75,7 +75,8 @@ class GREAT(TrainingStrategy):
     def loss(self, losses: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor | float:
         if self.adversary is None or feature is None or not feature.requires_grad:
             return 0.0
-        grads = [torch.autograd.grad(losses[t], feature, create_graph=True)[0] for t in range(len(self.tasks))]
+        count = len(self.tasks)
+        grads = [torch.autograd.grad(self.loss_of(losses, t), feature, create_graph=True)[0] for t in range(count)]
         inputs = gradient_features(grads)
         labels = torch.arange(len(self.tasks), device=inputs.device).repeat_interleave(feature.shape[0])
         adversary_loss = F.cross_entropy(self.adversary(inputs), labels)

@@ -15,6 +15,8 @@ Contract of :class:`TrainingStrategy` (an ``nn.Module``: its auxiliary modules a
 * ``loss(losses, feature)``: the term added to the network's objective for this batch (a tensor
   in the graph of ``losses`` and ``feature``, or the float 0.0). It may compute, but must not
   apply, updates of its own modules: the network's backward pass still needs their current values.
+  A strategy that differentiates each task's loss takes ``self.loss_of(losses, t)``, not
+  ``losses[t]``: the trainer sets ``task_losses`` (the losses before stacking) around the call.
 * ``after_backward()``: called after the network's backward pass and before its optimizer step;
   applies the strategy's own updates.
 * ``checkpoint_state()`` / ``load_checkpoint_state(state)``: the auxiliary modules and optimizer
@@ -40,6 +42,7 @@ from torch import nn
 from ..config import ParamSpec
 from ..errors import MTLSearchError
 from ..registry import Registry
+from .base import own_loss
 from .hyper import Searchable
 
 
@@ -59,6 +62,11 @@ class TrainingStrategy(Searchable, nn.Module):
     def __init__(self, tasks: Sequence[str]):
         super().__init__()
         self.tasks = list(tasks)
+        self.task_losses: list[torch.Tensor] = []  # set by the trainer around ``loss``
+
+    def loss_of(self, losses: torch.Tensor, i: int) -> torch.Tensor:
+        """Task ``i``'s loss to differentiate (:func:`~mtlsearch.weighting.base.own_loss`)."""
+        return own_loss(losses, self.task_losses, i)
 
     def setup(self, feature_shape: tuple[int, ...] | None, device: torch.device) -> None:
         pass
