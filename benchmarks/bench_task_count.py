@@ -272,16 +272,17 @@ def gramian_side(base, tasks, weighting, x, y) -> Side:
                    and all(id(p) in ids for p in mod.parameters(recurse=False))]
         plan.append((Engine(*modules, batch_dim=None), [names.index(u) for u in users], params))
 
-    def step():
+    def step():  # every pass starts from its own tasks' losses, as mtlsearch's loop does
         opt.zero_grad(set_to_none=True)
         out = model(x)
-        losses = torch.stack([k.loss(out[n], y[n]) for k, n in zip(kinds, names)])
-        weights = [weighting(engine.compute_gramian(losses[rows])) for engine, rows, _ in plan]
+        parts = [k.loss(out[n], y[n]) for k, n in zip(kinds, names)]
+        weights = [weighting(engine.compute_gramian(torch.stack([parts[r] for r in rows]))) for engine, rows, _ in plan]
         for (_, rows, params), w in zip(plan, weights):
-            for p, g in zip(params, torch.autograd.grad((w * losses[rows]).sum(), params, retain_graph=True)):
+            total = sum(w[j] * parts[r] for j, r in enumerate(rows))
+            for p, g in zip(params, torch.autograd.grad(total, params, retain_graph=True)):
                 p.grad = g
         if own:
-            for p, g in zip(own, torch.autograd.grad(losses.sum(), own)):
+            for p, g in zip(own, torch.autograd.grad(sum(parts), own)):
                 p.grad = g
         opt.step()
 
