@@ -16,4 +16,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import torch, torchvision, mtlsearch; print('torch', torch.__version__, 'torchvision', torchvision.__version__, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
 step() { echo "== $1"; shift; timeout "$@"; echo "== rc $?"; }
 step "CUDA tests" 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py tests/test_aggregators_minnorm.py -k cuda 2>&1 | tee "$out/tests.log"
-step "step at T = 3, 8, 16 vs torchjd" 280 python3 benchmarks/bench_task_count.py --device cuda --rounds 6 --json "$out/task_count.json" 2>&1 | tee "$out/task_count.log"
+step "step at T = 3, 8, 16 vs torchjd" 360 python3 benchmarks/bench_task_count.py --device cuda --rounds 6 --json "$out/task_count.json" 2>&1 | tee "$out/task_count.log"
