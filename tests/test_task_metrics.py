@@ -320,3 +320,11 @@ def test_a_user_metric_and_loss_are_recorded_stored_and_rebuilt(user_module, tmp
     reference = study_reference(rebuilt)
     assert reference is not None and reference["objectives"] == ["delta_mtl", "sex.recall"]
     assert reference["point"] == [-100.0, 0.0] and reference["scale"][1] > 0
+
+    # the report's chart of it says which way is better, as the study stored it
+    from mtlsearch.search._html import metric_figures
+    from mtlsearch.search.results import report
+
+    data = report(rebuilt)
+    assert data["metric_directions"]["sex"] == {"accuracy": "max", "recall": "max"}
+    assert metric_figures(data)["sex.recall"]["layout"]["title"]["text"].startswith("sex.recall (higher is better)")

@@ -257,7 +257,7 @@ def metric_figures(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for task, metric in pairs:
         values = [number(metric_of(r, task, metric)) for r in front]
         base = number((baselines.get(task) or {}).get(metric) if isinstance(baselines, Mapping) else None)
-        better = METRICS.get(metric).direction if metric in METRICS else None
+        better = stored_direction(data, task, metric) or (METRICS.get(metric).direction if metric in METRICS else None)
         shapes = []
         if base is not None:
             shapes.append(
@@ -298,6 +298,15 @@ def metric_figures(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             ),
         }
     return out
+
+
+def stored_direction(data: Mapping[str, Any], task: str, metric: str) -> str | None:
+    """``max``/``min`` for ``task.metric`` as the study stored it (a user's own metric class
+    included); ``None`` where the study has no such record."""
+    found = data.get("metric_directions")
+    per_task = found.get(task) if isinstance(found, Mapping) else None
+    value = per_task.get(metric) if isinstance(per_task, Mapping) else None
+    return value if value in BETTER else None
 
 
 def affinity_figures(record: Any) -> dict[str, dict[str, Any]]:

@@ -133,7 +133,7 @@ class Objective:
         key = study.study_name if study is not None else ""
         if key not in self._baselines:
             if study is not None and study_record(study).fingerprint is None:  # a user's own study
-                write_study(study, signature=self.problem.signature())
+                write_study(study, signature=self.problem.signature(), metric_directions=self.problem.metric_directions)
                 artifacts = str(self.artifacts.resolve()) if self.artifacts else None
                 write_record(study, self.problem.space, self.seed, self.sampler, artifacts)
             self._baselines[key] = ensure_baselines(

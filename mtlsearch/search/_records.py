@@ -202,6 +202,10 @@ class StudyRecord(_Record):
         default=None,
         metadata=_doc("the input shape and the resolved tasks: export and rebuild need no data"),
     )
+    metric_directions: dict | None = field(
+        default=None,
+        metadata=_doc("each task's metrics: `max` where higher is better, `min` where lower is (the report's charts)"),
+    )
     baselines: dict | None = field(
         default=None,
         metadata=_doc(

@@ -247,7 +247,13 @@ def start_run(
     study = open_study(space, run, problem.directions, storage)
     deadline = time.time() + run.timeout if run.timeout else None
     settings = run_settings(run, deadline)
-    write_study(study, n_trials=run.n_trials, run=settings, signature=problem.signature())
+    write_study(
+        study,
+        n_trials=run.n_trials,
+        run=settings,
+        signature=problem.signature(),
+        metric_directions=problem.metric_directions,
+    )
     info = problem.data.info
     extra = f", measured label correlation {info['label_correlation']}" if "label_correlation" in info else ""
     if isinstance(info.get("positive_rate"), dict):  # the real tabular benchmarks: how rare each label is

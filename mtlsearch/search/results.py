@@ -205,6 +205,7 @@ def report(study: optuna.Study, progress: Progress | None = None) -> dict[str, A
         "directions": [d.name.lower() for d in study.directions],
         "trials": counts,
         "baselines": stored.baselines,
+        "metric_directions": stored.metric_directions,  # None in a study made before it was stored
         "data": stored.data,
         "front": records,
         "hypervolume": volume if volume and "error" not in volume else None,
