@@ -78,7 +78,7 @@ class GREAT(TrainingStrategy):
         count = len(self.tasks)
         grads = [torch.autograd.grad(self.loss_of(losses, t), feature, create_graph=True)[0] for t in range(count)]
         inputs = gradient_features(grads)
-        labels = torch.arange(len(self.tasks), device=inputs.device).repeat_interleave(feature.shape[0])
+        labels = torch.arange(count, device=inputs.device).repeat_interleave(feature.shape[0])
         adversary_loss = F.cross_entropy(self.adversary(inputs), labels)
         params = list(self.adversary.parameters())
         self._grads = [g.detach() for g in torch.autograd.grad(adversary_loss, params, retain_graph=True)]
