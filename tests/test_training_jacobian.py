@@ -61,6 +61,14 @@ def test_batched_jacobian_equals_the_loop_on_scheduled_subsets(tiny_problem, met
             assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6, rtol=1e-5))
 
 
+def count_head_backwards(model) -> dict[str, int]:
+    """``{head: how many times its backward has run}``, kept up to date by hooks on the heads."""
+    runs = {name: 0 for name in model.heads}
+    for name, head in model.heads.items():
+        head.register_full_backward_hook(lambda *_, name=name: runs.__setitem__(name, runs[name] + 1))
+    return runs
+
+
 @pytest.mark.parametrize("family", ["hard_sharing", "tree"])
 def test_each_task_pass_of_the_loop_runs_through_its_own_subgraph_only(tiny_problem, family):
     """Task t's pass starts from t's own loss, not from the stacked losses: a pass from one of
@@ -68,9 +76,7 @@ def test_each_task_pass_of_the_loop_runs_through_its_own_subgraph_only(tiny_prob
     backward runs once per step, in its own task's pass."""
     params = {"family": family, "weighting": "equal", "training.lr": 3e-3} | (TREE if family == "tree" else {})
     model = tiny_problem.replay(params).build_model(0)
-    runs = {name: 0 for name in model.heads}
-    for name, head in model.heads.items():
-        head.register_full_backward_hook(lambda *_, name=name: runs.__setitem__(name, runs[name] + 1))
+    runs = count_head_backwards(model)
     step = make_step(model, tiny_problem.tasks, AGGREGATORS.get("upgrad")(),
                      make_optimizer("sgd", list(model.parameters()), 0.0, 0.0), jacobian="loop")  # fmt: skip
     step(tiny_problem.data.train.inputs[:16], {k: v[:16] for k, v in tiny_problem.data.train.targets.items()})
@@ -84,9 +90,7 @@ def test_weightings_that_take_per_task_gradients_start_from_each_task_loss(tiny_
     from mtlsearch.weighting import WEIGHTINGS
 
     model = tiny_problem.replay({"family": "tree", "weighting": "equal", "training.lr": 3e-3} | TREE).build_model(0)
-    runs = {name: 0 for name in model.heads}
-    for name, head in model.heads.items():
-        head.register_full_backward_hook(lambda *_, name=name: runs.__setitem__(name, runs[name] + 1))
+    runs = count_head_backwards(model)
     weighting = WEIGHTINGS.get(method)([t.name for t in tiny_problem.tasks])
     params = list(model.parameters()) + list(weighting.parameters())
     step = make_step(model, tiny_problem.tasks, weighting, make_optimizer("sgd", params, 0.0, 0.0))
